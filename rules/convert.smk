@@ -1,0 +1,21 @@
+rule convert_model:
+    input:
+        model=rules.train_model.output.model,
+        dataset=rules.prepare_dataset.output.prepared,
+    output:
+        tflite="results/convert/{dataset}/{model}/{scheme}.tflite",
+    params:
+        # Only this scheme's settings, so changing one scheme reruns only its conversions.
+        settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
+    log:
+        "logs/convert_model/{dataset}/{model}/{scheme}.log",
+    benchmark:
+        "benchmarks/convert_model/{dataset}/{model}/{scheme}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/tinyml.yaml"
+    script:
+        "../scripts/convert_model.py"

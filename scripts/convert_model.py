@@ -1,0 +1,15 @@
+"""Snakemake entry point of rule convert_model."""
+
+from tinyml_quant.files import output_to_log
+
+with output_to_log(snakemake.log[0]):
+    from tinyml_quant.conversion import run_conversion
+
+    run_conversion(
+        snakemake.input.model,
+        snakemake.input.dataset,
+        snakemake.wildcards.scheme,
+        settings=dict(snakemake.params.settings),
+        threads=snakemake.threads,
+        output_path=snakemake.output.tflite,
+    )

@@ -1,0 +1,50 @@
+"""Pieces shared by the architectures."""
+
+import keras
+from keras import layers
+
+
+def rescaled_input(input_shape, minimum_size=None):
+    """Model input taking raw pixel values (0..255); optionally zero-padded to ``minimum_size``.
+
+    Padding lives inside the model (not in the data) so every TFLite variant
+    takes the dataset's own image size.
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    height, width = input_shape[:2]
+    if minimum_size and (height < minimum_size or width < minimum_size):
+        pad_height = max(0, minimum_size - height)
+        pad_width = max(0, minimum_size - width)
+        x = layers.ZeroPadding2D(
+            ((pad_height // 2, pad_height - pad_height // 2), (pad_width // 2, pad_width - pad_width // 2)),
+            name="pad_to_minimum_size",
+        )(x)
+    return inputs, x
+
+
+def classifier_head(x, num_classes):
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
+def conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", name=None):
+    x = layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4), name=f"{name}_conv",
+    )(x)  # fmt: skip
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if activation:
+        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+def bn_conv(x, filters, kernel_size=3, strides=1, normalize=True, name=None):
+    """Pre-activation unit: batch norm, ReLU, then convolution (He et al. 2016b)."""
+    if normalize:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4), name=f"{name}_conv",
+    )(x)  # fmt: skip

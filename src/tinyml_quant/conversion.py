@@ -1,0 +1,81 @@
+"""TFLite conversion: one pure ``convert(model, scheme, ...) -> bytes`` per post-training scheme."""
+
+import logging
+
+import numpy as np
+
+from . import SCHEMES
+from .files import write_bytes
+
+logger = logging.getLogger(__name__)
+
+CALIBRATED_SCHEMES = ("int8", "int16x8")
+
+
+def calibration_images(images, count, seed):
+    """``count`` training images chosen with ``seed``, as float32 (the models' input type)."""
+    if count < 1:
+        raise ValueError(f"calibration_images must be at least 1, got {count}")
+    chosen = np.random.default_rng(seed).permutation(len(images))[:count]
+    return images[np.sort(chosen)].astype(np.float32)
+
+
+def convert(model, scheme, representative_images=None):
+    """Convert a Keras model to a TFLite flatbuffer with post-training ``scheme``.
+
+    * fp32: no optimization;
+    * dynamic_range: int8 weights, float activations;
+    * float16: float16 weights;
+    * int8: full integer, int8 input and output, calibrated on ``representative_images``;
+    * int16x8: 16-bit activations, 8-bit weights, calibrated likewise (float input and output).
+    """
+    import tensorflow as tf
+
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; known schemes: {list(SCHEMES)}")
+    if scheme in CALIBRATED_SCHEMES and (representative_images is None or len(representative_images) == 0):
+        raise ValueError(f"scheme {scheme} needs representative images for calibration")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if scheme != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if scheme == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if scheme in CALIBRATED_SCHEMES:
+
+        def representative_dataset():
+            for image in representative_images:
+                yield [image[None]]
+
+        converter.representative_dataset = representative_dataset
+    if scheme == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    if scheme == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    return converter.convert()
+
+
+def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path):
+    """Snakemake entry point: load the trained model, convert it, write the ``.tflite`` file."""
+    import keras
+
+    from .datasets import load_prepared
+    from .training import configure_tensorflow
+
+    configure_tensorflow(threads)
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # Keras raises many types for a damaged file
+        raise ValueError(f"{model_path}: cannot load the trained model ({error})") from error
+    representative = None
+    if scheme in CALIBRATED_SCHEMES:
+        dataset = load_prepared(dataset_path)
+        representative = calibration_images(
+            dataset.x_train, settings["calibration_images"], settings["calibration_seed"]
+        )
+    flatbuffer = convert(model, scheme, representative)
+    write_bytes(output_path, flatbuffer)
+    logger.info("%s: %d bytes", output_path, len(flatbuffer))

@@ -1,0 +1,83 @@
+"""Atomic file output and JSON helpers shared by every stage."""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(destination):
+    """Yield a temporary path beside ``destination``; rename it into place on success.
+
+    A reader never sees half a file, and an interrupted job leaves only a
+    hidden temporary that the next run overwrites. The temporary keeps the
+    destination's suffix because some writers (Keras, numpy) insist on it.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=destination.suffix
+    )
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes(destination, content):
+    with atomic_path(destination) as temporary:
+        temporary.write_bytes(content)
+
+
+def write_text(destination, text):
+    with atomic_path(destination) as temporary:
+        temporary.write_text(text)
+
+
+def write_json(destination, value):
+    write_text(destination, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+@contextlib.contextmanager
+def output_to_log(log_path):
+    """Send this process's stdout and stderr, C++ libraries' included, to ``log_path``.
+
+    TensorFlow and LiteRT write to file descriptors 1 and 2 directly, so
+    replacing ``sys.stderr`` alone would miss their messages.
+    """
+    import logging
+    import sys
+
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        )
+        try:
+            yield
+        except BaseException:
+            logging.getLogger("tinyml_quant").exception("job failed")
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

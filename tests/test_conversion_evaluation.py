@@ -1,0 +1,91 @@
+"""Convert a small trained model with every scheme and evaluate it with LiteRT."""
+
+import numpy as np
+import pytest
+
+from tinyml_quant import SCHEMES
+from tinyml_quant.conversion import calibration_images, convert
+from tinyml_quant.evaluation import classification_metrics, load_interpreter, predict, quantize_input
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small CNN fitted to a learnable synthetic task: the class is the brightest quadrant."""
+    import keras
+
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.training import configure_tensorflow
+
+    configure_tensorflow(threads=2, seed=0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 100, (600, 16, 16, 1)).astype(np.uint8)
+    labels = rng.integers(0, 4, 600)
+    for index, label in enumerate(labels):
+        row, column = divmod(int(label), 2)
+        images[index, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] += 120
+    model = build_model("custom", (16, 16, 1), 4, base_filters=4)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(images[:500].astype("float32"), labels[:500], epochs=3, batch_size=50, verbose=0)
+    return model, images[500:], labels[500:], images[:500]
+
+
+@pytest.fixture(scope="module")
+def flatbuffers(trained):
+    model, _, _, train_images = trained
+    representative = calibration_images(train_images, 50, seed=0)
+    return {scheme: convert(model, scheme, representative) for scheme in SCHEMES}
+
+
+def test_fp32_tflite_accuracy_equals_keras_accuracy(trained, flatbuffers):
+    model, test_images, test_labels, _ = trained
+    keras_accuracy = np.mean(model.predict(test_images.astype("float32"), verbose=0).argmax(1) == test_labels)
+    outputs, _ = predict(load_interpreter(flatbuffers["fp32"]), test_images, batch_size=32)
+    assert keras_accuracy > 0.5, "the fixture model should have learnt the task"
+    assert abs(np.mean(outputs.argmax(1) == test_labels) - keras_accuracy) <= 0.001
+
+
+def test_sizes_order_as_the_schemes_promise(flatbuffers):
+    size = {scheme: len(content) for scheme, content in flatbuffers.items()}
+    assert size["fp32"] > size["float16"] > size["dynamic_range"]
+    assert size["fp32"] > size["int8"] and size["fp32"] > size["int16x8"]
+
+
+def test_int8_variant_has_integer_input_and_output(flatbuffers):
+    interpreter = load_interpreter(flatbuffers["int8"])
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_quantized_variants_stay_close_to_fp32(trained, flatbuffers, scheme):
+    _, test_images, test_labels, _ = trained
+    reference, _ = predict(load_interpreter(flatbuffers["fp32"]), test_images, batch_size=100)
+    outputs, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=100)
+    metrics = classification_metrics(outputs.argmax(1), test_labels, ["a", "b", "c", "d"], reference.argmax(1))
+    assert metrics["agreement_with_fp32"] >= 0.95
+    assert np.asarray(metrics["confusion_matrix"]).sum() == len(test_labels)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_batched_evaluation_equals_one_image_at_a_time(trained, flatbuffers, scheme):
+    _, test_images, _, _ = trained
+    batched, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=33)
+    single, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=1)
+    np.testing.assert_array_equal(batched.argmax(1), single.argmax(1))
+
+
+def test_input_quantization_uses_the_tensor_scale_and_zero_point():
+    detail = {"dtype": np.int8, "quantization": (2.0, -128)}
+    assert quantize_input(np.array([0.0, 2.0, 255.0, 1000.0]), detail).tolist() == [-128, -127, 0, 127]
+
+
+def test_calibration_needs_images(trained):
+    with pytest.raises(ValueError, match="needs representative images"):
+        convert(trained[0], "int8", None)
+
+
+def test_garbage_tflite_file_is_a_clear_error(tmp_path, flatbuffers):
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(flatbuffers["fp32"][:200])
+    with pytest.raises(ValueError, match="broken.tflite: not a loadable TFLite model"):
+        load_interpreter(path)
