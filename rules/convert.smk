@@ -4,18 +4,18 @@ rule convert_model:
         dataset=rules.prepare_dataset.output.prepared,
     output:
         tflite="results/convert/{dataset}/{model}/{scheme}.tflite",
-    params:
-        # Only this scheme's settings, so changing one scheme reruns only its conversions.
-        settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
     log:
         "logs/convert_model/{dataset}/{model}/{scheme}.log",
     benchmark:
         "benchmarks/convert_model/{dataset}/{model}/{scheme}.tsv"
+    conda:
+        "../envs/tinyml.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/tinyml.yaml"
+    params:
+        # Only this scheme's settings, so changing one scheme reruns only its conversions.
+        settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
     script:
         "../scripts/convert_model.py"

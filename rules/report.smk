@@ -20,12 +20,12 @@ rule gather_results:
         "logs/gather_results.log",
     benchmark:
         "benchmarks/gather_results.tsv"
+    conda:
+        "../envs/tinyml.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/tinyml.yaml"
     script:
         "../scripts/gather_results.py"
 
@@ -43,18 +43,18 @@ rule plot_results:
             category="Figures",
             caption="../report/figures.rst",
         ),
-    params:
-        dpi=config["plots"]["dpi"],
-        formats=config["plots"]["formats"],
     log:
         "logs/plot_results.log",
     benchmark:
         "benchmarks/plot_results.tsv"
+    conda:
+        "../envs/tinyml.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/tinyml.yaml"
+    params:
+        dpi=config["plots"]["dpi"],
+        formats=config["plots"]["formats"],
     script:
         "../scripts/plot_results.py"

@@ -29,7 +29,7 @@ def test_resnet_depths_follow_the_papers():
     assert 260_000 < model.count_params() < 280_000
 
 
-@pytest.mark.parametrize("name, knobs", [("resnet_v1", {"depth": 21}), ("resnet_v2", {"depth": 20})])
+@pytest.mark.parametrize("name, knobs", [("resnet_v1", {"depth": 21}), ("resnet_v2", {"depth": 21})])
 def test_invalid_depth_is_a_value_error(name, knobs):
     with pytest.raises(ValueError, match="depth must be"):
         build_model(name, (32, 32, 3), 10, **knobs)

@@ -230,7 +230,9 @@ def read_idx(path):
 
 
 def _check_member(archive, member):
-    """Refuse archive members that extraction with tarfile's data filter would refuse."""
+    """Refuse archive members that tarfile's data filter would refuse, and absolute names it would strip."""
+    if member.name.startswith("/"):
+        raise DatasetError(f"{archive}: unsafe archive member {member.name!r}: absolute path")
     try:
         tarfile.data_filter(member, "/nonexistent-destination")
     except tarfile.FilterError as error:

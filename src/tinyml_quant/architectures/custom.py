@@ -16,12 +16,12 @@ With ``base_filters=16`` it has about 10 k parameters (see the README).
 import keras
 from keras import layers
 
-from .layers import classifier_head, conv_bn, rescaled_input
+from .layers import batch_norm, classifier_head, conv_bn, rescaled_input
 
 
 def _separable(x, filters, strides, name):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = batch_norm(f"{name}_dw_bn")(x)
     x = layers.Activation("relu", name=f"{name}_dw_relu")(x)
     return conv_bn(x, filters, kernel_size=1, name=f"{name}_pw")
 

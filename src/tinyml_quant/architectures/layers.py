@@ -3,6 +3,23 @@
 import keras
 from keras import layers
 
+# Batch-norm statistics must settle within the few hundred steps of a CPU-sized
+# schedule; Keras' 0.99 (0.999 in MobileNetV2) leaves them near their initial
+# values, and the trained model then fails at inference. 0.9 is PyTorch's default.
+BATCH_NORM_MOMENTUM = 0.9
+
+
+def batch_norm(name):
+    return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=name)
+
+
+def settle_batch_norm(model):
+    """Give every BatchNormalization layer of a flat functional ``model`` the study's momentum."""
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BATCH_NORM_MOMENTUM
+    return model
+
 
 def rescaled_input(input_shape, minimum_size=None):
     """Model input taking raw pixel values (0..255); optionally zero-padded to ``minimum_size``.
@@ -33,7 +50,7 @@ def conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", name=None):
         filters, kernel_size, strides=strides, padding="same", use_bias=False,
         kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4), name=f"{name}_conv",
     )(x)  # fmt: skip
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
@@ -42,7 +59,7 @@ def conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", name=None):
 def bn_conv(x, filters, kernel_size=3, strides=1, normalize=True, name=None):
     """Pre-activation unit: batch norm, ReLU, then convolution (He et al. 2016b)."""
     if normalize:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batch_norm(f"{name}_bn")(x)
         x = layers.Activation("relu", name=f"{name}_relu")(x)
     return layers.Conv2D(
         filters, kernel_size, strides=strides, padding="same", use_bias=False,

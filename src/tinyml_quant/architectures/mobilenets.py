@@ -6,7 +6,7 @@ to 32x32 inside the model.
 
 import keras
 
-from .layers import classifier_head, rescaled_input
+from .layers import classifier_head, rescaled_input, settle_batch_norm
 
 MINIMUM_SIZE = 32
 
@@ -16,7 +16,7 @@ def _mobilenet(application, input_shape, num_classes, alpha, name):
     backbone = application(
         input_shape=tuple(x.shape[1:]), alpha=alpha, include_top=False, weights=None, pooling=None
     )
-    x = backbone(x)
+    x = settle_batch_norm(backbone)(x)
     return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 

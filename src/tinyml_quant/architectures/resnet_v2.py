@@ -7,7 +7,7 @@ Follows the Keras CIFAR-10 ResNet example: three stages of n bottlenecks
 import keras
 from keras import layers
 
-from .layers import bn_conv, conv_bn, rescaled_input
+from .layers import batch_norm, bn_conv, conv_bn, rescaled_input
 
 
 def resnet_v2(input_shape, num_classes, depth=11, base_filters=16):
@@ -31,7 +31,7 @@ def resnet_v2(input_shape, num_classes, depth=11, base_filters=16):
                 x = bn_conv(x, filters_out, kernel_size=1, strides=strides, normalize=False, name=f"{name}_shortcut")
             x = layers.Add(name=f"{name}_add")([x, y])
         filters_in = filters_out
-    x = layers.BatchNormalization(name="final_bn")(x)
+    x = batch_norm("final_bn")(x)
     x = layers.Activation("relu", name="final_relu")(x)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
