@@ -110,7 +110,7 @@ def test_bad_image_folder_member_names_archive_and_member(tmp_path, extra, messa
 
 def test_unknown_class_folder_is_refused(tmp_path):
     write_archive(tmp_path / "a.tar.gz", image_folder_members(classes=("cat", "emu")))
-    with pytest.raises(DatasetError, match="test/emu is not a known class"):
+    with pytest.raises(DatasetError, match="train/emu is not a known class"):
         datasets.read_image_folder_archive(tmp_path / "a.tar.gz", ["cat", "dog"])
 
 

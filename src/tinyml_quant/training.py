@@ -16,8 +16,16 @@ def configure_tensorflow(threads, seed=None):
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        # TensorFlow fixes its thread pools at first use: a process that already
+        # ran TensorFlow (a notebook, a test session) keeps the pools it has.
+        logger.warning(
+            "TensorFlow is already initialized with %d intra-op threads; cannot change it to %d",
+            tf.config.threading.get_intra_op_parallelism_threads(), threads,
+        )
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
