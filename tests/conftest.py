@@ -18,3 +18,13 @@ def mirror():
     if not (path / "mnist").is_dir():
         pytest.skip(f"no offline dataset mirror at {path}; set TINYML_DATASET_MIRROR")
     return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, mirror):
+    """The smoke preset run end to end once, in a copy of the workflow."""
+    from snakemake_runs import SMOKE, copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    snakemake(workdir, "--cores", "2", *SMOKE, mirror=mirror)
+    return workdir

@@ -402,14 +402,23 @@ def prepare(manifest_path, output_path, max_train_images=None, max_test_images=N
         "test_images": int(len(y_test)),
         "subset_seed": subset_seed if (max_train_images or max_test_images) else None,
     }
-    with atomic_path(output_path) as temporary:
+    save_prepared(output_path, x_train, y_train, x_test, y_test, class_names, provenance)
+    logger.info("prepared %s: %d train, %d test images", provenance["name"], len(y_train), len(y_test))
+    return provenance
+
+
+def save_prepared(path, x_train, y_train, x_test, y_test, class_names, provenance):
+    """Write a prepared dataset: uint8 NHWC images, integer labels, class names and a provenance record.
+
+    ``provenance`` needs at least ``dataset`` (the dataset's key) and ``name``
+    (what results call it, e.g. ``"cifar10 (jpeg mirror)"``).
+    """
+    with atomic_path(path) as temporary:
         np.savez(
             temporary,
             x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
             class_names=np.asarray(class_names), provenance=np.asarray(json.dumps(provenance)),
         )  # fmt: skip
-    logger.info("prepared %s: %d train, %d test images", provenance["name"], len(y_train), len(y_test))
-    return provenance
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -11,17 +10,15 @@ from pathlib import Path
 def atomic_path(destination):
     """Yield a temporary path beside ``destination``; rename it into place on success.
 
-    A reader never sees half a file, and an interrupted job leaves only a
-    hidden temporary that the next run overwrites. The temporary keeps the
-    destination's suffix because some writers (Keras, numpy) insist on it.
+    A reader never sees half a file. The temporary has a fixed hidden name,
+    so the temporary of a killed job is overwritten when the job runs again
+    rather than left behind; it keeps the destination's suffix because some
+    writers (Keras, numpy) insist on it. Snakemake never runs two jobs for
+    one output, so the fixed name cannot clash within the workflow.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=destination.suffix
-    )
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = destination.with_name(f".{destination.stem}.partial{destination.suffix}")
     try:
         yield temporary
         os.replace(temporary, destination)

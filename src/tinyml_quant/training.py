@@ -5,6 +5,7 @@ import logging
 import math
 from pathlib import Path
 
+from . import __version__
 from .datasets import load_prepared
 from .files import atomic_path, write_json
 
@@ -129,9 +130,10 @@ def train(dataset, model_name, architecture, settings, augmentation, threads=1):
     losses = history.history["loss"]
     if len(losses) < settings["epochs"] or not all(math.isfinite(loss) for loss in losses):
         raise TrainingDiverged(
-            f"training {model_name} on {dataset.name} diverged (loss {losses[-1]}); "
-            f"check training.learning_rate={settings['learning_rate']}, training.optimizer={settings['optimizer']}, "
-            f"training.batch_size={settings['batch_size']}"
+            f"training {model_name} on {dataset.name} diverged (loss {losses[-1]} in epoch {len(losses)}); "
+            f"no model was saved. Check training.learning_rate={settings['learning_rate']}, "
+            f"training.optimizer={settings['optimizer']}, training.lr_schedule={settings['lr_schedule']} "
+            f"and training.batch_size={settings['batch_size']} (or their training.per_model.{model_name} overrides)"
         )
     rows = [
         {"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.history.items()}}
@@ -170,7 +172,7 @@ def run_training(dataset_path, model_name, architecture, settings, augmentation,
 
     dataset = load_prepared(dataset_path)
     model, rows, test_metrics = train(dataset, model_name, architecture, settings, augmentation, threads)
-    test_metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    test_metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}
     with atomic_path(model_path) as temporary:
         model.save(temporary)
     write_history(rows, history_path)
