@@ -1,5 +1,6 @@
 # TinyML quantization study: download -> train -> five TFLite variants ->
-# LiteRT evaluation -> tables and figures. See README.md.
+# LiteRT evaluation, TFLite Micro and latency measurements -> tables and figures.
+# See README.md.
 
 from snakemake.utils import min_version
 
@@ -17,6 +18,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/convert.smk"
 include: "rules/evaluate.smk"
+include: "rules/measure.smk"
 include: "rules/report.smk"
 
 
@@ -24,3 +26,5 @@ rule all:
     input:
         rules.gather_results.output,
         rules.plot_results.output,
+        rules.fit_table.output,
+        rules.plot_device_fit.output,

@@ -11,6 +11,14 @@ config["data"]["mirror"] = os.environ.get(
     "TINYML_DATASET_MIRROR", config["data"]["mirror"]
 )
 
+# The schema cannot say that list items differ in one key; board names become
+# column names and must be unique.
+board_names = [board["name"] for board in config["boards"]]
+if len(set(board_names)) != len(board_names):
+    raise ValueError(
+        f"config key boards: each board needs its own name, got {board_names}"
+    )
+
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
@@ -28,21 +36,19 @@ def training_settings(wildcards):
     return {**shared, **config["training"]["per_model"].get(wildcards.model, {})}
 
 
-def evaluation_outputs(wildcards=None):
+def every_variant(path_pattern):
+    """``path_pattern`` (a rule's output) for every dataset x model x scheme of the study."""
     return expand(
-        "results/evaluate/{dataset}/{model}/{scheme}.json",
+        path_pattern,
         dataset=config["datasets"],
         model=config["models"],
         scheme=config["schemes"],
     )
 
 
-def training_metric_outputs(wildcards=None):
-    return expand(
-        "results/train/{dataset}/{model}/test_metrics.json",
-        dataset=config["datasets"],
-        model=config["models"],
-    )
+def every_model(path_pattern):
+    """``path_pattern`` (a rule's output) for every dataset x model of the study."""
+    return expand(path_pattern, dataset=config["datasets"], model=config["models"])
 
 
 def fp32_predictions(wildcards):

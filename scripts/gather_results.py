@@ -7,6 +7,9 @@ with output_to_log(snakemake.log[0]):
     run_gather(
         snakemake.input.evaluations,
         snakemake.input.training_metrics,
+        snakemake.input.graphs,
+        snakemake.input.micro_measurements,
+        snakemake.input.latencies,
         csv_path=snakemake.output.csv,
         markdown_path=snakemake.output.markdown,
     )

@@ -1,0 +1,12 @@
+"""Snakemake entry point of rule fit_table."""
+
+from tinyml_quant.devices import run_fit_table
+from tinyml_quant.files import output_to_log
+
+with output_to_log(snakemake.log[0]):
+    run_fit_table(
+        snakemake.input.csv,
+        [dict(board) for board in snakemake.params.boards],
+        csv_path=snakemake.output.csv,
+        markdown_path=snakemake.output.markdown,
+    )

@@ -1,0 +1,207 @@
+"""What a TFLite flatbuffer holds: its operators, parameters and multiply-accumulates.
+
+The graph is read with the flatbuffer schema that ``ai-edge-litert`` ships
+(``ai_edge_litert.schema_py_generated``), so no TensorFlow import is needed and
+the reader matches the runtime that evaluates the variants.
+
+Cost is counted from the TFLite graph, not from Keras, so every variant of a
+model is counted the same way (batch norm and ReLU are already folded into the
+convolutions there):
+
+* **MACs** (multiply-accumulates per inference, batch 1) of the three
+  operators that dominate a CNN's arithmetic:
+
+  - ``CONV_2D``: output elements x kernel height x kernel width x input
+    channels per group (the filter is ``[out, kh, kw, in]``);
+  - ``DEPTHWISE_CONV_2D``: output elements x kernel height x kernel width
+    (the output channels already include the depth multiplier);
+  - ``FULLY_CONNECTED``: output elements x input features (weights are
+    ``[units, in]``).
+
+  Additions, pooling, means and activations are not counted: they cost far
+  less than one MAC per weight and counting them would mix units.
+* **parameters**: elements of the constant weight and bias tensors of those
+  same operators. In the float16 variant the weights reach the operator
+  through a ``DEQUANTIZE`` of a float16 constant; that constant is counted,
+  so every variant of a model has the same count. Other constants (reshape
+  shapes, padding sizes, quantization multipliers) are not parameters, and
+  neither is a bias of zeros that the converter dropped (an untrained Dense).
+"""
+
+import collections
+import logging
+from pathlib import Path
+
+from .files import write_json
+
+logger = logging.getLogger(__name__)
+
+COUNTED_OPERATORS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+
+
+def read_flatbuffer(model):
+    """``(bytes, where)`` for a ``.tflite`` path or flatbuffer bytes; ``where`` names it in errors."""
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model), "model bytes"
+    path = Path(model)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the TFLite file ({error})") from error
+
+
+def parse_model(model):
+    """The flatbuffer as the schema's object tree (``ModelT``); a damaged file raises ValueError naming it."""
+    return _parse(*read_flatbuffer(model))
+
+
+def _parse(content, where):
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
+        raise ValueError(f"{where}: not a TFLite flatbuffer (no {TFLITE_FILE_IDENTIFIER.decode()} identifier)")
+    try:
+        parsed = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    except Exception as error:  # the generated reader raises struct.error, IndexError, ... on damage
+        raise ValueError(f"{where}: damaged TFLite flatbuffer ({type(error).__name__}: {error})") from error
+    if not parsed.subgraphs:
+        raise ValueError(f"{where}: the TFLite flatbuffer has no subgraph")
+    return parsed
+
+
+def _as_parsed(model):
+    """Accept a path, bytes or an already parsed ``ModelT``, so callers parse a file once."""
+    return model if hasattr(model, "subgraphs") else parse_model(model)
+
+
+def _builtin_names():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+
+def operator_name(parsed, operator, builtin_names=None):
+    """``CONV_2D``-style name of an operator; custom operators read ``CUSTOM:<name>``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin_names = builtin_names or _builtin_names()
+    code = parsed.operatorCodes[operator.opcodeIndex]
+    # Codes above 127 live in builtinCode; older files keep small codes in the deprecated field only.
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM and code.customCode:
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        return f"CUSTOM:{custom}"
+    return builtin_names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def operator_counts(model):
+    """``{operator name: count}`` over every subgraph, sorted by name."""
+    parsed = _as_parsed(model)
+    names = _builtin_names()
+    counts = collections.Counter(
+        operator_name(parsed, operator, names)
+        for subgraph in parsed.subgraphs
+        for operator in (subgraph.operators or [])
+    )
+    return dict(sorted(counts.items()))
+
+
+def _elements(shape):
+    count = 1
+    for size in shape if shape is not None else ():
+        count *= int(size)
+    return count
+
+
+def _is_constant(parsed, tensor):
+    """A tensor is constant when its buffer holds data (inline, or at an offset in large files)."""
+    if tensor.buffer <= 0 or tensor.buffer >= len(parsed.buffers):
+        return False
+    buffer = parsed.buffers[tensor.buffer]
+    return (buffer.data is not None and len(buffer.data) > 0) or (buffer.offset or 0) > 1
+
+
+def _constant_source(parsed, subgraph, producers, tensor_index):
+    """The constant tensor behind an operator input, looking through a DEQUANTIZE (float16 weights)."""
+    if tensor_index < 0:
+        return None  # optional input left out, e.g. a convolution without bias
+    tensor = subgraph.tensors[tensor_index]
+    if _is_constant(parsed, tensor):
+        return tensor
+    producer = producers.get(tensor_index)
+    if producer is not None and producer[0] == "DEQUANTIZE":
+        source = subgraph.tensors[producer[1].inputs[0]]
+        if _is_constant(parsed, source):
+            return source
+    return None
+
+
+def layer_costs(model):
+    """One record per counted operator: name, output shape, MACs and parameters (see the module docstring)."""
+    parsed = _as_parsed(model)
+    names = _builtin_names()
+    layers = []
+    for subgraph in parsed.subgraphs:
+        operators = [(operator_name(parsed, operator, names), operator) for operator in (subgraph.operators or [])]
+        producers = {int(output): pair for pair in operators for output in pair[1].outputs}
+        for name, operator in operators:
+            if name not in COUNTED_OPERATORS:
+                continue
+            output_shape = [int(size) for size in subgraph.tensors[operator.outputs[0]].shape]
+            weights_shape = [int(size) for size in subgraph.tensors[operator.inputs[1]].shape]
+            output_elements = _elements(output_shape)
+            if name == "CONV_2D":
+                macs = output_elements * weights_shape[1] * weights_shape[2] * weights_shape[3]
+            elif name == "DEPTHWISE_CONV_2D":
+                macs = output_elements * weights_shape[1] * weights_shape[2]
+            else:
+                macs = output_elements * weights_shape[-1]
+            parameters = 0
+            for index in [int(position) for position in operator.inputs[1:3]]:
+                constant = _constant_source(parsed, subgraph, producers, index)
+                if constant is not None:
+                    parameters += _elements(constant.shape)
+            layers.append(
+                {
+                    "operator": name,
+                    "output_shape": output_shape,
+                    "weights_shape": weights_shape,
+                    "macs": macs,
+                    "parameters": parameters,
+                }
+            )
+    return layers
+
+
+def analyze_graph(model):
+    """Operators with counts, parameters and MACs of a ``.tflite`` path or flatbuffer bytes."""
+    content, where = read_flatbuffer(model)
+    parsed = _parse(content, where)
+    layers = layer_costs(parsed)
+    operators = operator_counts(parsed)
+    macs_by_operator = collections.Counter()
+    for layer in layers:
+        macs_by_operator[layer["operator"]] += layer["macs"]
+    return {
+        "operators": operators,
+        "operator_total": sum(operators.values()),
+        "parameters": sum(layer["parameters"] for layer in layers),
+        "macs": sum(layer["macs"] for layer in layers),
+        "macs_by_operator": dict(sorted(macs_by_operator.items())),
+        "counted_layers": len(layers),
+        "file_bytes": len(content),
+        "cost_note": (
+            "MACs per inference (batch 1) of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED; "
+            "parameters are the elements of their constant weight and bias tensors"
+        ),
+    }
+
+
+def run_graph_analysis(tflite_path, output_path):
+    """Snakemake entry point: analyze one ``.tflite`` file and write the JSON record."""
+    analysis = analyze_graph(tflite_path)
+    write_json(output_path, analysis)
+    logger.info("%s: %d operators, %d parameters, %d MACs", tflite_path,
+                analysis["operator_total"], analysis["parameters"], analysis["macs"])  # fmt: skip
+    return analysis

@@ -1,0 +1,441 @@
+"""Microcontroller memory, measured with TensorFlow Lite Micro's Python interpreter (``tflite-micro``).
+
+**Arena.** TFLite Micro needs one "tensor arena" of RAM, fixed at start-up,
+for activations, scratch buffers and its own bookkeeping. The figure reported
+here is the smallest ``arena_size`` for which TFLM's interpreter allocates the
+model, found by binary search: every probe constructs
+``tflite_micro.runtime.Interpreter.from_bytes(model, arena_size=N)``, which
+allocates all tensors, and succeeds or raises. The search keeps "``lo`` fails,
+``hi`` allocates" and ends at ``hi == lo + 1``, so the result has been seen to
+allocate and one byte less has been seen to fail.
+
+The interpreter's own report (``print_allocations``, the
+``RecordingMicroAllocator`` "Arena allocation total") is *not* that figure, so
+it is only recorded beside it as ``recorded_arena_bytes``. On the study's
+smoke models it equals the minimum for most variants, is 8 bytes above it
+when the minimum is not a multiple of 16 (the report, taken in a larger
+arena, counts alignment padding), and is 528-552 bytes *below* it for some
+int8 variants (MobileNet v2, small custom CNNs): memory planning borrows
+temporary memory during allocation that the final tally omits, so an arena
+of the reported size fails there. The binary search assumes that every size
+above the minimum allocates too: on the 30 smoke variants that run, every
+size from 64 bytes below to 64 above the minimum, and 60 random sizes up to
+four times it, behaved so.
+
+The figure comes from TFLM's host (x86-64) build with its reference kernels.
+The planned activation memory (the arena's "head") is the same on a
+microcontroller; the persistent bookkeeping holds pointers, which are half as
+wide on a 32-bit MCU, and optimized kernels (CMSIS-NN) may ask for scratch
+memory of their own, so a board's figure may differ by a few KB.
+
+**Isolation.** A failed allocation normally raises ``RuntimeError('TFLM failed
+to allocate tensors')`` with the reason printed by C++ on standard error, but
+often it ends the process with a segmentation fault instead: some kernels'
+Prepare goes on with the null pointer of an allocation that failed. On the
+30 smoke variants that run, 19 crashed at one or more of 14 sizes probed
+below their minimum, some at 80% of it, and every arena under about 500
+bytes crashes. So no TFLM code runs in the caller: each measurement runs in
+a child process (``python -c``; a multiprocessing "spawn" child would re-run
+a Snakemake script's top level), which logs every probe to a file before
+trying it. When the child dies, the probe it was trying counts as a failure
+(too small) and a new child resumes the search from the bounds so far (4 of
+the 30 smoke searches hit such a crash once, and ended at the same figure).
+The child costs 0.2-0.3 s to start (Python, numpy, TFLM) and a probe 2-15 ms
+on the study's models, so a whole measurement (21 probes and one inference)
+takes 0.25-0.5 s on a ResNet-8 to ResNet-20; one child per probe would cost
+about 5 s.
+
+**Unsupported** is a result, not an error: when TFLM refuses the model at a
+generous arena (float16 weights reach ``DEQUANTIZE``, which TFLM only accepts
+from integer types; dynamic-range "hybrid" convolutions), the status is
+``"unsupported on TFLite Micro"`` with the refused operator, parsed from
+TFLM's message. TFLM stops at the first operator it refuses, so one is named.
+"""
+
+import json
+import logging
+import numbers
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .files import write_json
+
+logger = logging.getLogger(__name__)
+
+RUNS = "runs"
+UNSUPPORTED = "unsupported on TFLite Micro"
+STATUSES = (RUNS, UNSUPPORTED)
+
+FIRST_ARENA_BYTES = 1 << 20  # generous for the study's models; grown GROWTH-fold while memory is short
+GROWTH = 4
+MAX_ARENA_BYTES = 1 << 30
+# Each restart follows a crashed probe and narrows the search, so at most one per probe (about 31).
+WORKER_RESTARTS = 64
+WORKER_TIMEOUT_SECONDS = 900
+
+# "Too many buffers" is the memory planner running out of its scratch space in a small arena.
+_MEMORY_FAILURE = re.compile(r"Failed to allocate|bytes required|missing: \d+|Too many buffers")
+_REFUSED_NODE = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke)")
+_MISSING_OPERATOR = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+_WORKER_CODE = "import sys; from tinyml_quant.micro import _worker_main; _worker_main(sys.argv[1])"
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def refused_operator(message):
+    """``(operator, node index)`` that TFLM names in an error message; ``(None, None)`` if it names none."""
+    found = _REFUSED_NODE.search(message or "")
+    if found:
+        return found.group(1), int(found.group(2))
+    found = _MISSING_OPERATOR.search(message or "")
+    if found:
+        return found.group(1), None
+    return None, None
+
+
+def is_memory_failure(message):
+    """Whether TFLM's message says the arena was too small (rather than that the model is refused)."""
+    return bool(_MEMORY_FAILURE.search(message or ""))
+
+
+def _read_model(model):
+    """``(bytes, where, LiteRT interpreter)``; a file LiteRT cannot load raises ValueError naming it."""
+    from .evaluation import load_interpreter
+
+    if isinstance(model, (bytes, bytearray)):
+        content, where = bytes(model), "model bytes"
+    else:
+        try:
+            content, where = Path(model).read_bytes(), str(model)
+        except OSError as error:
+            raise ValueError(f"{model}: cannot read the TFLite file ({error})") from error
+    try:
+        interpreter = load_interpreter(content)
+    except ValueError as error:
+        raise ValueError(f"{where}: not a loadable TFLite model ({error.__cause__ or error})") from error
+    return content, where, interpreter
+
+
+def _run_worker(request, folder):
+    """Run one child; return ``(events, returncode, stderr tail)``. The child never raises into us."""
+    request_path = Path(folder) / "request.json"
+    progress_path = Path(folder) / f"progress-{time.monotonic_ns()}.jsonl"
+    request_path.write_text(json.dumps({**request, "progress_path": str(progress_path)}))
+    environment = dict(os.environ)
+    # The child imports this package; make that work even where it is not installed (a source checkout).
+    source_root = str(Path(__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, environment.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, "-c", _WORKER_CODE, str(request_path)],
+        capture_output=True, text=True, env=environment, cwd=folder, timeout=WORKER_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    events = []
+    if progress_path.exists():
+        for line in progress_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by the crash
+    return events, completed.returncode, completed.stderr[-2000:]
+
+
+def _crash_text(returncode, stderr):
+    reason = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    return f"TFLite Micro's process ended with {reason}: {stderr.strip()[-500:]}"
+
+
+def allocates(model, arena_bytes):
+    """Whether TFLM allocates ``model`` in an arena of ``arena_bytes``; a crash of TFLM counts as no."""
+    if not isinstance(arena_bytes, numbers.Integral) or isinstance(arena_bytes, bool) or arena_bytes < 0:
+        raise ValueError(f"arena_bytes must be a non-negative integer, got {arena_bytes!r}")
+    content, _, _ = _read_model(model)
+    with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
+        model_path = Path(folder) / "model.tflite"
+        model_path.write_bytes(content)
+        events, returncode, stderr = _run_worker({"mode": "probe", "model_path": str(model_path),
+                                                  "arena_bytes": int(arena_bytes)}, folder)  # fmt: skip
+    results = [event for event in events if event["event"] == "result"]
+    if results:
+        return bool(results[-1]["allocates"])
+    if returncode < 0 and events:
+        return False  # TFLM crashed inside the probe
+    raise RuntimeError(f"the TFLite Micro child process failed: {_crash_text(returncode, stderr)}")
+
+
+def _litert_reference(interpreter, image):
+    """LiteRT's raw output for ``image`` and the quantized input both runtimes get."""
+    from .evaluation import quantize_input
+
+    input_detail = interpreter.get_input_details()[0]
+    expected = tuple(int(size) for size in input_detail["shape"][1:])
+    if tuple(image.shape) != expected:
+        raise ValueError(f"an image of shape {tuple(image.shape)} does not fit the model's input {expected}")
+    model_input = np.ascontiguousarray(quantize_input(image[None], input_detail))
+    interpreter.set_tensor(input_detail["index"], model_input)
+    interpreter.invoke()
+    output_detail = interpreter.get_output_details()[0]
+    return model_input, interpreter.get_tensor(output_detail["index"]).copy(), output_detail
+
+
+def compare_outputs(tflm_output, litert_output, output_detail):
+    """Agreement of TFLM with LiteRT on one input.
+
+    Both must predict the same class; integer (int8) outputs must also be
+    within one quantization step everywhere, since the two runtimes' kernels
+    may round differently. Float outputs are held to the class only, with the
+    largest difference recorded (about 1e-7 for fp32, 3e-5 for int16x8).
+    """
+    from .evaluation import dequantize_output
+
+    tflm_values = dequantize_output(np.asarray(tflm_output), output_detail).reshape(-1)
+    litert_values = dequantize_output(np.asarray(litert_output), output_detail).reshape(-1)
+    comparison = {
+        "tflm_class": int(tflm_values.argmax()),
+        "litert_class": int(litert_values.argmax()),
+        "max_abs_difference": float(np.max(np.abs(tflm_values - litert_values))),
+        "max_difference_steps": None,
+    }
+    comparison["same_class"] = comparison["tflm_class"] == comparison["litert_class"]
+    agrees = comparison["same_class"]
+    if np.issubdtype(np.asarray(litert_output).dtype, np.integer):
+        steps = np.abs(np.asarray(tflm_output, np.int64) - np.asarray(litert_output, np.int64))
+        comparison["max_difference_steps"] = int(steps.max())
+        agrees = agrees and comparison["max_difference_steps"] <= 1
+    comparison["agrees"] = bool(agrees)
+    return comparison
+
+
+def _unsupported(result, message):
+    operator, node = refused_operator(message)
+    text = "\n".join(line.strip() for line in message.splitlines() if line.strip())  # TFLM ends lines with \r\n
+    result.update(status=UNSUPPORTED, arena_bytes=None, unsupported_operator=operator,
+                  unsupported_node=node, tflm_error=text)  # fmt: skip
+    return result
+
+
+def measure_micro(model, image=None, max_arena_bytes=MAX_ARENA_BYTES):
+    """Measure one variant on TFLite Micro; see the module docstring for the method.
+
+    ``model`` is a ``.tflite`` path or flatbuffer bytes; ``image`` one input
+    image (unquantized pixels, the model's input shape without batch). With an
+    image, TFLM runs it once at the measured arena and its output is compared
+    with LiteRT's on the same quantized input; without one it runs zeros.
+
+    Returns a dict: ``status`` (``"runs"`` or ``"unsupported on TFLite
+    Micro"``), ``arena_bytes`` (None when unsupported), ``flash_bytes`` (the
+    flatbuffer's length), the refused operator when unsupported, and the
+    search's cost. A file that is not a TFLite model raises ValueError.
+    """
+    from tflite_micro import __version__ as tflm_version
+
+    if not isinstance(max_arena_bytes, int) or max_arena_bytes < FIRST_ARENA_BYTES:
+        raise ValueError(f"max_arena_bytes must be an integer of at least {FIRST_ARENA_BYTES}, got {max_arena_bytes!r}")
+    content, where, interpreter = _read_model(model)
+    if image is None:
+        input_shape = tuple(int(size) for size in interpreter.get_input_details()[0]["shape"][1:])
+        image = np.zeros(input_shape, np.float32)
+    model_input, litert_output, output_detail = _litert_reference(interpreter, np.asarray(image))
+    result = {
+        "status": RUNS, "arena_bytes": None, "flash_bytes": len(content),
+        "unsupported_operator": None, "unsupported_node": None, "tflm_error": None,
+        "largest_failing_arena_bytes": None, "recorded_arena_bytes": None, "agreement": None,
+        "arena_probes": 0, "worker_restarts": 0, "crashed_probe_bytes": [], "measurement_seconds": 0.0,
+        "tflm_version": tflm_version,
+    }  # fmt: skip
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
+        model_path, input_path = Path(folder) / "model.tflite", Path(folder) / "input.npy"
+        model_path.write_bytes(content)
+        np.save(input_path, model_input)
+        request = {"mode": "measure", "model_path": str(model_path), "input_path": str(input_path),
+                   "max_arena_bytes": max_arena_bytes}  # fmt: skip
+        final = _search_in_children(request, folder, where, result)
+    result["measurement_seconds"] = time.perf_counter() - started
+    if final["event"] == "too_large":
+        raise RuntimeError(f"{where}: TFLite Micro could not allocate the model in {max_arena_bytes} bytes")
+    if final["event"] == "unsupported":
+        return _unsupported(result, final["message"])
+    result["arena_bytes"] = final["arena_bytes"]
+    result["largest_failing_arena_bytes"] = final["largest_failing_arena_bytes"]
+    tflm_output = np.asarray(final["output"], dtype=final["output_dtype"])
+    result["agreement"] = compare_outputs(tflm_output, litert_output, output_detail)
+    return result
+
+
+def _search_in_children(request, folder, where, result):
+    """Run children until one finishes the search; a child killed in a probe is replaced.
+
+    Returns the final event; counts probes, restarts and the recorded arena into ``result``.
+    """
+    state = {"low": 0, "high": None, "recorded": None}
+    for attempt in range(WORKER_RESTARTS + 1):
+        events, returncode, stderr = _run_worker({**request, "low": state["low"], "high": state["high"]}, folder)
+        result["arena_probes"] += sum(event["event"] == "result" for event in events)
+        final = _follow_events(events, state)
+        result["recorded_arena_bytes"] = state["recorded"]
+        if final is not None:
+            return final
+        if returncode >= 0 or not events:
+            # Not a crash of TFLM (that ends the child with a signal): a broken set-up or a bug.
+            raise RuntimeError(f"{where}: the TFLite Micro child process failed: {_crash_text(returncode, stderr)}")
+        crashed = _interrupted_probe(events)
+        if crashed is None or (state["high"] is None and GROWTH * crashed > request["max_arena_bytes"]):
+            # A crash outside the search (in invoke), or at every arena up to the largest: TFLM cannot run it.
+            return {"event": "unsupported", "message": _crash_text(returncode, stderr)}
+        state["low"] = max(state["low"], crashed)  # a probe that crashed the child failed: too small
+        result["arena_probes"] += 1
+        result["crashed_probe_bytes"].append(crashed)
+        result["worker_restarts"] = attempt + 1
+    raise RuntimeError(f"{where}: TFLite Micro crashed {WORKER_RESTARTS + 1} times during the arena search")
+
+
+def _follow_events(events, state):
+    """Update the search bounds from the child's log; return its final event, if it got that far."""
+    for event in events:
+        if event["event"] == "result" and event["allocates"]:
+            state["high"] = event["arena_bytes"] if state["high"] is None else min(state["high"], event["arena_bytes"])
+        elif event["event"] == "result":
+            state["low"] = max(state["low"], event["arena_bytes"])
+        elif event["event"] == "recorded":
+            state["recorded"] = event["arena_bytes"]
+        elif event["event"] in ("done", "unsupported", "too_large"):
+            return event
+    return None
+
+
+def _interrupted_probe(events):
+    """The arena size of a probe the child started but never finished, if its log ends with one."""
+    if events and events[-1]["event"] == "probe":
+        return events[-1]["arena_bytes"]
+    return None
+
+
+def run_micro_measurement(tflite_path, dataset_path, output_path):
+    """Snakemake entry point: measure one variant on TFLM with the dataset's first test image."""
+    from .datasets import load_prepared
+
+    dataset = load_prepared(dataset_path)
+    result = measure_micro(tflite_path, dataset.x_test[0])
+    result.update(
+        {
+            "tflite_path": str(tflite_path),
+            "dataset_name": dataset.name,
+            "input_image": "test image 0",
+            "input_label": int(dataset.y_test[0]),
+            "arena_method": "smallest arena that allocates, by binary search over TFLM interpreter construction",
+        }
+    )
+    write_json(output_path, result)
+    logger.info("%s: %s, arena %s bytes, flash %d bytes", tflite_path, result["status"],
+                result["arena_bytes"], result["flash_bytes"])  # fmt: skip
+    return result
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _capture_stderr(function):
+    """``(value, failed, text)`` of ``function()`` with file descriptor 2 captured.
+
+    TFLM prints its reasons from C++ straight to descriptor 2, and raises
+    only a generic RuntimeError.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            value, failed = function(), False
+        except RuntimeError:
+            value, failed = None, True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    return value, failed, text
+
+
+def _worker_main(request_path):
+    """Child process: run the probes of one request, logging each before and after it runs."""
+    import resource
+
+    from tflite_micro import runtime
+
+    # Crashes are expected here (arenas too small for TFLM's own records): leave no core files behind.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    request = json.loads(Path(request_path).read_text())
+    model = Path(request["model_path"]).read_bytes()
+    with open(request["progress_path"], "a") as progress:
+
+        def log(**event):
+            progress.write(json.dumps(event) + "\n")
+            progress.flush()  # into the kernel, so the line survives a crash of this process
+
+        def probe(arena_bytes):
+            log(event="probe", arena_bytes=arena_bytes)
+            interpreter, failed, text = _capture_stderr(
+                lambda: runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
+            )
+            log(event="result", arena_bytes=arena_bytes, allocates=not failed, message=text if failed else "")
+            return interpreter, text
+
+        if request["mode"] == "probe":
+            probe(request["arena_bytes"])
+            return
+        _search_and_run(request, probe, log)
+
+
+def _search_and_run(request, probe, log):
+    """Find a generous arena, bisect down to the smallest, then run the input once at that size."""
+    low, high, smallest = request["low"], request["high"], None
+    if high is None:
+        arena_bytes = max(FIRST_ARENA_BYTES, GROWTH * low)
+        while smallest is None:
+            smallest, text = probe(arena_bytes)
+            if smallest is None and not is_memory_failure(text):
+                log(event="unsupported", message=text)
+                return
+            if smallest is None:
+                low, arena_bytes = arena_bytes, arena_bytes * GROWTH
+                if arena_bytes > request["max_arena_bytes"]:
+                    log(event="too_large")
+                    return
+        high = arena_bytes
+        _, _, report = _capture_stderr(smallest.print_allocations)
+        recorded = re.search(r"Arena allocation total (\d+) bytes", report)
+        log(event="recorded", arena_bytes=int(recorded.group(1)) if recorded else None)
+    while high - low > 1:
+        middle = (low + high) // 2
+        interpreter, _ = probe(middle)
+        if interpreter is not None:
+            high, smallest = middle, interpreter
+        else:
+            low = middle
+    if smallest is None:  # resumed after a crash with the bounds already known
+        smallest, text = probe(high)
+        if smallest is None:
+            log(event="unsupported", message=f"allocation at {high} bytes did not repeat: {text}")
+            return
+    log(event="invoke")
+    output, failed, text = _capture_stderr(lambda: _invoke(smallest, np.load(request["input_path"])))
+    if failed:
+        log(event="unsupported", message=text)
+        return
+    log(event="done", arena_bytes=high, largest_failing_arena_bytes=low,
+        output=output.tolist(), output_dtype=output.dtype.name)  # fmt: skip
+
+
+def _invoke(interpreter, model_input):
+    interpreter.set_input(model_input, 0)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_output(0))

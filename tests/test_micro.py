@@ -1,0 +1,184 @@
+"""TFLite Micro measurement (arena, unsupported variants, agreement with LiteRT) and host latency."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tinyml_quant import micro
+from tinyml_quant.conversion import convert
+from tinyml_quant.latency import measure_latency, run_latency
+from tinyml_quant.micro import UNSUPPORTED, allocates, measure_micro, refused_operator, run_micro_measurement
+
+IMAGE_SHAPE = (16, 16, 1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (12, *IMAGE_SHAPE)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def flatbuffers(images):
+    """An untrained custom CNN, converted with the schemes these tests need.
+
+    The wider copy has weight tensors of 1024 elements and more, which the
+    dynamic-range scheme quantizes (smaller ones stay float), so it really
+    contains the hybrid float-input, int8-weight convolutions.
+    """
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.training import configure_tensorflow
+
+    configure_tensorflow(threads=1, seed=0)
+    model = build_model("custom", IMAGE_SHAPE, 4, base_filters=4)
+    representative = images[:8].astype(np.float32)
+    converted = {scheme: convert(model, scheme, representative) for scheme in ("fp32", "float16", "int8")}
+    wide = build_model("custom", IMAGE_SHAPE, 4, base_filters=16)
+    converted["dynamic_range"] = convert(wide, "dynamic_range", representative)
+    return converted
+
+
+def write_prepared_dataset(path, images):
+    """A prepared dataset file as tinyml_quant.datasets.prepare writes it."""
+    labels = np.arange(len(images)) % 4
+    provenance = {"dataset": "synthetic", "name": "synthetic (test)"}
+    np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels,
+             class_names=np.asarray(["a", "b", "c", "d"]), provenance=np.asarray(json.dumps(provenance)))  # fmt: skip
+    return path
+
+
+# --------------------------------------------------------------------------- arena
+
+
+@pytest.fixture(scope="module")
+def int8_measurement(flatbuffers, images):
+    return measure_micro(flatbuffers["int8"], images[0])
+
+
+def test_arena_is_the_smallest_that_allocates(flatbuffers, int8_measurement):
+    arena = int8_measurement["arena_bytes"]
+    assert int8_measurement["status"] == "runs"
+    assert int8_measurement["largest_failing_arena_bytes"] == arena - 1
+    assert allocates(flatbuffers["int8"], arena)
+    assert not allocates(flatbuffers["int8"], arena - 1)
+
+
+def test_flash_bytes_are_the_file_length(flatbuffers, int8_measurement):
+    assert int8_measurement["flash_bytes"] == len(flatbuffers["int8"])
+
+
+def test_int8_output_agrees_with_litert_within_one_step(int8_measurement):
+    agreement = int8_measurement["agreement"]
+    assert agreement["agrees"] and agreement["same_class"]
+    assert agreement["max_difference_steps"] <= 1
+
+
+def test_a_probe_that_crashes_tflm_is_a_failure_not_a_dead_caller(flatbuffers):
+    # TFLM ends its process with a segmentation fault for arenas below its own records' size.
+    assert not allocates(flatbuffers["fp32"], 16)
+
+
+def test_search_resumes_after_a_crashed_probe(flatbuffers, monkeypatch):
+    """A child that dies mid-search is replaced, and the crashed probe counts as a failure."""
+    expected = measure_micro(flatbuffers["fp32"])
+    real_run_worker = micro._run_worker
+    calls = []
+
+    def crash_at_the_first_failing_probe(request, folder):
+        """Cut the first child's log as a segmentation fault would (crashes hit only failing sizes)."""
+        events, returncode, stderr = real_run_worker(request, folder)
+        calls.append(request)
+        if len(calls) == 1:
+            failing = next(i for i, event in enumerate(events) if event["event"] == "result" and not event["allocates"])
+            return events[:failing], -11, "Segmentation fault"
+        return events, returncode, stderr
+
+    monkeypatch.setattr(micro, "_run_worker", crash_at_the_first_failing_probe)
+    resumed = measure_micro(flatbuffers["fp32"])
+    assert resumed["worker_restarts"] == 1 and len(resumed["crashed_probe_bytes"]) == 1
+    assert calls[1]["high"] is not None  # the second child started from the first one's bounds
+    assert resumed["arena_bytes"] == expected["arena_bytes"]
+
+
+# --------------------------------------------------------------------------- unsupported
+
+
+def test_float16_is_unsupported_with_the_operator_named(flatbuffers):
+    result = measure_micro(flatbuffers["float16"])
+    assert result["status"] == UNSUPPORTED == "unsupported on TFLite Micro"
+    assert result["unsupported_operator"] == "DEQUANTIZE"
+    assert result["arena_bytes"] is None and result["agreement"] is None
+    assert "DEQUANTIZE" in result["tflm_error"]
+    assert result["flash_bytes"] == len(flatbuffers["float16"])
+
+
+def test_dynamic_range_hybrid_convolution_is_unsupported(flatbuffers):
+    result = measure_micro(flatbuffers["dynamic_range"])
+    assert result["status"] == UNSUPPORTED
+    assert result["unsupported_operator"] == "CONV_2D"
+    assert "Hybrid models are not supported" in result["tflm_error"]
+
+
+def test_refused_operator_is_read_from_tflm_messages():
+    message = (
+        "tensorflow/lite/micro/kernels/dequantize_common.cc:42 input->type == kTfLiteInt8 was not true.\r\n"
+        "Node DEQUANTIZE (number 0) failed to prepare with status 1\r\n"
+    )
+    assert refused_operator(message) == ("DEQUANTIZE", 0)
+    assert refused_operator("Didn't find op for builtin opcode 'STABLEHLO_ADD'") == ("STABLEHLO_ADD", None)
+    assert refused_operator("something else") == (None, None)
+
+
+def test_corrupt_file_is_a_value_error_naming_it(flatbuffers, tmp_path):
+    path = tmp_path / "corrupt.tflite"
+    path.write_bytes(flatbuffers["fp32"][:200])
+    with pytest.raises(ValueError, match="corrupt.tflite"):
+        measure_micro(path)
+    with pytest.raises(ValueError, match="corrupt.tflite"):
+        allocates(path, 100_000)
+
+
+def test_image_of_the_wrong_shape_is_a_value_error(flatbuffers):
+    with pytest.raises(ValueError, match="does not fit the model's input"):
+        measure_micro(flatbuffers["fp32"], np.zeros((28, 28, 1), np.uint8))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path):
+    tflite_path = tmp_path / "fp32.tflite"
+    tflite_path.write_bytes(flatbuffers["fp32"])
+    dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
+    returned = run_micro_measurement(tflite_path, dataset_path, tmp_path / "out" / "micro.json")
+    written = json.loads((tmp_path / "out" / "micro.json").read_text())
+    assert written == json.loads(json.dumps(returned))
+    assert written["status"] == "runs" and written["arena_bytes"] > 0
+    assert written["agreement"]["agrees"]
+    assert written["dataset_name"] == "synthetic (test)" and written["input_image"] == "test image 0"
+
+
+# --------------------------------------------------------------------------- host latency
+
+
+def test_latency_is_positive_and_records_its_settings(flatbuffers, images):
+    result = measure_latency(flatbuffers["int8"], images[0], threads=1, invokes=20, warmup=2)
+    assert 0 < result["median_ms"] <= result["p90_ms"] < 1000
+    assert (result["threads"], result["invokes"], result["warmup"], result["batch_size"]) == (1, 20, 2, 1)
+    assert result["timing"].startswith("host-CPU") and result["clock"] == "host-CPU"
+
+
+def test_run_latency_writes_json(flatbuffers, images, tmp_path):
+    tflite_path = tmp_path / "fp32.tflite"
+    tflite_path.write_bytes(flatbuffers["fp32"])
+    dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
+    returned = run_latency(tflite_path, dataset_path, 2, 10, 1, tmp_path / "latency.json")
+    written = json.loads((tmp_path / "latency.json").read_text())
+    assert written == returned
+    assert written["threads"] == 2 and written["median_ms"] > 0
+
+
+@pytest.mark.parametrize("settings", [{"threads": 0}, {"invokes": 0}, {"warmup": -1}, {"threads": 1.5}])
+def test_latency_settings_are_checked(flatbuffers, settings):
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        measure_latency(flatbuffers["fp32"], **settings)
