@@ -205,7 +205,8 @@ def wait_for(condition, what, timeout=900):
 def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
     workdir = copy_workflow(tmp_path / "workflow")
     subset = write_change(workdir, "subset", {"datasets": ["mnist"], "models": ["custom", "resnet_v1"]})
-    arguments = (*SMOKE, "--configfile", subset)
+    # One --configfile flag with both files: a second flag would replace the first.
+    arguments = (*SMOKE, subset)
     run = start_snakemake(workdir, "--cores", "2", *arguments, mirror=mirror, log_path=tmp_path / "killed.log")
 
     def training_or_conversion_under_way():
@@ -258,7 +259,7 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(tmp
     broken = workdir / "results" / "convert" / "mnist" / "custom" / "int8.tflite"
     broken.write_bytes(broken.read_bytes()[:300])
     # A new evaluation batch size makes every evaluation run again, beside the broken one.
-    arguments = (*SMOKE, "--configfile", write_change(workdir, "batch", {"evaluation": {"batch_size": 64}}))
+    arguments = (*SMOKE, write_change(workdir, "batch", {"evaluation": {"batch_size": 64}}))
     report_time = (workdir / "reports" / "results.csv").stat().st_mtime_ns
     started = time.time_ns()
 
