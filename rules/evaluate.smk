@@ -1,3 +1,8 @@
+# Resources cover the peaks measured on the full default run (10,000 test images,
+# benchmarks/evaluate_model/) with margin: 283 MB and 141 s at most (int16x8 runs
+# LiteRT's slow reference kernels).
+
+
 rule evaluate_model:
     input:
         tflite=rules.convert_model.output.tflite,
@@ -14,8 +19,8 @@ rule evaluate_model:
         "../envs/tinyml.yaml"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=1000,
+        runtime=30,
     params:
         batch_size=config["evaluation"]["batch_size"],
     script:
