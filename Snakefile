@@ -28,3 +28,4 @@ rule all:
         rules.plot_results.output,
         rules.fit_table.output,
         rules.plot_device_fit.output,
+        rules.stage_costs.output,

@@ -58,3 +58,21 @@ def fp32_predictions(wildcards):
     return (
         f"results/evaluate/{wildcards.dataset}/{wildcards.model}/fp32.predictions.npy"
     )
+
+
+def grid_benchmarks():
+    """The benchmark file of every job of the grid (data, training, conversion, evaluation,
+    measurement); called by rule stage_costs, once every rule is defined."""
+    per_dataset = [rules.fetch_dataset.benchmark, rules.prepare_dataset.benchmark]
+    per_variant = [
+        rules.convert_model.benchmark,
+        rules.evaluate_model.benchmark,
+        rules.analyze_graph.benchmark,
+        rules.measure_micro.benchmark,
+        rules.measure_latency.benchmark,
+    ]
+    return [
+        *(path for p in per_dataset for path in expand(p, dataset=config["datasets"])),
+        *every_model(rules.train_model.benchmark),
+        *(path for p in per_variant for path in every_variant(p)),
+    ]

@@ -123,3 +123,44 @@ rule plot_device_fit:
         formats=config["plots"]["formats"],
     script:
         "../scripts/plot_device_fit.py"
+
+
+# A benchmark file is a product of its job like an output, so Snakemake orders this
+# rule after every job of the grid and reruns it when one of them reruns.
+rule stage_costs:
+    input:
+        benchmarks=grid_benchmarks(),
+    output:
+        csv=report(
+            "reports/stage_costs.csv",
+            category="Costs",
+            caption="../report/stage_costs.rst",
+        ),
+        markdown=report(
+            "reports/stage_costs.md",
+            category="Costs",
+            caption="../report/stage_costs.rst",
+        ),
+        figures=report(
+            expand(
+                "reports/figures/stage_costs.{extension}",
+                extension=config["plots"]["formats"],
+            ),
+            category="Costs",
+            caption="../report/stage_costs.rst",
+        ),
+    log:
+        "logs/stage_costs.log",
+    benchmark:
+        "benchmarks/stage_costs.tsv"
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        dpi=config["plots"]["dpi"],
+        formats=config["plots"]["formats"],
+    script:
+        "../scripts/stage_costs.py"

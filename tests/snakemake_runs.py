@@ -61,6 +61,10 @@ def write_change(workdir, name, change):
 
 SMOKE = ("--configfile", "config/smoke.yaml")
 
+# Rules with one job per variant, and the report's rules (one job each).
+VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
+REPORT_RULES = ("gather_results", "plot_results", "fit_table", "plot_device_fit", "stage_costs")
+
 
 def planned_outputs(workdir, *arguments, mirror=None):
     """Every output file a dry run would (re)create, as paths relative to ``workdir``."""

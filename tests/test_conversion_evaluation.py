@@ -5,7 +5,14 @@ import pytest
 
 from tinyml_quant import SCHEMES
 from tinyml_quant.conversion import calibration_images, convert
-from tinyml_quant.evaluation import classification_metrics, load_interpreter, predict, quantize_input
+from tinyml_quant.evaluation import (
+    classification_metrics,
+    evaluation_interpreters,
+    input_converter,
+    load_interpreter,
+    predict,
+    quantize_input,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +79,38 @@ def test_batched_evaluation_equals_one_image_at_a_time(trained, flatbuffers, sch
     batched, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=33)
     single, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=1)
     np.testing.assert_array_equal(batched.argmax(1), single.argmax(1))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_interpreters_side_by_side_equal_one_image_at_a_time(trained, flatbuffers, scheme):
+    _, test_images, _, _ = trained
+    side_by_side, _ = predict([load_interpreter(flatbuffers[scheme]) for _ in range(3)], test_images, batch_size=33)
+    batched, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=33)
+    single, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=1)
+    np.testing.assert_array_equal(side_by_side, batched)  # the same batches on the same kernels
+    np.testing.assert_array_equal(side_by_side.argmax(1), single.argmax(1))
+
+
+def test_single_threaded_schemes_get_one_interpreter_per_thread(flatbuffers):
+    assert len(evaluation_interpreters(flatbuffers["int16x8"], "int16x8", threads=3)) == 3
+    assert len(evaluation_interpreters(flatbuffers["int16x8"], "int16x8", threads=1)) == 1
+    assert len(evaluation_interpreters(flatbuffers["int8"], "int8", threads=3)) == 1
+
+
+@pytest.mark.parametrize("detail", [{"dtype": np.int8, "quantization": (1.0, -128)},
+                                    {"dtype": np.int8, "quantization": (1.0009765625, -128)},
+                                    {"dtype": np.uint8, "quantization": (1.0, 0)},
+                                    {"dtype": np.int8, "quantization": (1.0, -100)},
+                                    {"dtype": np.int8, "quantization": (0.7, 3)},
+                                    {"dtype": np.uint8, "quantization": (2.5, 10)},
+                                    {"dtype": np.float32, "quantization": (0.0, 0)}])  # fmt: skip
+def test_fast_input_conversion_quantizes_pixels_as_the_formula_does(detail):
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    pixels[0, 0, 0, :] = [0, 255, 128]
+    converted = input_converter(detail, np.uint8)(pixels)
+    expected = quantize_input(pixels, detail)
+    assert converted.dtype == expected.dtype
+    np.testing.assert_array_equal(converted, expected)
 
 
 def test_input_quantization_uses_the_tensor_scale_and_zero_point():

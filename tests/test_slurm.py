@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPOSITORY
-from snakemake_runs import SMOKE, copy_workflow, planned_jobs, write_change
+from snakemake_runs import SMOKE, VARIANT_RULES, copy_workflow, planned_jobs, write_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -25,7 +25,6 @@ SLURM_DIR = Path(os.environ.get("TINYML_SLURM_DIR", "/tmp/tinyml-slurm"))
 PARTITION = os.environ.get("TINYML_SLURM_PARTITION", "debug")
 MODELS = ["resnet_v1", "resnet_v2", "mobilenet_v1", "mobilenet_v2", "custom"]
 SCHEMES = ["fp32", "dynamic_range", "float16", "int8", "int16x8"]
-VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 # "Job <snakemake id> has been submitted with SLURM jobid <id> (log: .../slurm_logs/<rule_x or group_y>/...)"
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule_\w+|group_\w+)/")
 

@@ -10,11 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPOSITORY
-from snakemake_runs import SMOKE, copy_workflow, planned_jobs, snakemake, write_change
-
-# Rules with one job per variant, and the report's rules (one job each).
-VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
-REPORT_RULES = ("gather_results", "plot_results", "fit_table", "plot_device_fit")
+from snakemake_runs import REPORT_RULES, SMOKE, VARIANT_RULES, copy_workflow, planned_jobs, snakemake, write_change
 
 # --------------------------------------------------------------------------- fast checks
 
@@ -162,7 +158,7 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run, mirror):
 def test_plot_setting_change_reruns_only_the_plots(smoke_run, mirror):
     change = write_change(smoke_run, "plots", {"plots": {"dpi": 80}})
     jobs = planned_jobs(smoke_run, *SMOKE, change, mirror=mirror)
-    assert [rule for rule, _ in jobs if rule != "all"] == ["plot_device_fit", "plot_results"]
+    assert [rule for rule, _ in jobs if rule != "all"] == ["plot_device_fit", "plot_results", "stage_costs"]
 
 
 @pytest.mark.e2e
@@ -221,5 +217,5 @@ def test_html_report_holds_figures_and_tables(smoke_run, mirror):
     snakemake(smoke_run, *SMOKE, "--report", "report.html", mirror=mirror)
     html = (smoke_run / "report.html").read_text(errors="replace")
     for name in ("size_vs_accuracy", "size_per_scheme", "accuracy_change_heatmap", "results.csv",
-                 "accuracy_vs_arena", "accuracy_vs_flash", "fit_table.md"):  # fmt: skip
+                 "accuracy_vs_arena", "accuracy_vs_flash", "fit_table.md", "stage_costs"):  # fmt: skip
         assert name in html

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,27 @@ def quantize_input(images, detail):
     return np.clip(quantized, info.min, info.max).astype(dtype)
 
 
+def input_converter(detail, images_dtype):
+    """``quantize_input`` for batches of one dtype, fast for uint8 pixels and an integer input tensor.
+
+    ``quantize_input`` divides, rounds, shifts and clips every pixel in
+    float32: for a small int8 model that took longer than the model's own
+    ``invoke``. uint8 pixels have 256 values, so a table of ``quantize_input``
+    of each gives the same numbers by lookup; and where the table is the pixel
+    value plus a constant (the study's int8 models: scale 1, zero point -128),
+    one wrapping uint8 addition gives them, reinterpreted as the tensor's type.
+    """
+    target = np.dtype(detail["dtype"])
+    if np.dtype(images_dtype) != np.uint8 or np.issubdtype(target, np.floating):
+        return lambda batch: quantize_input(batch, detail)
+    table = quantize_input(np.arange(256, dtype=np.uint8), detail)
+    offsets = np.unique(table.astype(np.int64) - np.arange(256))
+    if target.itemsize == 1 and len(offsets) == 1:
+        shift = np.uint8(int(offsets[0]) % 256)
+        return lambda batch: (batch + shift).view(target)
+    return lambda batch: np.take(table, batch)
+
+
 def dequantize_output(values, detail):
     if np.issubdtype(values.dtype, np.floating):
         return values
@@ -45,34 +67,72 @@ def dequantize_output(values, detail):
     return (values.astype(np.float32) - zero_point) * scale
 
 
+# Schemes whose LiteRT kernels use one thread whatever ``num_threads`` says: int16x8 runs
+# TFLite's reference integer kernels (no XNNPACK delegate, no multi-threaded kernels), so a
+# job with more threads evaluates with that many interpreters side by side instead
+# (``python -m tinyml_quant.bench`` measures both ways for every scheme).
+SINGLE_THREADED_SCHEMES = ("int16x8",)
+
+
+def evaluation_interpreters(model, scheme, threads=1):
+    """The interpreters that evaluate ``scheme`` with ``threads`` threads in all.
+
+    One interpreter with ``threads`` threads, except for SINGLE_THREADED_SCHEMES:
+    ``threads`` one-thread interpreters, which ``predict`` runs side by side.
+    """
+    if scheme in SINGLE_THREADED_SCHEMES and threads > 1:
+        return [load_interpreter(model, 1) for _ in range(threads)]
+    return [load_interpreter(model, threads)]
+
+
 def predict(interpreter, images, batch_size=1):
     """Dequantized outputs for ``images`` and the seconds spent in ``invoke``.
 
     Runs batches of ``batch_size`` by resizing the input tensor; the last
     batch is zero-padded to full size so the tensors are allocated once.
+    ``interpreter`` may be a list of interpreters of one model: each then
+    takes every n-th batch in its own thread (LiteRT releases the GIL in
+    ``invoke``), and the seconds are those of the busiest one. Every image
+    gets the same kernels either way, so the outputs do not depend on it.
     """
-    input_detail = interpreter.get_input_details()[0]
+    interpreters = list(interpreter) if isinstance(interpreter, (list, tuple)) else [interpreter]
+    input_detail = interpreters[0].get_input_details()[0]
     expected = tuple(input_detail["shape"][1:])
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {expected}")
     batch_size = max(1, min(batch_size, len(images)))
-    if input_detail["shape"][0] != batch_size:
-        interpreter.resize_tensor_input(input_detail["index"], [batch_size, *expected])
-        interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    outputs, seconds = [], 0.0
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        count = len(batch)
-        if count < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), batch.dtype)])
-        interpreter.set_tensor(input_detail["index"], quantize_input(batch, input_detail))
-        started = time.perf_counter()
-        interpreter.invoke()
-        seconds += time.perf_counter() - started
-        outputs.append(dequantize_output(interpreter.get_tensor(output_detail["index"])[:count], output_detail))
-    return np.concatenate(outputs), seconds
+    starts = list(range(0, len(images), batch_size))
+    interpreters = interpreters[: len(starts)]
+    for each in interpreters:
+        if each.get_input_details()[0]["shape"][0] != batch_size:
+            each.resize_tensor_input(input_detail["index"], [batch_size, *expected])
+            each.allocate_tensors()
+    outputs = [None] * len(starts)
+
+    def run(worker):
+        each = interpreters[worker]
+        input_detail = each.get_input_details()[0]
+        output_detail = each.get_output_details()[0]
+        convert = input_converter(input_detail, images.dtype)
+        seconds = 0.0
+        for number in range(worker, len(starts), len(interpreters)):
+            batch = images[starts[number] : starts[number] + batch_size]
+            count = len(batch)
+            if count < batch_size:
+                batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), batch.dtype)])
+            each.set_tensor(input_detail["index"], convert(batch))
+            started = time.perf_counter()
+            each.invoke()
+            seconds += time.perf_counter() - started
+            outputs[number] = dequantize_output(each.get_tensor(output_detail["index"])[:count], output_detail)
+        return seconds
+
+    if len(interpreters) == 1:
+        seconds = [run(0)]
+    else:
+        with ThreadPoolExecutor(len(interpreters)) as pool:
+            seconds = list(pool.map(run, range(len(interpreters))))
+    return np.concatenate(outputs), max(seconds)
 
 
 def classification_metrics(predictions, labels, class_names, reference_predictions=None):
@@ -99,14 +159,15 @@ def run_evaluation(tflite_path, dataset_path, scheme, threads, batch_size,
     from .datasets import load_prepared
 
     dataset = load_prepared(dataset_path)
-    interpreter = load_interpreter(tflite_path, threads)
-    outputs, seconds = predict(interpreter, dataset.x_test, batch_size)
+    interpreters = evaluation_interpreters(tflite_path, scheme, threads)
+    outputs, seconds = predict(interpreters, dataset.x_test, batch_size)
     predictions = outputs.argmax(axis=1)
     reference = predictions if fp32_predictions_path is None else np.load(fp32_predictions_path, allow_pickle=False)
     if len(reference) != len(predictions):
         raise ValueError(f"{fp32_predictions_path}: holds {len(reference)} predictions, expected {len(predictions)}")
     metrics = classification_metrics(predictions, dataset.y_test, dataset.class_names, reference)
-    input_detail = interpreter.get_input_details()[0]
+    input_detail = interpreters[0].get_input_details()[0]
+    layout = f"{threads} thread(s)" if len(interpreters) == 1 else f"{len(interpreters)} one-thread interpreters side by side"
     metrics.update(
         {
             "dataset": dataset.provenance["dataset"],
@@ -116,7 +177,7 @@ def run_evaluation(tflite_path, dataset_path, scheme, threads, batch_size,
             "test_images": int(len(predictions)),
             "input_type": np.dtype(input_detail["dtype"]).name,
             "mean_inference_ms": 1000.0 * seconds / len(predictions),
-            "timing": f"LiteRT on the host CPU, {threads} thread(s), batches of {batch_size}",
+            "timing": f"LiteRT on the host CPU, {layout}, batches of {batch_size}",
             "threads": threads,
             "litert_version": litert_version,
         }

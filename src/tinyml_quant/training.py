@@ -97,11 +97,12 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def train(dataset, model_name, architecture, settings, augmentation, threads=1):
+def train(dataset, model_name, architecture, settings, augmentation, threads=1, callbacks=()):
     """Build and fit ``model_name`` on ``dataset`` (a PreparedDataset).
 
     Returns ``(model, history_rows, test_metrics)``. Raises TrainingDiverged
-    when the loss becomes NaN, naming the settings to look at.
+    when the loss becomes NaN, naming the settings to look at. ``callbacks``
+    are extra Keras callbacks for ``fit`` (the benchmark times epochs with one).
     """
     import keras
 
@@ -124,7 +125,7 @@ def train(dataset, model_name, architecture, settings, augmentation, threads=1):
         train_batches,
         validation_data=validation_batches,
         epochs=settings["epochs"],
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
         verbose=2,
     )
     losses = history.history["loss"]

@@ -1,0 +1,164 @@
+"""Stage costs from Snakemake benchmark files, and wall-time projections: small synthetic inputs, no timing."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from tinyml_quant.costs import (
+    critical_path,
+    durations,
+    job_graph,
+    job_of,
+    jobs_table,
+    parse_dry_run,
+    project,
+    read_benchmark,
+    run_stage_costs,
+    simulate,
+    stage_summary,
+)
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_benchmark(root, relative, seconds, rss, cpu, extra_rows=()):
+    path = root / "benchmarks" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [(seconds, rss, cpu), *extra_rows]
+    path.write_text(HEADER + "".join(f"{s}\t0:00:01\t{r}\t1\t1\t1\t0\t0\t50.0\t{c}\n" for s, r, c in rows))
+    return path
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """Two stages of one model on one dataset, a data job and a report job."""
+    return [
+        write_benchmark(tmp_path, "prepare_dataset/mnist.tsv", 2.0, 400.0, 1.5),
+        write_benchmark(tmp_path, "train_model/mnist/custom.tsv", 30.0, 1200.0, 55.0),
+        write_benchmark(tmp_path, "convert_model/mnist/custom/fp32.tsv", 4.0, 700.0, 3.5),
+        write_benchmark(tmp_path, "convert_model/mnist/custom/int8.tsv", 6.0, 800.0, 5.0),
+        write_benchmark(tmp_path, "gather_results.tsv", 1.0, "NA", 0.5),
+    ]
+
+
+def test_read_benchmark_averages_repeats_and_skips_unmeasured(tmp_path):
+    path = write_benchmark(tmp_path, "x/a.tsv", 2.0, 100.0, 1.0, extra_rows=[(4.0, "-", 3.0)])
+    record = read_benchmark(path)
+    assert record["s"] == 3.0 and record["cpu_time"] == 2.0 and record["max_rss"] == 100.0
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("s\th:m:s\n")
+    with pytest.raises(ValueError, match="bad.tsv: not a Snakemake benchmark file"):
+        read_benchmark(bad)
+
+
+@pytest.mark.parametrize(
+    "path, job",
+    [
+        ("w/benchmarks/fetch_dataset/mnist.tsv", ("fetch_dataset", "mnist", "", "")),
+        ("benchmarks/train_model/cifar10/resnet_v1.tsv", ("train_model", "cifar10", "resnet_v1", "")),
+        ("benchmarks/evaluate_model/mnist/custom/int8.tsv", ("evaluate_model", "mnist", "custom", "int8")),
+        ("benchmarks/gather_results.tsv", ("gather_results", "", "", "")),
+    ],
+)
+def test_job_of_reads_rule_and_wildcards_from_the_path(path, job):
+    assert tuple(job_of(path).values()) == job
+
+
+def test_stage_summary_sums_time_and_keeps_peak_memory(grid):
+    jobs = jobs_table(grid)
+    assert list(jobs.stage) == ["prepare_dataset", "train_model", "convert_model", "convert_model", "gather_results"]
+    stages = stage_summary(jobs).set_index("stage")
+    assert stages.loc["convert_model", "jobs"] == 2
+    assert stages.loc["convert_model", "wall_s"] == 10.0 and stages.loc["convert_model", "max_job_s"] == 6.0
+    assert stages.loc["convert_model", "max_rss_mb"] == 800.0 and stages.loc["convert_model", "cpu_s"] == 8.5
+    assert stages.share_pct.sum() == pytest.approx(100.0)
+    assert stages.loc["train_model", "share_pct"] == pytest.approx(100 * 30 / 43)
+    assert math.isnan(stages.loc["gather_results", "max_rss_mb"])
+
+
+def test_run_stage_costs_writes_tables_and_figures(grid, tmp_path):
+    reports = tmp_path / "reports"
+    run_stage_costs(grid, reports / "stage_costs.csv", reports / "stage_costs.md", reports / "figures", 50, ["png", "svg"])
+    rows = pd.read_csv(reports / "stage_costs.csv", keep_default_na=False)
+    convert = rows[rows.stage == "convert_model"]
+    assert len(convert) == 1 and convert.jobs.item() == 2 and convert.wall_s.item() == 10.0
+    markdown = (reports / "stage_costs.md").read_text()
+    assert "## Per stage" in markdown and "## Per model" in markdown and "| mnist     | custom  |" in markdown
+    for extension in ("png", "svg"):
+        assert (reports / "figures" / f"stage_costs.{extension}").stat().st_size > 0
+
+
+DRY_RUN = """
+Building DAG of jobs...
+rule prepare_dataset:
+    output: data/prepared/mnist.npz
+    log: logs/prepare_dataset/mnist.log
+    jobid: 1
+    benchmark: benchmarks/prepare_dataset/mnist.tsv
+    wildcards: dataset=mnist
+    resources: tmpdir=/tmp
+[Wed Nov 25 11:12:16 2026]
+rule train_model:
+    input: data/prepared/mnist.npz
+    output: results/train/mnist/a/model.keras
+    log: logs/train_model/mnist/a.log
+    jobid: 2
+    benchmark: benchmarks/train_model/mnist/a.tsv
+    wildcards: dataset=mnist, model=a
+    threads: 2
+[Wed Nov 25 11:12:16 2026]
+rule train_model:
+    input: data/prepared/mnist.npz
+    output: results/train/mnist/b/model.keras
+    log: logs/train_model/mnist/b.log
+    jobid: 3
+    benchmark: benchmarks/train_model/mnist/b.tsv
+    wildcards: dataset=mnist, model=b
+    threads: 2
+[Wed Nov 25 11:12:16 2026]
+rule stage_costs:
+    input: benchmarks/train_model/mnist/a.tsv, benchmarks/train_model/mnist/b.tsv
+    output: reports/stage_costs.csv
+    jobid: 4
+[Wed Nov 25 11:12:16 2026]
+rule all:
+    input: reports/stage_costs.csv
+    jobid: 0
+"""
+
+
+def test_parse_dry_run_links_jobs_through_outputs_and_benchmark_files():
+    jobs = parse_dry_run(DRY_RUN)
+    assert [job["rule"] for job in jobs.values()] == ["prepare_dataset", "train_model", "train_model", "stage_costs", "all"]
+    assert jobs["results/train/mnist/a/model.keras"]["threads"] == 2
+    needs = job_graph(jobs)
+    assert needs["reports/stage_costs.csv"] == ["results/train/mnist/a/model.keras", "results/train/mnist/b/model.keras"]
+    assert needs["all"] == ["reports/stage_costs.csv"] and needs["data/prepared/mnist.npz"] == []
+
+
+def test_projection_follows_the_critical_path_and_the_cores():
+    jobs = parse_dry_run(DRY_RUN)
+    measured = {"benchmarks/prepare_dataset/mnist.tsv": 5.0, "benchmarks/train_model/mnist/a.tsv": 100.0,
+                "benchmarks/train_model/mnist/b.tsv": 60.0}  # fmt: skip
+    seconds, estimated = durations(jobs, measured)
+    assert estimated == ["reports/stage_costs.csv"]  # no figure: its rule has none either, so 0
+    assert seconds["reports/stage_costs.csv"] == 0.0
+    needs = job_graph(jobs)
+    threads = {key: job["threads"] for key, job in jobs.items()}
+    length, path = critical_path(seconds, needs)
+    assert length == 105.0 and path[:2] == ["data/prepared/mnist.npz", "results/train/mnist/a/model.keras"]
+    # Two 2-thread trainings: one after the other on 2 cores, side by side on 4.
+    assert simulate(seconds, threads, needs, cores=2) == 165.0
+    assert simulate(seconds, threads, needs, cores=4) == 105.0
+    assert simulate(seconds, threads, needs, slots=1) == 165.0
+    result = project(jobs, seconds, core_counts=(2, 4), cluster_jobs=(8,))
+    assert result["cores"] == {2: 165.0, 4: 105.0} and result["cluster"] == {8: 105.0}
+    assert result["core_seconds"] == 5.0 + 2 * 160.0
+
+
+def test_missing_figures_are_estimated_from_the_same_rule():
+    jobs = parse_dry_run(DRY_RUN)
+    seconds, estimated = durations(jobs, {"benchmarks/train_model/mnist/a.tsv": 100.0}, scale=lambda job: 2.0)
+    assert seconds["results/train/mnist/b/model.keras"] == 200.0
+    assert "results/train/mnist/b/model.keras" in estimated and "data/prepared/mnist.npz" in estimated
