@@ -7,13 +7,13 @@ CORES ?= 4
 
 # Offline machines: read the datasets from the mirror beside the checkout when
 # there is one and the user named none (see README "Offline mirror").
-ifeq ($(origin TINYML_DATASET_MIRROR), undefined)
+ifeq ($(strip $(TINYML_DATASET_MIRROR)),)
 ifneq ($(wildcard ../shared/datasets/mnist),)
 export TINYML_DATASET_MIRROR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: run smoke test report rulegraph
+.PHONY: run smoke test test-fast system-packages report rulegraph bench mutation fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,18 +21,37 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --editable '.[test]'
 	touch $@
 
+# The default study, then its tables and figures copied into the tracked reports/.
 run: $(VENV)/.installed
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) all publish_reports
 
 smoke: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
-test: $(VENV)/.installed
+# The compilers the firmware tests build with (Debian packages; root or sudo).
+system-packages:
+	@tools/system_packages.sh
+
+# Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM.
+test: $(VENV)/.installed system-packages
 	$(VENV)/bin/pytest
 
+# What to run while working: no Snakemake run of the grid, no real training (under 3 minutes).
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/pytest -m "not e2e"
+
 report: $(VENV)/.installed
-	$(VENV)/bin/snakemake --report reports/report.html
+	$(VENV)/bin/snakemake --report results/default/report.html
 
 # Needs Graphviz's dot (Debian: apt-get install graphviz).
 rulegraph: $(VENV)/.installed
 	$(VENV)/bin/snakemake --rulegraph | dot -Tsvg > reports/rulegraph.svg
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m tools.bench --default-run .
+
+mutation: $(VENV)/.installed
+	$(VENV)/bin/python -m tools.mutation
+
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -m "not e2e" tests/test_fuzz.py

@@ -1,6 +1,6 @@
-# TinyML quantization study: download -> train -> five TFLite variants ->
-# LiteRT evaluation, TFLite Micro and latency measurements -> tables and figures.
-# See README.md.
+# TinyML quantization study: data -> training (or your own models) -> five TFLite
+# variants -> LiteRT evaluation, TFLite Micro and latency measurements, per-layer
+# diagnostics and firmware bundles -> tables and figures. See README.md.
 
 from snakemake.utils import min_version
 
@@ -19,13 +19,13 @@ include: "rules/train.smk"
 include: "rules/convert.smk"
 include: "rules/evaluate.smk"
 include: "rules/measure.smk"
+include: "rules/diagnose.smk"
+include: "rules/firmware.smk"
 include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
-        rules.gather_results.output,
-        rules.plot_results.output,
-        rules.fit_table.output,
-        rules.plot_device_fit.output,
-        rules.stage_costs.output,
+        STUDY_REPORTS,
+        every_firmware_bundle,

@@ -1,68 +1,140 @@
-# Config validation, wildcard constraints and the input functions shared by the stages.
+# The config (its schema, then what a schema cannot check), the study folder, the
+# study's grid and the wildcard constraints the stages share. Nothing here runs a job.
 
-import os
+from pathlib import Path
 
 from snakemake.utils import validate
 
-validate(config, schema="../config/schema.yaml")
+from tinyml_quant import config as study
+from tinyml_quant.architectures import ARCHITECTURES
+from tinyml_quant.conversion import CALIBRATED_SCHEMES, REFERENCE_SCHEME
 
-# The offline mirror may come from the environment, so CI and users need not edit config.
-config["data"]["mirror"] = os.environ.get(
-    "TINYML_DATASET_MIRROR", config["data"]["mirror"]
+from tinyml_quant.firmware import BUNDLE_FILES
+from tinyml_quant.figures import (
+    COST_FIGURES,
+    DEVICE_FIGURES,
+    DIAGNOSTIC_FIGURES,
+    RESULT_FIGURES,
+    TRAINING_FIGURES,
 )
+from tinyml_quant.recovery import RECOVERED_SCHEME
 
-# The schema cannot say that list items differ in one key; board names become
-# column names and must be unique.
-board_names = [board["name"] for board in config["boards"]]
-if len(set(board_names)) != len(board_names):
-    raise ValueError(
-        f"config key boards: each board needs its own name, got {board_names}"
-    )
+validate(config, schema="../config/schema.yaml")
+# Paths in the config are read from where Snakemake was started; the mirror variable wins.
+config.update(study.check(study.resolve(config, Path.cwd())))
+
+# Every file of this study lives under results/<study>/: presets and user configs
+# never overwrite each other's results, caches or reports.
+STUDY_FOLDER = Path("results", config["study"])
+PAIRS = study.study_pairs(config)
+TRAINED_MODELS = sorted(config["trained_models"])
+
+
+def study_path(relative):
+    """``relative`` (a path with wildcards) inside this study's folder."""
+    return str(STUDY_FOLDER / relative)
+
+
+def any_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(names) if names else "(?!)"
 
 
 wildcard_constraints:
-    dataset="|".join(config["datasets"]),
-    model="|".join(config["models"]),
-    scheme="|".join(config["schemes"]),
+    dataset=any_of(config["datasets"]),
+    model=any_of(config["models"]),
+    scheme=any_of(config["schemes"]),
 
 
-def training_settings(wildcards):
-    """The shared training settings with this model's overrides applied."""
-    shared = {
-        key: value
-        for key, value in config["training"].items()
-        if key not in ("augmentation", "per_model")
-    }
-    return {**shared, **config["training"]["per_model"].get(wildcards.model, {})}
+def every_model(pattern, trained_here=None):
+    """``pattern`` for every (dataset, model) pair of the study; other wildcards stay.
 
-
-def every_variant(path_pattern):
-    """``path_pattern`` (a rule's output) for every dataset x model x scheme of the study."""
+    ``trained_here``: True for the built-in models only, False for the imported ones.
+    """
+    pairs = [
+        pair
+        for pair in PAIRS
+        if trained_here is None or (pair[1] in ARCHITECTURES) == trained_here
+    ]
     return expand(
-        path_pattern,
-        dataset=config["datasets"],
-        model=config["models"],
-        scheme=config["schemes"],
+        pattern,
+        zip,
+        allow_missing=True,
+        dataset=[dataset for dataset, _ in pairs],
+        model=[model for _, model in pairs],
     )
 
 
-def every_model(path_pattern):
-    """``path_pattern`` (a rule's output) for every dataset x model of the study."""
-    return expand(path_pattern, dataset=config["datasets"], model=config["models"])
+def every_variant(pattern, schemes=None):
+    """``pattern`` for every dataset x model x scheme of the study."""
+    return expand(every_model(pattern), scheme=schemes or config["schemes"])
 
 
-def fp32_predictions(wildcards):
-    """Every variant is compared with its model's fp32 variant; fp32 itself needs nothing."""
-    if wildcards.scheme == "fp32":
-        return []
-    return (
-        f"results/evaluate/{wildcards.dataset}/{wildcards.model}/fp32.predictions.npy"
+def trained_settings(wildcards):
+    """The training recipe of this dataset and model: shared settings, then their overrides."""
+    return study.training_settings(
+        config["training"], wildcards.dataset, wildcards.model
     )
 
 
-def grid_benchmarks():
-    """The benchmark file of every job of the grid (data, training, conversion, evaluation,
-    measurement); called by rule stage_costs, once every rule is defined."""
+# --------------------------------------------------------------- after the deployment plans (checkpoints)
+
+
+def planned(dataset, model):
+    """The deployment plan of one dataset and model (read once its checkpoint job has run)."""
+    import json
+
+    with open(
+        checkpoints.deployment_plan.get(dataset=dataset, model=model).output.plan
+    ) as handle:
+        return json.load(handle)
+
+
+def every_recovery(wildcards):
+    """The float-fallback result of every model whose plan asks for one."""
+    return [
+        path
+        for dataset, model in PAIRS
+        if planned(dataset, model)["recover"]
+        for path in expand(
+            rules.recover_quantized.output.metrics, dataset=dataset, model=model
+        )
+    ]
+
+
+def every_firmware_bundle(wildcards):
+    """Every file of the bundle of every variant whose plan says TFLite Micro runs it."""
+    return [
+        path
+        for dataset, model in PAIRS
+        for path in expand(
+            rules.firmware_bundle.output.files,
+            dataset=dataset,
+            model=model,
+            scheme=planned(dataset, model)["firmware_schemes"],
+        )
+    ]
+
+
+def figure_outputs(names, category, caption):
+    """One named output per figure: the figure in every configured format."""
+    return {
+        name: report(
+            expand(
+                study_path(f"reports/figures/{name}.{{extension}}"),
+                extension=config["plots"]["formats"],
+            ),
+            category=category,
+            caption=caption,
+        )
+        for name in names
+    }
+
+
+def grid_benchmarks(wildcards):
+    """The benchmark file of every job of the grid (data to firmware); a benchmark file is a
+    product of its job like an output, so stage_costs runs after them and again when one reruns.
+    """
     per_dataset = [rules.fetch_dataset.benchmark, rules.prepare_dataset.benchmark]
     per_variant = [
         rules.convert_model.benchmark,
@@ -72,7 +144,27 @@ def grid_benchmarks():
         rules.measure_latency.benchmark,
     ]
     return [
-        *(path for p in per_dataset for path in expand(p, dataset=config["datasets"])),
-        *every_model(rules.train_model.benchmark),
-        *(path for p in per_variant for path in every_variant(p)),
+        *expand(per_dataset, dataset=config["datasets"]),
+        *every_model(rules.train_model.benchmark, trained_here=True),
+        *every_model(rules.import_model.benchmark, trained_here=False),
+        *every_variant(per_variant),
+        *every_variant(rules.layer_error.benchmark, LAYER_ERROR_SCHEMES),
+        *[
+            path
+            for dataset, model in PAIRS
+            for path in expand(
+                rules.recover_quantized.benchmark, dataset=dataset, model=model
+            )
+            if planned(dataset, model)["recover"]
+        ],
+        *[
+            path
+            for dataset, model in PAIRS
+            for path in expand(
+                rules.firmware_bundle.benchmark,
+                dataset=dataset,
+                model=model,
+                scheme=planned(dataset, model)["firmware_schemes"],
+            )
+        ],
     ]

@@ -1,5 +1,7 @@
-# Resources cover the peaks measured on the full default run (benchmarks/convert_model/)
-# with margin: 1.1 GB and 12 s at most (cifar10 mobilenet_v2 int16x8).
+# Conversion: each model to one .tflite file per scheme, each its own job.
+#
+# Resources cover the peaks measured on the full default run with margin:
+# 1.1 GB and 12 s at most (cifar10 mobilenet_v2 int16x8).
 
 
 rule convert_model:
@@ -7,11 +9,11 @@ rule convert_model:
         model=rules.train_model.output.model,
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        tflite="results/convert/{dataset}/{model}/{scheme}.tflite",
+        tflite=study_path("convert/{dataset}/{model}/{scheme}.tflite"),
     log:
-        "logs/convert_model/{dataset}/{model}/{scheme}.log",
+        study_path("logs/convert_model/{dataset}/{model}/{scheme}.log"),
     benchmark:
-        "benchmarks/convert_model/{dataset}/{model}/{scheme}.tsv"
+        study_path("benchmarks/convert_model/{dataset}/{model}/{scheme}.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1

@@ -1,16 +1,21 @@
+# Data: fetch (download, mirror or your own files) and verify, then prepare one .npz per dataset.
+#
 # Resources (mem_mb, runtime in minutes) cover the peaks measured on the full default
-# run (benchmarks/, 2-core machine) with margin: prepare_dataset peaked at 439 MB and
-# 7 s (cifar10); fetch_dataset copies and checksums files (under 1 s from the mirror),
-# its runtime leaves room for a slow download.
+# run with margin: prepare_dataset peaked at 439 MB and 7 s (cifar10); fetch_dataset
+# checksums files (under 1 s from the mirror), its runtime leaves room for a slow
+# download. Downloads are cached in data/downloads/, shared by every study.
 
 
 rule fetch_dataset:
+    input:
+        # A local image folder's files, so that replacing one reruns this dataset's chain.
+        lambda wildcards: study.local_source_files(config, wildcards.dataset),
     output:
-        manifest="data/raw/{dataset}/manifest.json",
+        manifest=study_path("data/{dataset}/manifest.json"),
     log:
-        "logs/fetch_dataset/{dataset}.log",
+        study_path("logs/fetch_dataset/{dataset}.log"),
     benchmark:
-        "benchmarks/fetch_dataset/{dataset}.tsv"
+        study_path("benchmarks/fetch_dataset/{dataset}.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -18,7 +23,8 @@ rule fetch_dataset:
         mem_mb=1000,
         runtime=30,
     params:
-        mirror=config["data"]["mirror"],
+        source=lambda wildcards: study.dataset_source(config, wildcards.dataset),
+        download_folder="data/downloads",
     script:
         "../scripts/fetch_dataset.py"
 
@@ -27,11 +33,11 @@ rule prepare_dataset:
     input:
         manifest=rules.fetch_dataset.output.manifest,
     output:
-        prepared="data/prepared/{dataset}.npz",
+        prepared=study_path("data/{dataset}.npz"),
     log:
-        "logs/prepare_dataset/{dataset}.log",
+        study_path("logs/prepare_dataset/{dataset}.log"),
     benchmark:
-        "benchmarks/prepare_dataset/{dataset}.tsv"
+        study_path("benchmarks/prepare_dataset/{dataset}.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -42,5 +48,13 @@ rule prepare_dataset:
         max_train_images=config["data"]["max_train_images"],
         max_test_images=config["data"]["max_test_images"],
         subset_seed=config["data"]["subset_seed"],
+        # Only this dataset's reading settings, so changing them reruns only its chain.
+        image_folder=lambda wildcards: {
+            key: value
+            for key, value in config["image_folders"]
+            .get(wildcards.dataset, {})
+            .items()
+            if key not in ("source", "sha256")
+        },
     script:
         "../scripts/prepare_dataset.py"

@@ -1,5 +1,7 @@
-FIGURES = ["size_vs_accuracy", "size_per_scheme", "accuracy_change_heatmap"]
-DEVICE_FIGURES = ["accuracy_vs_arena", "accuracy_vs_flash"]
+# Report: the results tables, every figure, the device-fit table and where the time
+# went, under results/<study>/reports/, tagged for `snakemake --report`; and
+# publish_reports, which copies the default study's into the tracked reports/ when
+# asked for by name (make run does).
 
 
 rule gather_results:
@@ -9,21 +11,23 @@ rule gather_results:
         micro_measurements=every_variant(rules.measure_micro.output.micro),
         latencies=every_variant(rules.measure_latency.output.latency),
         training_metrics=every_model(rules.train_model.output.metrics),
+        layer_errors=every_variant(rules.layer_error.output.csv, LAYER_ERROR_SCHEMES),
+        recoveries=every_recovery,
     output:
         csv=report(
-            "reports/results.csv",
+            study_path("reports/results.csv"),
             category="Tables",
             caption="../report/results_csv.rst",
         ),
         markdown=report(
-            "reports/results.md",
+            study_path("reports/results.md"),
             category="Tables",
             caption="../report/results_md.rst",
         ),
     log:
-        "logs/gather_results.log",
+        study_path("logs/gather_results.log"),
     benchmark:
-        "benchmarks/gather_results.tsv"
+        study_path("benchmarks/gather_results.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -38,19 +42,11 @@ rule plot_results:
     input:
         csv=rules.gather_results.output.csv,
     output:
-        figures=report(
-            expand(
-                "reports/figures/{figure}.{extension}",
-                figure=FIGURES,
-                extension=config["plots"]["formats"],
-            ),
-            category="Figures",
-            caption="../report/figures.rst",
-        ),
+        **figure_outputs(RESULT_FIGURES, "Figures", "../report/figures.rst"),
     log:
-        "logs/plot_results.log",
+        study_path("logs/plot_results.log"),
     benchmark:
-        "benchmarks/plot_results.tsv"
+        study_path("benchmarks/plot_results.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -59,7 +55,6 @@ rule plot_results:
         runtime=5,
     params:
         dpi=config["plots"]["dpi"],
-        formats=config["plots"]["formats"],
     script:
         "../scripts/plot_results.py"
 
@@ -69,19 +64,19 @@ rule fit_table:
         csv=rules.gather_results.output.csv,
     output:
         csv=report(
-            "reports/fit_table.csv",
+            study_path("reports/fit_table.csv"),
             category="Will it fit?",
             caption="../report/fit_table.rst",
         ),
         markdown=report(
-            "reports/fit_table.md",
+            study_path("reports/fit_table.md"),
             category="Will it fit?",
             caption="../report/fit_table.rst",
         ),
     log:
-        "logs/fit_table.log",
+        study_path("logs/fit_table.log"),
     benchmark:
-        "benchmarks/fit_table.tsv"
+        study_path("benchmarks/fit_table.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -98,19 +93,11 @@ rule plot_device_fit:
     input:
         csv=rules.gather_results.output.csv,
     output:
-        figures=report(
-            expand(
-                "reports/figures/{figure}.{extension}",
-                figure=DEVICE_FIGURES,
-                extension=config["plots"]["formats"],
-            ),
-            category="Will it fit?",
-            caption="../report/device_figures.rst",
-        ),
+        **figure_outputs(DEVICE_FIGURES, "Will it fit?", "../report/device_figures.rst"),
     log:
-        "logs/plot_device_fit.log",
+        study_path("logs/plot_device_fit.log"),
     benchmark:
-        "benchmarks/plot_device_fit.tsv"
+        study_path("benchmarks/plot_device_fit.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -120,39 +107,19 @@ rule plot_device_fit:
     params:
         boards=config["boards"],
         dpi=config["plots"]["dpi"],
-        formats=config["plots"]["formats"],
     script:
         "../scripts/plot_device_fit.py"
 
 
-# A benchmark file is a product of its job like an output, so Snakemake orders this
-# rule after every job of the grid and reruns it when one of them reruns.
-rule stage_costs:
+rule plot_learning_curves:
     input:
-        benchmarks=grid_benchmarks(),
+        histories=every_model(rules.train_model.output.history, trained_here=True),
     output:
-        csv=report(
-            "reports/stage_costs.csv",
-            category="Costs",
-            caption="../report/stage_costs.rst",
-        ),
-        markdown=report(
-            "reports/stage_costs.md",
-            category="Costs",
-            caption="../report/stage_costs.rst",
-        ),
-        figures=report(
-            expand(
-                "reports/figures/stage_costs.{extension}",
-                extension=config["plots"]["formats"],
-            ),
-            category="Costs",
-            caption="../report/stage_costs.rst",
-        ),
+        **figure_outputs(TRAINING_FIGURES, "Training", "../report/learning_curves.rst"),
     log:
-        "logs/stage_costs.log",
+        study_path("logs/plot_learning_curves.log"),
     benchmark:
-        "benchmarks/stage_costs.tsv"
+        study_path("benchmarks/plot_learning_curves.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -161,6 +128,89 @@ rule stage_costs:
         runtime=5,
     params:
         dpi=config["plots"]["dpi"],
-        formats=config["plots"]["formats"],
+        pairs=[
+            f"{dataset}/{model}" for dataset, model in PAIRS if model in ARCHITECTURES
+        ],
+    script:
+        "../scripts/plot_learning_curves.py"
+
+
+rule plot_layer_errors:
+    input:
+        layer_errors=every_variant(rules.layer_error.output.csv, LAYER_ERROR_SCHEMES),
+    output:
+        **figure_outputs(DIAGNOSTIC_FIGURES, "Diagnostics", "../report/layer_error.rst"),
+    log:
+        study_path("logs/plot_layer_errors.log"),
+    benchmark:
+        study_path("benchmarks/plot_layer_errors.tsv")
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_layer_errors.py"
+
+
+rule stage_costs:
+    input:
+        benchmarks=grid_benchmarks,
+    output:
+        **figure_outputs(COST_FIGURES, "Costs", "../report/stage_costs.rst"),
+        csv=report(
+            study_path("reports/stage_costs.csv"),
+            category="Costs",
+            caption="../report/stage_costs.rst",
+        ),
+        markdown=report(
+            study_path("reports/stage_costs.md"),
+            category="Costs",
+            caption="../report/stage_costs.rst",
+        ),
+    log:
+        study_path("logs/stage_costs.log"),
+    benchmark:
+        study_path("benchmarks/stage_costs.tsv")
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/stage_costs.py"
+
+
+REPORT_RULES = [
+    rules.gather_results,
+    rules.plot_results,
+    rules.fit_table,
+    rules.plot_device_fit,
+    rules.plot_learning_curves,
+    rules.plot_layer_errors,
+    rules.stage_costs,
+]
+STUDY_REPORTS = [path for rule in REPORT_RULES for path in rule.output]
+
+
+rule publish_reports:
+    input:
+        STUDY_REPORTS,
+    output:
+        [
+            str(Path("reports") / Path(path).relative_to(study_path("reports")))
+            for path in STUDY_REPORTS
+        ],
+    log:
+        study_path("logs/publish_reports.log"),
+    localrule: True
+    conda:
+        "../envs/tinyml.yaml"
+    script:
+        "../scripts/publish_reports.py"

@@ -1,42 +1,66 @@
-# Resources cover the peaks measured on the full default run (3 epochs, 2 threads,
-# 2-core machine, benchmarks/train_model/) with margin: 1.6 GB and 6.3 min at most
-# (mnist resnet_v2). The paper preset (config/paper.yaml) trains far longer: raise
-# runtime (and mem_mb for the full-width MobileNets) with --set-resources.
+# Models: the built-in architectures are trained here; your own trained models are imported.
 #
-# A GPU on SLURM: in profiles/slurm/config.yaml (commented there)
-#     set-resources:
-#       train_model:
-#         gpu: 1                              # sbatch --gpus=1 (or gres: "gpu:1")
-#         slurm_partition: "your_gpu_partition"
-# or on the command line: --set-resources train_model:gpu=1
-# "train_model:slurm_partition='your_gpu_partition'". Not slurm_extra="'--gres=gpu:1'":
-# the plugin refuses --gres/--gpus there (it manages them). The environment then needs
-# TensorFlow's CUDA build instead of tensorflow-cpu, and weights trained on a GPU
-# differ from CPU-trained ones.
+# Resources cover the peaks measured on the full default run (2 threads, 2-core
+# machine) with margin. The paper preset (config/paper.yaml) trains far longer:
+# raise runtime (and mem_mb for the full-width MobileNets) with --set-resources.
+#
+# A GPU on SLURM: see profiles/slurm/config.yaml (set-resources: train_model: gpu: 1)
+# and README "Run on a cluster". Not slurm_extra="'--gres=gpu:1'": the plugin refuses
+# --gres/--gpus there. The environment then needs TensorFlow's CUDA build instead of
+# tensorflow-cpu, and weights trained on a GPU differ from CPU-trained ones.
 
 
 rule train_model:
     input:
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        model="results/train/{dataset}/{model}/model.keras",
-        history="results/train/{dataset}/{model}/history.csv",
-        metrics="results/train/{dataset}/{model}/test_metrics.json",
+        model=study_path("models/{dataset}/{model}/model.keras"),
+        history=study_path("models/{dataset}/{model}/history.csv"),
+        metrics=study_path("models/{dataset}/{model}/test_metrics.json"),
     log:
-        "logs/train_model/{dataset}/{model}.log",
+        study_path("logs/train_model/{dataset}/{model}.log"),
     benchmark:
-        "benchmarks/train_model/{dataset}/{model}.tsv"
+        study_path("benchmarks/train_model/{dataset}/{model}.tsv")
+    wildcard_constraints:
+        model=any_of(ARCHITECTURES),
     conda:
         "../envs/tinyml.yaml"
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=120,
     params:
-        architecture=lambda wildcards: config["architectures"][wildcards.model],
-        settings=training_settings,
-        augmentation=lambda wildcards: config["training"]["augmentation"][
-            wildcards.dataset
-        ],
+        architecture=lambda wildcards: config["architectures"].get(wildcards.model, {}),
+        settings=trained_settings,
     script:
         "../scripts/train_model.py"
+
+
+rule import_model:
+    input:
+        dataset=rules.prepare_dataset.output.prepared,
+        trained=lambda wildcards: config["trained_models"][wildcards.model]["file"],
+    output:
+        model=study_path("models/{dataset}/{model}/model.keras"),
+        metrics=study_path("models/{dataset}/{model}/test_metrics.json"),
+    log:
+        study_path("logs/import_model/{dataset}/{model}.log"),
+    benchmark:
+        study_path("benchmarks/import_model/{dataset}/{model}.tsv")
+    wildcard_constraints:
+        model=any_of(TRAINED_MODELS),
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        input_scale=lambda wildcards: config["trained_models"][wildcards.model].get(
+            "input_scale", 1.0
+        ),
+        input_offset=lambda wildcards: config["trained_models"][wildcards.model].get(
+            "input_offset", 0.0
+        ),
+    script:
+        "../scripts/import_model.py"

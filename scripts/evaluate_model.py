@@ -7,10 +7,10 @@ with output_to_log(snakemake.log[0]):
     run_evaluation(
         snakemake.input.tflite,
         snakemake.input.dataset,
-        snakemake.wildcards.scheme,
+        variant=dict(snakemake.wildcards),
         threads=snakemake.threads,
         batch_size=snakemake.params.batch_size,
         metrics_path=snakemake.output.metrics,
         predictions_path=snakemake.output.predictions,
-        fp32_predictions_path=snakemake.input.fp32_predictions or None,
+        reference_predictions_path=snakemake.input.reference_predictions or None,
     )

@@ -10,6 +10,8 @@ with output_to_log(snakemake.log[0]):
         snakemake.input.graphs,
         snakemake.input.micro_measurements,
         snakemake.input.latencies,
+        snakemake.input.layer_errors,
+        snakemake.input.recoveries,
         csv_path=snakemake.output.csv,
         markdown_path=snakemake.output.markdown,
     )

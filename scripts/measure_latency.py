@@ -7,6 +7,7 @@ with output_to_log(snakemake.log[0]):
     run_latency(
         snakemake.input.tflite,
         snakemake.input.dataset,
+        variant=dict(snakemake.wildcards),
         threads=snakemake.threads,
         invokes=snakemake.params.invokes,
         warmup=snakemake.params.warmup,

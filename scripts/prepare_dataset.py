@@ -10,4 +10,5 @@ with output_to_log(snakemake.log[0]):
         max_train_images=snakemake.params.max_train_images,
         max_test_images=snakemake.params.max_test_images,
         subset_seed=snakemake.params.subset_seed,
+        image_folder=dict(snakemake.params.image_folder),
     )

@@ -10,7 +10,6 @@ with output_to_log(snakemake.log[0]):
         snakemake.wildcards.model,
         architecture=dict(snakemake.params.architecture),
         settings=dict(snakemake.params.settings),
-        augmentation=dict(snakemake.params.augmentation),
         threads=snakemake.threads,
         model_path=snakemake.output.model,
         history_path=snakemake.output.history,

@@ -1,30 +1,58 @@
+"""Shared fixtures: the dataset mirror, the smoke study run once per session, and the CI rule on skips."""
+
 import os
 from pathlib import Path
 
 import pytest
 
+from tools.workflow import Workflow
+
 REPOSITORY = Path(__file__).resolve().parents[1]
+SMOKE = ("--configfile", "config/smoke.yaml")
+SMOKE_STUDY = "smoke"
+# Where CI runs (CI=true), a test whose data or system package is missing fails instead of
+# skipping: a green CI must have tested the data path, the compilers and the cluster.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require(available, missing, how_to_enable):
+    """Skip with ``how_to_enable`` when ``available`` is false; fail instead in CI."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test, but {missing} ({how_to_enable})")
+    pytest.skip(f"{missing}: {how_to_enable}")
 
 
 def dataset_mirror():
-    """The offline mirror: $TINYML_DATASET_MIRROR, else ../shared/datasets beside the checkout."""
-    configured = os.environ.get("TINYML_DATASET_MIRROR")
+    """The offline mirror: $TINYML_DATASET_MIRROR when set and not empty, else ../shared/datasets."""
+    configured = os.environ.get("TINYML_DATASET_MIRROR", "").strip()
     return Path(configured) if configured else REPOSITORY.parent / "shared" / "datasets"
 
 
 @pytest.fixture(scope="session")
 def mirror():
     path = dataset_mirror()
-    if not (path / "mnist").is_dir():
-        pytest.skip(f"no offline dataset mirror at {path}; set TINYML_DATASET_MIRROR")
+    require(
+        (path / "mnist").is_dir() and (path / "cifar10-jpeg").is_dir(),
+        f"no offline dataset mirror at {path}",
+        "set TINYML_DATASET_MIRROR to a folder laid out like ../shared/datasets",
+    )
     return path.resolve()
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, mirror):
-    """The smoke preset run end to end once, in a copy of the workflow."""
-    from snakemake_runs import SMOKE, copy_workflow, snakemake
+    """The smoke preset run end to end once, in a copy of the workflow; tests must not change it."""
+    workflow = Workflow.copy(tmp_path_factory.mktemp("smoke"), mirror)
+    workflow.run("--cores", "2", *SMOKE)
+    return workflow
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    snakemake(workdir, "--cores", "2", *SMOKE, mirror=mirror)
-    return workdir
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path):
+    """A private copy of the finished smoke run, for tests that change files."""
+    import shutil
+
+    shutil.copytree(smoke_run.folder, tmp_path / "workflow", symlinks=True)
+    return Workflow(tmp_path / "workflow", smoke_run.environment.get("TINYML_DATASET_MIRROR"))

@@ -5,11 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from tinyml_quant import bench
 from tinyml_quant.costs import job_graph, parse_dry_run
-
-from conftest import REPOSITORY
 
 
 def test_rule_threads_reads_the_rule_files(tmp_path):
@@ -81,12 +80,23 @@ def test_write_report_writes_markdown_and_csv(tmp_path):
     report = bench.Report()
     report.figure("evaluation", "int8_vs_litert_fp32", 3000.0, "images/s", "m", baseline=1000.0, target=1.5)
     report.add("## 1. Something\n\ntext\n")
-    machine = {"cores": 2, "usable_cores": 2, "cpu_model": "A CPU", "machine": "Linux", "python": "3.11",
-               "versions": {"numpy": "2"}, "load_average_at_start": (0.1, 0.1, 0.1), "date": "today"}  # fmt: skip
+    machine = {
+        "cores": 2,
+        "usable_cores": 2,
+        "cpu_model": "A CPU",
+        "machine": "Linux",
+        "python": "3.11",
+        "versions": {"numpy": "2"},
+        "load_average_at_start": (0.1, 0.1, 0.1),
+        "date": "today",
+    }
     args = bench.parse_arguments(["--workflow", str(REPOSITORY), "--quick"])
     bench.write_report(report, machine, args, tmp_path, started=0.0)
     markdown = (tmp_path / "bench.md").read_text()
-    assert "| CPU | A CPU |" in markdown and "| evaluation | int8_vs_litert_fp32 | m | 3,000 | 3.00 | >= 1.5 | yes |" in markdown
+    assert (
+        "| CPU | A CPU |" in markdown
+        and "| evaluation | int8_vs_litert_fp32 | m | 3,000 | 3.00 | >= 1.5 | yes |" in markdown
+    )
     assert "## 1. Something" in markdown
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
     assert {"cores", "cpu_model", "version_numpy", "bench_wall_s"} <= {row["metric"] for row in rows}

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from tinyml_quant import SCHEMES
-from tinyml_quant.conversion import calibration_images, convert
+from tinyml_quant.conversion import SCHEMES, calibration_images, convert
 from tinyml_quant.evaluation import (
     classification_metrics,
     evaluation_interpreters,
@@ -69,8 +68,39 @@ def test_quantized_variants_stay_close_to_fp32(trained, flatbuffers, scheme):
     reference, _ = predict(load_interpreter(flatbuffers["fp32"]), test_images, batch_size=100)
     outputs, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=100)
     metrics = classification_metrics(outputs.argmax(1), test_labels, ["a", "b", "c", "d"], reference.argmax(1))
-    assert metrics["agreement_with_fp32"] >= 0.95
+    # The class probabilities themselves, not only the argmax: a wrong input scale moves them all.
+    assert np.abs(outputs - reference).max() < 0.05
+    assert metrics["agreement_with_fp32"] >= 0.98
     assert np.asarray(metrics["confusion_matrix"]).sum() == len(test_labels)
+
+
+def test_metrics_match_an_independent_count():
+    predictions = np.array([0, 1, 1, 2, 2, 2, 0, 1])
+    labels = np.array([0, 1, 2, 2, 2, 0, 0, 1])
+    reference = np.array([0, 1, 2, 2, 1, 2, 1, 1])
+    metrics = classification_metrics(predictions, labels, ["a", "b", "c"], reference)
+    assert metrics["accuracy"] == 6 / 8
+    assert metrics["agreement_with_fp32"] == 5 / 8
+    assert metrics["per_class_accuracy"] == {"a": 2 / 3, "b": 2 / 2, "c": 2 / 3}
+    assert metrics["confusion_matrix"] == [[2, 0, 1], [0, 2, 0], [0, 1, 2]]
+
+
+def test_int8_inputs_are_quantized_with_the_models_own_scale(trained):
+    """A model whose int8 input scale is far from 1: only its own scale and zero point give fp32's answers."""
+    import keras
+
+    model, test_images, _, train_images = trained
+    # The same function of the pixels, fed pixels x 7.3: the int8 input scale becomes about 7.3.
+    inputs = keras.Input(model.input_shape[1:])
+    stretched = keras.Model(inputs, model(keras.layers.Rescaling(1 / 7.3)(inputs)))
+    int8 = convert(stretched, "int8", calibration_images(train_images * 7.3, 50, seed=0))
+    interpreter = load_interpreter(int8)
+    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    assert scale > 5
+    reference, _ = predict(load_interpreter(convert(stretched, "fp32")), test_images * 7.3, batch_size=50)
+    outputs, _ = predict(interpreter, (test_images * 7.3).astype(np.float32), batch_size=50)
+    assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.98
+    assert np.abs(outputs - reference).max() < 0.1
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -97,13 +127,18 @@ def test_single_threaded_schemes_get_one_interpreter_per_thread(flatbuffers):
     assert len(evaluation_interpreters(flatbuffers["int8"], "int8", threads=3)) == 1
 
 
-@pytest.mark.parametrize("detail", [{"dtype": np.int8, "quantization": (1.0, -128)},
-                                    {"dtype": np.int8, "quantization": (1.0009765625, -128)},
-                                    {"dtype": np.uint8, "quantization": (1.0, 0)},
-                                    {"dtype": np.int8, "quantization": (1.0, -100)},
-                                    {"dtype": np.int8, "quantization": (0.7, 3)},
-                                    {"dtype": np.uint8, "quantization": (2.5, 10)},
-                                    {"dtype": np.float32, "quantization": (0.0, 0)}])  # fmt: skip
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"dtype": np.int8, "quantization": (1.0, -128)},
+        {"dtype": np.int8, "quantization": (1.0009765625, -128)},
+        {"dtype": np.uint8, "quantization": (1.0, 0)},
+        {"dtype": np.int8, "quantization": (1.0, -100)},
+        {"dtype": np.int8, "quantization": (0.7, 3)},
+        {"dtype": np.uint8, "quantization": (2.5, 10)},
+        {"dtype": np.float32, "quantization": (0.0, 0)},
+    ],
+)
 def test_fast_input_conversion_quantizes_pixels_as_the_formula_does(detail):
     pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     pixels[0, 0, 0, :] = [0, 255, 128]

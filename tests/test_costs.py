@@ -1,23 +1,11 @@
-"""Stage costs from Snakemake benchmark files, and wall-time projections: small synthetic inputs, no timing."""
+"""Stage costs from Snakemake benchmark files: small synthetic inputs, no timing."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from tinyml_quant.costs import (
-    critical_path,
-    durations,
-    job_graph,
-    job_of,
-    jobs_table,
-    parse_dry_run,
-    project,
-    read_benchmark,
-    run_stage_costs,
-    simulate,
-    stage_summary,
-)
+from tinyml_quant.costs import job_of, jobs_table, read_benchmark, run_stage_costs, stage_summary
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -58,6 +46,7 @@ def test_read_benchmark_averages_repeats_and_skips_unmeasured(tmp_path):
         ("w/benchmarks/fetch_dataset/mnist.tsv", ("fetch_dataset", "mnist", "", "")),
         ("benchmarks/train_model/cifar10/resnet_v1.tsv", ("train_model", "cifar10", "resnet_v1", "")),
         ("benchmarks/evaluate_model/mnist/custom/int8.tsv", ("evaluate_model", "mnist", "custom", "int8")),
+        ("results/smoke/benchmarks/layer_error/mnist/custom/int8.tsv", ("layer_error", "mnist", "custom", "int8")),
         ("benchmarks/gather_results.tsv", ("gather_results", "", "", "")),
     ],
 )
@@ -79,86 +68,11 @@ def test_stage_summary_sums_time_and_keeps_peak_memory(grid):
 
 def test_run_stage_costs_writes_tables_and_figures(grid, tmp_path):
     reports = tmp_path / "reports"
-    run_stage_costs(grid, reports / "stage_costs.csv", reports / "stage_costs.md", reports / "figures", 50, ["png", "svg"])
+    figures = [reports / "figures" / "costs.png", reports / "figures" / "costs.svg"]
+    run_stage_costs(grid, reports / "stage_costs.csv", reports / "stage_costs.md", figures, 50)
     rows = pd.read_csv(reports / "stage_costs.csv", keep_default_na=False)
     convert = rows[rows.stage == "convert_model"]
     assert len(convert) == 1 and convert.jobs.item() == 2 and convert.wall_s.item() == 10.0
     markdown = (reports / "stage_costs.md").read_text()
     assert "## Per stage" in markdown and "## Per model" in markdown and "| mnist     | custom  |" in markdown
-    for extension in ("png", "svg"):
-        assert (reports / "figures" / f"stage_costs.{extension}").stat().st_size > 0
-
-
-DRY_RUN = """
-Building DAG of jobs...
-rule prepare_dataset:
-    output: data/prepared/mnist.npz
-    log: logs/prepare_dataset/mnist.log
-    jobid: 1
-    benchmark: benchmarks/prepare_dataset/mnist.tsv
-    wildcards: dataset=mnist
-    resources: tmpdir=/tmp
-[Wed Nov 25 11:12:16 2026]
-rule train_model:
-    input: data/prepared/mnist.npz
-    output: results/train/mnist/a/model.keras
-    log: logs/train_model/mnist/a.log
-    jobid: 2
-    benchmark: benchmarks/train_model/mnist/a.tsv
-    wildcards: dataset=mnist, model=a
-    threads: 2
-[Wed Nov 25 11:12:16 2026]
-rule train_model:
-    input: data/prepared/mnist.npz
-    output: results/train/mnist/b/model.keras
-    log: logs/train_model/mnist/b.log
-    jobid: 3
-    benchmark: benchmarks/train_model/mnist/b.tsv
-    wildcards: dataset=mnist, model=b
-    threads: 2
-[Wed Nov 25 11:12:16 2026]
-rule stage_costs:
-    input: benchmarks/train_model/mnist/a.tsv, benchmarks/train_model/mnist/b.tsv
-    output: reports/stage_costs.csv
-    jobid: 4
-[Wed Nov 25 11:12:16 2026]
-rule all:
-    input: reports/stage_costs.csv
-    jobid: 0
-"""
-
-
-def test_parse_dry_run_links_jobs_through_outputs_and_benchmark_files():
-    jobs = parse_dry_run(DRY_RUN)
-    assert [job["rule"] for job in jobs.values()] == ["prepare_dataset", "train_model", "train_model", "stage_costs", "all"]
-    assert jobs["results/train/mnist/a/model.keras"]["threads"] == 2
-    needs = job_graph(jobs)
-    assert needs["reports/stage_costs.csv"] == ["results/train/mnist/a/model.keras", "results/train/mnist/b/model.keras"]
-    assert needs["all"] == ["reports/stage_costs.csv"] and needs["data/prepared/mnist.npz"] == []
-
-
-def test_projection_follows_the_critical_path_and_the_cores():
-    jobs = parse_dry_run(DRY_RUN)
-    measured = {"benchmarks/prepare_dataset/mnist.tsv": 5.0, "benchmarks/train_model/mnist/a.tsv": 100.0,
-                "benchmarks/train_model/mnist/b.tsv": 60.0}  # fmt: skip
-    seconds, estimated = durations(jobs, measured)
-    assert estimated == ["reports/stage_costs.csv"]  # no figure: its rule has none either, so 0
-    assert seconds["reports/stage_costs.csv"] == 0.0
-    needs = job_graph(jobs)
-    threads = {key: job["threads"] for key, job in jobs.items()}
-    length, path = critical_path(seconds, needs)
-    assert length == 105.0 and path[:2] == ["data/prepared/mnist.npz", "results/train/mnist/a/model.keras"]
-    # Two 2-thread trainings: one after the other on 2 cores, side by side on 4.
-    assert simulate(seconds, threads, needs, cores=2) == 165.0
-    assert simulate(seconds, threads, needs, cores=4) == 105.0
-    assert simulate(seconds, threads, needs, slots=1) == 165.0
-    result = project(jobs, seconds, core_counts=(2, 4), cluster_jobs=(8,))
-    assert result["cores"] == {2: 165.0, 4: 105.0} and result["cluster"] == {8: 105.0}
-    assert result["core_seconds"] == 5.0 + 2 * 160.0
-
-
-def test_missing_figures_are_estimated_from_the_same_rule():
-    jobs = parse_dry_run(DRY_RUN)
-    seconds, estimated = durations(jobs, {"benchmarks/train_model/mnist/a.tsv": 100.0}, scale=lambda job: 2.0)
-    assert seconds["results/train/mnist/b/model.keras"] == 200.0
-    assert "results/train/mnist/b/model.keras" in estimated and "data/prepared/mnist.npz" in estimated
+    assert figures[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in figures[1].read_bytes()

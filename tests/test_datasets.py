@@ -1,13 +1,18 @@
+"""Dataset files: the readers' formats and refusals, fetch and prepare, built-in and your own image folders."""
+
 import gzip
+import hashlib
 import io
 import json
+import stat
 import tarfile
+import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tinyml_quant import datasets
+from tinyml_quant import datasets, readers
 from tinyml_quant.datasets import DatasetError
 
 
@@ -17,13 +22,15 @@ def write_idx(path, array):
         handle.write(header + array.astype(np.uint8).tobytes())
 
 
-def jpeg_bytes(size=(8, 8), colour=(200, 10, 10)):
+def image_bytes(size=(8, 8), colour=(200, 10, 10), mode="RGB", format="PNG"):
+    """An image file's bytes; PNG and BMP are lossless, so pixels are exact."""
     buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="PNG")  # lossless, so pixels are exact
+    value = colour if mode == "RGB" else colour[0]
+    Image.new(mode, size, value).save(buffer, format=format)
     return buffer.getvalue()
 
 
-def write_archive(path, members):
+def write_tar(path, members):
     """members: (name, bytes) for files, (name, None) for folders, (name, TarInfo tweak) for specials."""
     with tarfile.open(path, "w:gz") as archive:
         for name, content in members:
@@ -31,24 +38,54 @@ def write_archive(path, members):
             if callable(content):
                 content(info)
                 archive.addfile(info)
+            elif content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
             else:
                 info.size = len(content)
                 archive.addfile(info, io.BytesIO(content))
 
 
-def image_folder_members(classes=("cat", "dog"), per_class=2):
+def write_zip(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members:
+            if isinstance(content, zipfile.ZipInfo):
+                archive.writestr(content, b"target")
+            else:
+                archive.writestr(name, content if content is not None else b"")
+
+
+def write_folder(root, members):
+    for name, content in members:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+def image_folder_members(classes=("cat", "dog"), per_class=2, splits=("train", "test"), **image):
     return [
-        (f"{split}/{name}/{index}.png", jpeg_bytes(colour=(index * 40, 5, 5)))
-        for split in ("train", "test")
+        (f"{split}/{name}/{index}.png", image_bytes(colour=(index * 40 % 256, index // 7, 5), **image))
+        for split in splits
         for name in classes
         for index in range(per_class)
     ]
 
 
+SOURCES = {
+    "tar": lambda tmp, members: (write_tar(tmp / "a.tar.gz", members), tmp / "a.tar.gz")[1],
+    "zip": lambda tmp, members: (write_zip(tmp / "a.zip", members), tmp / "a.zip")[1],
+    "folder": lambda tmp, members: write_folder(tmp / "a", members),
+}
+
+
+# --------------------------------------------------------------------------- IDX and CIFAR-10 binary
+
+
 def test_idx_round_trip(tmp_path):
     array = np.arange(2 * 3 * 4).reshape(2, 3, 4)
     write_idx(tmp_path / "x.gz", array)
-    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "x.gz"), array)
+    np.testing.assert_array_equal(readers.read_idx(tmp_path / "x.gz"), array)
 
 
 def test_idx_header_disagreeing_with_data_names_the_file(tmp_path):
@@ -57,7 +94,7 @@ def test_idx_header_disagreeing_with_data_names_the_file(tmp_path):
     with gzip.open(path, "wb") as handle:
         handle.write(header + bytes(7))
     with pytest.raises(DatasetError, match="bad-idx.gz.*10 values.*holds 7"):
-        datasets.read_idx(path)
+        readers.read_idx(path)
 
 
 def test_truncated_gzip_names_the_file(tmp_path):
@@ -65,68 +102,7 @@ def test_truncated_gzip_names_the_file(tmp_path):
     content = (tmp_path / "whole.gz").read_bytes()
     (tmp_path / "cut.gz").write_bytes(content[: len(content) // 2])
     with pytest.raises(DatasetError, match="cut.gz.*truncated"):
-        datasets.read_idx(tmp_path / "cut.gz")
-
-
-def test_checksum_mismatch_names_the_file(tmp_path):
-    path = tmp_path / "file.bin"
-    path.write_bytes(b"not the real thing")
-    with pytest.raises(DatasetError, match="file.bin: checksum mismatch"):
-        datasets.verify(path, datasets.SourceFile("file.bin", "0" * 64))
-
-
-def test_image_folder_archive_reads_images_and_labels(tmp_path):
-    write_archive(tmp_path / "a.tar.gz", image_folder_members())
-    splits, classes = datasets.read_image_folder_archive(tmp_path / "a.tar.gz")
-    assert classes == ["cat", "dog"]
-    images, labels = splits["train"]
-    assert images.shape == (4, 8, 8, 3) and images.dtype == np.uint8
-    assert labels.tolist() == [0, 0, 1, 1]
-    assert images[1, 0, 0].tolist() == [40, 5, 5]
-
-
-def test_image_folder_archive_follows_given_class_order(tmp_path):
-    write_archive(tmp_path / "a.tar.gz", image_folder_members())
-    splits, classes = datasets.read_image_folder_archive(tmp_path / "a.tar.gz", ["dog", "cat"])
-    assert classes == ["dog", "cat"] and splits["test"][1].tolist() == [1, 1, 0, 0]
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (("train/cat/big.png", jpeg_bytes(size=(9, 8))), "big.png.*expected \\(8, 8, 3\\)"),
-        (("../evil.png", jpeg_bytes()), "unsafe archive member '../evil.png'"),
-        (("/abs/evil.png", jpeg_bytes()), "unsafe archive member '/abs/evil.png'"),
-        (("train/cat/link.png", lambda info: setattr(info, "type", tarfile.SYMTYPE) or setattr(info, "linkname", "/etc/passwd")), "link.png"),
-        (("train/cat/dev", lambda info: setattr(info, "type", tarfile.CHRTYPE)), "dev"),
-        (("train/cat/broken.png", b"not an image"), "broken.png.*not a readable image"),
-    ],
-)
-def test_bad_image_folder_member_names_archive_and_member(tmp_path, extra, message):
-    write_archive(tmp_path / "bad.tar.gz", image_folder_members() + [extra])
-    with pytest.raises(DatasetError, match=f"bad.tar.gz.*{message}"):
-        datasets.read_image_folder_archive(tmp_path / "bad.tar.gz")
-
-
-def test_unknown_class_folder_is_refused(tmp_path):
-    write_archive(tmp_path / "a.tar.gz", image_folder_members(classes=("cat", "emu")))
-    with pytest.raises(DatasetError, match="train/emu is not a known class"):
-        datasets.read_image_folder_archive(tmp_path / "a.tar.gz", ["cat", "dog"])
-
-
-def test_empty_split_is_refused(tmp_path):
-    members = [m for m in image_folder_members() if m[0].startswith("train/")]
-    write_archive(tmp_path / "a.tar.gz", members)
-    with pytest.raises(DatasetError, match="split 'test' holds no images"):
-        datasets.read_image_folder_archive(tmp_path / "a.tar.gz")
-
-
-def test_truncated_archive_names_the_file(tmp_path):
-    write_archive(tmp_path / "a.tar.gz", image_folder_members(per_class=50))
-    content = (tmp_path / "a.tar.gz").read_bytes()
-    (tmp_path / "cut.tar.gz").write_bytes(content[: len(content) // 2])
-    with pytest.raises(DatasetError, match="cut.tar.gz.*truncated"):
-        datasets.read_image_folder_archive(tmp_path / "cut.tar.gz")
+        readers.read_idx(tmp_path / "cut.gz")
 
 
 def test_cifar10_binary_release_is_parsed_with_numpy(tmp_path):
@@ -138,16 +114,275 @@ def test_cifar10_binary_release_is_parsed_with_numpy(tmp_path):
         records = np.concatenate([labels[:, None], pixels.reshape(count, -1)], axis=1)
         members.append((f"cifar-10-batches-bin/{name}", records.tobytes()))
         expected[name] = (labels, pixels.transpose(0, 2, 3, 1))
-    write_archive(tmp_path / "cifar-10-binary.tar.gz", members)
-    splits = datasets.read_cifar10_binary(tmp_path / "cifar-10-binary.tar.gz")
+    write_tar(tmp_path / "cifar-10-binary.tar.gz", members)
+    splits = readers.read_cifar10_binary(tmp_path / "cifar-10-binary.tar.gz")
     assert splits["train"][0].shape == (15, 32, 32, 3)
     np.testing.assert_array_equal(splits["test"][0], expected["test_batch.bin"][1])
     np.testing.assert_array_equal(splits["test"][1], expected["test_batch.bin"][0])
 
 
+def test_cifar10_labels_out_of_range_are_refused(tmp_path):
+    record = np.zeros((1, readers.CIFAR10_RECORD_BYTES), np.uint8)
+    members = [
+        (f"b/{name}", record.tobytes()) for name in ("test_batch.bin", *(f"data_batch_{i}.bin" for i in range(1, 6)))
+    ]
+    bad = record.copy()
+    bad[0, 0] = 10
+    members[0] = ("b/test_batch.bin", bad.tobytes())
+    write_tar(tmp_path / "c.tar.gz", members)
+    with pytest.raises(DatasetError, match="test labels outside 0..9"):
+        readers.read_cifar10_binary(tmp_path / "c.tar.gz")
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_image_folder_reads_images_and_labels_from_every_kind_of_source(tmp_path, kind):
+    source = SOURCES[kind](tmp_path, image_folder_members())
+    splits, classes = readers.read_image_folder(source)
+    assert classes == ["cat", "dog"]
+    images, labels = splits["train"]
+    assert images.shape == (4, 8, 8, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 0, 1, 1]
+    assert images[1, 0, 0].tolist() == [40, 0, 5]
+
+
+def test_a_single_wrapping_folder_is_looked_through(tmp_path):
+    members = [(f"parts/{name}", content) for name, content in image_folder_members()]
+    splits, classes = readers.read_image_folder(SOURCES["tar"](tmp_path, members))
+    assert classes == ["cat", "dog"] and len(splits["test"][1]) == 4
+
+
+def test_the_given_class_order_fixes_the_labels(tmp_path):
+    splits, classes = readers.read_image_folder(SOURCES["zip"](tmp_path, image_folder_members()), ["dog", "cat"])
+    assert classes == ["dog", "cat"] and splits["test"][1].tolist() == [1, 1, 0, 0]
+
+
+def test_grey_images_stay_one_channel_and_convert_when_asked(tmp_path):
+    source = SOURCES["folder"](tmp_path, image_folder_members(mode="L", format="BMP"))
+    grey, _ = readers.read_image_folder(source)
+    assert grey["train"][0].shape == (4, 8, 8, 1)
+    colour, _ = readers.read_image_folder(source, channels=3)
+    assert colour["train"][0].shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(colour["train"][0][..., 0], grey["train"][0][..., 0])
+    back, _ = readers.read_image_folder(SOURCES["tar"](tmp_path, image_folder_members()), channels=1)
+    assert back["train"][0].shape == (4, 8, 8, 1)
+
+
+def test_image_size_resizes_and_mixed_sizes_without_it_name_two_files(tmp_path):
+    members = image_folder_members() + [("train/cat/big.png", image_bytes(size=(12, 10)))]
+    source = SOURCES["tar"](tmp_path, members)
+    with pytest.raises(DatasetError, match=r"'train/cat/0.png' is \(8, 8, 3\), 'train/cat/big.png' is \(10, 12, 3\)"):
+        readers.read_image_folder(source)
+    resized, _ = readers.read_image_folder(source, image_size=(6, 7))
+    assert resized["train"][0].shape == (5, 6, 7, 3)
+
+
+def test_mixed_grey_and_colour_without_channels_name_two_files(tmp_path):
+    members = image_folder_members() + [("train/dog/grey.png", image_bytes(mode="L"))]
+    with pytest.raises(DatasetError, match="grey.png' is \\(8, 8, 1\\)"):
+        readers.read_image_folder(SOURCES["zip"](tmp_path, members))
+
+
+def test_a_missing_test_split_is_none(tmp_path):
+    splits, _ = readers.read_image_folder(SOURCES["folder"](tmp_path, image_folder_members(splits=("train",))))
+    assert splits["test"] is None and len(splits["train"][1]) == 4
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("train/cat/broken.png", b"not an image"), "broken.png.*not a readable PNG, JPEG, BMP image"),
+        (("train/cat/notes.txt", b"hello"), "notes.txt.*not a readable"),
+        (("train/cat/anim.gif", None), "anim.gif.*a GIF image; only PNG, JPEG, BMP"),
+        (("validation/cat/0.png", image_bytes()), "'validation[^']*' is not laid out as <split>/<class>/<image>"),
+        (("train/cat/deep/0.png", image_bytes()), "'train/cat/deep[^']*' is not laid out"),
+        (("train/loose.png", image_bytes()), "'train/loose.png' is not laid out"),
+    ],
+)
+@pytest.mark.parametrize("kind", SOURCES)
+def test_bad_image_folder_member_names_source_and_member(tmp_path, kind, extra, message):
+    name, content = extra
+    if content is None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format="GIF")
+        content = buffer.getvalue()
+    source = SOURCES[kind](tmp_path, image_folder_members() + [(name, content)])
+    with pytest.raises(DatasetError, match=f"{source.name}.*{message}"):
+        readers.read_image_folder(source)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_an_empty_class_folder_is_refused(tmp_path, kind):
+    source = SOURCES[kind](tmp_path, image_folder_members() + [("train/emu/", None)])
+    with pytest.raises(DatasetError, match="class folder train/emu is empty"):
+        readers.read_image_folder(source)
+
+
+def test_an_empty_class_folder_on_disk_is_refused(tmp_path):
+    source = SOURCES["folder"](tmp_path, image_folder_members())
+    (source / "train" / "emu").mkdir()
+    with pytest.raises(DatasetError, match="class folder train/emu is empty"):
+        readers.read_image_folder(source)
+
+
+def test_unknown_and_missing_classes_are_refused(tmp_path):
+    source = SOURCES["tar"](tmp_path, image_folder_members(classes=("cat", "emu")))
+    with pytest.raises(DatasetError, match="train/emu is not a known class"):
+        readers.read_image_folder(source, ["cat", "dog"])
+    with pytest.raises(DatasetError, match="class 'cow' has no images in train/"):
+        readers.read_image_folder(source, ["cat", "emu", "cow"])
+
+
+def test_a_test_class_unknown_to_train_is_refused(tmp_path):
+    members = image_folder_members() + [("test/emu/0.png", image_bytes())]
+    with pytest.raises(DatasetError, match="test/emu is not a known class"):
+        readers.read_image_folder(SOURCES["zip"](tmp_path, members))
+
+
+def test_operating_system_litter_is_skipped(tmp_path):
+    members = image_folder_members() + [("train/.DS_Store", b"junk"), ("__MACOSX/train/cat/._0.png", b"junk")]
+    splits, classes = readers.read_image_folder(SOURCES["zip"](tmp_path, members))
+    assert classes == ["cat", "dog"] and len(splits["train"][1]) == 4
+
+
+# --------------------------------------------------------------------------- hostile archives
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        (("../evil.png", image_bytes()), "'../evil.png': '..' in the path"),
+        (("/abs/evil.png", image_bytes()), "'/abs/evil.png': absolute path"),
+        (
+            (
+                "train/cat/link.png",
+                lambda info: setattr(info, "type", tarfile.SYMTYPE) or setattr(info, "linkname", "/etc/passwd"),
+            ),
+            "link.png': not a regular file",
+        ),  # noqa: E501
+        (
+            (
+                "train/cat/hard.png",
+                lambda info: setattr(info, "type", tarfile.LNKTYPE) or setattr(info, "linkname", "train/cat/0.png"),
+            ),
+            "hard.png': not a regular file",
+        ),  # noqa: E501
+        (("train/cat/dev", lambda info: setattr(info, "type", tarfile.CHRTYPE)), "dev': not a regular file"),
+    ],
+)
+def test_unsafe_tar_members_are_refused(tmp_path, member, message):
+    write_tar(tmp_path / "bad.tar.gz", image_folder_members() + [member])
+    with pytest.raises(DatasetError, match=f"bad.tar.gz: unsafe archive member .*{message}"):
+        readers.read_image_folder(tmp_path / "bad.tar.gz")
+
+
+def _symlink_info(name):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        (("../../evil.png", image_bytes()), "'../../evil.png': '..' in the path"),
+        (("/etc/evil.png", image_bytes()), "'/etc/evil.png': absolute path"),
+        (("C:/evil.png", image_bytes()), "'C:/evil.png': absolute path"),
+        (("train\\cat\\evil.png", image_bytes()), "backslash in the name"),
+        (("train/cat/link.png", _symlink_info("train/cat/link.png")), "link.png': not a regular file"),
+    ],
+)
+def test_unsafe_zip_members_are_refused(tmp_path, member, message):
+    write_zip(tmp_path / "bad.zip", image_folder_members() + [member])
+    with pytest.raises(DatasetError, match=f"bad.zip: unsafe archive member .*{message}"):
+        readers.read_image_folder(tmp_path / "bad.zip")
+
+
+def test_a_link_in_a_folder_source_is_refused(tmp_path):
+    source = SOURCES["folder"](tmp_path, image_folder_members())
+    (source / "train" / "cat" / "link.png").symlink_to(source / "train" / "cat" / "0.png")
+    with pytest.raises(DatasetError, match="link.png is not a regular file"):
+        readers.read_image_folder(source)
+
+
+def test_an_image_claiming_a_huge_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DatasetError, match="claims 20x20 pixels.*decompression bomb"):
+        readers.decode_image(image_bytes(size=(20, 20)), "x.png")
+
+
+def test_a_png_header_claiming_a_huge_size_is_refused(tmp_path):
+    content = bytearray(image_bytes(size=(8, 8)))
+    content[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")  # IHDR width and height
+    with pytest.raises(DatasetError, match="x.png"):
+        readers.decode_image(bytes(content), "x.png")
+
+
+def test_an_archive_with_too_many_members_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_MEMBERS", 5)
+    write_zip(tmp_path / "many.zip", image_folder_members())
+    with pytest.raises(DatasetError, match="many.zip: more than 5 members.*bomb"):
+        readers.read_image_folder(tmp_path / "many.zip")
+
+
+def test_a_member_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 50)
+    write_tar(tmp_path / "big.tar.gz", image_folder_members())
+    with pytest.raises(DatasetError, match="member 'train/cat/0.png' is \\d+ bytes, more than the 50 allowed"):
+        readers.read_image_folder(tmp_path / "big.tar.gz")
+
+
+def test_truncated_archives_name_the_file(tmp_path):
+    for kind in ("tar", "zip"):
+        source = SOURCES[kind](tmp_path, image_folder_members(per_class=50))
+        cut = tmp_path / f"cut{''.join(source.suffixes)}"
+        cut.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+        with pytest.raises(DatasetError, match=f"{cut.name}.*truncated or corrupt"):
+            readers.read_image_folder(cut)
+
+
+# --------------------------------------------------------------------------- fetch and prepare
+
+
+def test_image_folder_fetch_verifies_the_given_checksum_and_records_it(tmp_path):
+    source = SOURCES["tar"](tmp_path, image_folder_members())
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    manifest = datasets.fetch_image_folder("parts", str(source), tmp_path / "m" / "manifest.json", sha256=digest)
+    assert manifest["variant"] == "image folder" and manifest["files"]["a.tar.gz"]["sha256"] == digest
+    with pytest.raises(DatasetError, match=r"checksum mismatch.*\(image_folders.parts.sha256\)"):
+        datasets.fetch_image_folder("parts", str(source), tmp_path / "n" / "manifest.json", sha256="0" * 64)
+    assert not (tmp_path / "n").exists()
+
+
+def test_prepare_carves_a_missing_test_split_and_says_so(tmp_path):
+    source = SOURCES["folder"](tmp_path, image_folder_members(per_class=10, splits=("train",)))
+    datasets.fetch_image_folder("parts", str(source), tmp_path / "manifest.json")
+    settings = {"test_fraction": 0.25, "split_seed": 3}
+    provenance = datasets.prepare(tmp_path / "manifest.json", tmp_path / "parts.npz", image_folder=settings)
+    prepared = datasets.load_prepared(tmp_path / "parts.npz")
+    assert len(prepared.y_test) == 5 and len(prepared.y_train) == 15
+    assert provenance["name"] == "parts (image folder, test carved from train (25%, seed 3))"
+    train_pixels = {image.tobytes() + bytes([label]) for image, label in zip(prepared.x_train, prepared.y_train)}
+    assert not any(
+        image.tobytes() + bytes([label]) in train_pixels for image, label in zip(prepared.x_test, prepared.y_test)
+    )
+
+
+def test_a_file_changed_after_fetch_is_caught_by_prepare(tmp_path):
+    source = SOURCES["folder"](tmp_path, image_folder_members())
+    datasets.fetch_image_folder("parts", str(source), tmp_path / "manifest.json")
+    (source / "train" / "cat" / "0.png").write_bytes(image_bytes(colour=(1, 2, 3)))  # valid, but not the fetched one
+    with pytest.raises(DatasetError, match="checksum mismatch.*changed since fetch"):
+        datasets.prepare(tmp_path / "manifest.json", tmp_path / "parts.npz")
+    assert not (tmp_path / "parts.npz").exists()
+
+
 def test_mirror_fetch_and_prepare_mnist(tmp_path, mirror):
-    manifest = datasets.fetch("mnist", tmp_path / "raw", mirror=str(mirror))
+    manifest = datasets.fetch_builtin("mnist", tmp_path / "raw" / "manifest.json", mirror=str(mirror))
     assert manifest["variant"] == "official" and manifest["source"].startswith("mirror ")
+    assert not list((tmp_path / "raw").glob("*.gz")), "mirror files are verified where they are, not copied"
     provenance = datasets.prepare(tmp_path / "raw" / "manifest.json", tmp_path / "mnist.npz", 500, 200, subset_seed=1)
     prepared = datasets.load_prepared(tmp_path / "mnist.npz")
     assert prepared.x_train.shape == (500, 28, 28, 1) and prepared.x_test.shape == (200, 28, 28, 1)
@@ -156,20 +391,72 @@ def test_mirror_fetch_and_prepare_mnist(tmp_path, mirror):
     assert set(np.unique(prepared.y_train)) == set(range(10))
 
 
-def test_bad_mirror_file_leaves_no_manifest(tmp_path, mirror):
+def test_a_bad_mirror_file_leaves_no_manifest(tmp_path, mirror):
     fake = tmp_path / "mirror" / "mnist"
     fake.mkdir(parents=True)
-    for source in datasets.MIRROR_SOURCES["mnist"].files:
+    for source in datasets.BUILTIN_DATASETS["mnist"].mirror.files:
         (fake / source.name).symlink_to(mirror / "mnist" / source.name)
     (fake / "t10k-labels-idx1-ubyte.gz").unlink()
     write_idx(fake / "t10k-labels-idx1-ubyte.gz", np.zeros(10000))
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
-        datasets.fetch("mnist", tmp_path / "raw", mirror=str(tmp_path / "mirror"))
+        datasets.fetch_builtin("mnist", tmp_path / "raw" / "manifest.json", mirror=str(tmp_path / "mirror"))
     assert not (tmp_path / "raw" / "manifest.json").exists()
 
 
-def test_prepared_file_holds_no_pickles(tmp_path, mirror):
-    datasets.fetch("mnist", tmp_path / "raw", mirror=str(mirror))
-    datasets.prepare(tmp_path / "raw" / "manifest.json", tmp_path / "mnist.npz", 10, 10)
-    with np.load(tmp_path / "mnist.npz", allow_pickle=False) as arrays:
-        assert json.loads(str(arrays["provenance"]))["dataset"] == "mnist"
+def test_a_valid_but_different_file_swapped_in_after_fetch_is_refused(tmp_path, mirror):
+    fake = tmp_path / "mirror" / "mnist"
+    fake.mkdir(parents=True)
+    for source in datasets.BUILTIN_DATASETS["mnist"].mirror.files:
+        (fake / source.name).write_bytes((mirror / "mnist" / source.name).read_bytes())
+    datasets.fetch_builtin("mnist", tmp_path / "manifest.json", mirror=str(tmp_path / "mirror"))
+    labels = fake / "t10k-labels-idx1-ubyte.gz"
+    write_idx(labels, np.zeros(10000))  # a well-formed IDX file: only the checksum can tell
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+        datasets.prepare(tmp_path / "manifest.json", tmp_path / "mnist.npz")
+    assert not (tmp_path / "mnist.npz").exists()
+
+
+# --------------------------------------------------------------------------- the prepared file
+
+
+def _prepared_arrays(**change):
+    arrays = {
+        "x_train": np.zeros((4, 8, 8, 1), np.uint8),
+        "y_train": np.array([0, 1, 0, 1]),
+        "x_test": np.zeros((2, 8, 8, 1), np.uint8),
+        "y_test": np.array([0, 1]),
+        "class_names": np.asarray(["a", "b"]),
+        "provenance": np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
+    }
+    return {**arrays, **change}
+
+
+def test_a_prepared_file_round_trips(tmp_path):
+    np.savez(tmp_path / "ok.npz", **_prepared_arrays())
+    assert datasets.load_prepared(tmp_path / "ok.npz").name == "toy"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"y_test": np.array([0, 2])}, "labels outside 0..1"),
+        ({"y_test": np.array([0, -1])}, "labels outside 0..1"),
+        ({"y_train": np.array([0, 1, 0])}, "4 images but 3 labels"),
+        ({"x_train": np.zeros((4, 8, 8, 1), np.float32)}, "expected uint8 NHWC"),
+        ({"x_test": np.zeros((0, 8, 8, 1), np.uint8), "y_test": np.array([], int)}, "no images"),
+        ({"provenance": np.asarray([{"dataset": "toy"}], dtype=object)}, "not a prepared dataset"),
+    ],
+)
+def test_a_bad_prepared_file_is_refused(tmp_path, change, message):
+    np.savez(tmp_path / "bad.npz", **_prepared_arrays(**change))
+    with pytest.raises(DatasetError, match=f"bad.npz.*{message}"):
+        datasets.load_prepared(tmp_path / "bad.npz")
+
+
+def test_seeded_subsets_are_sorted_reproducible_and_whole_when_large():
+    first = datasets.seeded_subset(100, 10, 4)
+    assert np.array_equal(first, np.sort(first)) and len(set(first)) == 10
+    assert np.array_equal(first, datasets.seeded_subset(100, 10, 4))
+    assert not np.array_equal(first, datasets.seeded_subset(100, 10, 5))
+    assert np.array_equal(datasets.seeded_subset(5, None, 4), np.arange(5))
+    assert np.array_equal(datasets.seeded_subset(5, 9, 4), np.arange(5))

@@ -1,20 +1,14 @@
 """Board profiles and fit verdicts: pure arithmetic, no TensorFlow."""
 
-import pytest
-
 import pandas as pd
+import pytest
 import yaml
-
 from conftest import REPOSITORY
-from tinyml_quant.devices import KB, board_from_config, fit_verdict, fit_verdicts, run_fit_table
 
-BOARD = {
-    "name": "test_board",
-    "flash_bytes": 1024 * KB,
-    "ram_bytes": 256 * KB,
-    "flash_allowance_bytes": 150 * KB,
-    "ram_allowance_bytes": 32 * KB,
-}
+from tinyml_quant.devices import KB, board_from_config, boards_from_config, fit_verdict, run_fit_table
+
+ENTRY = {"name": "test_board", "flash_kb": 1024, "ram_kb": 256, "flash_allowance_kb": 150, "ram_allowance_kb": 32}
+BOARD = board_from_config(ENTRY)
 
 
 @pytest.mark.parametrize(
@@ -42,9 +36,8 @@ def test_unsupported_variant_needs_no_arena():
         ((10, 10, "crashed", BOARD), "unknown TFLite Micro status"),
         ((10, None, "runs", BOARD), "arena_bytes"),
         ((-1, 10, "runs", BOARD), "file_bytes"),
-        ((10, 10, "runs", {**BOARD, "name": "Bad Name"}), "must match"),
-        ((10, 10, "runs", {key: value for key, value in BOARD.items() if key != "ram_bytes"}), "lacks"),
-        ((10, 10, "runs", {**BOARD, "ram_allowance_bytes": 300 * KB}), "exceeds"),
+        ((10, 10.5, "runs", BOARD), "arena_bytes"),
+        ((True, 10, "runs", BOARD), "file_bytes"),
     ],
 )
 def test_bad_input_is_a_value_error(arguments, message):
@@ -52,14 +45,41 @@ def test_bad_input_is_a_value_error(arguments, message):
         fit_verdict(*arguments)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ram_allowance_kb": 300}, r"boards\[0\] \(test_board\).ram_allowance_kb: 300 is more than ram_kb 256"),
+        ({"flash_allowance_kb": 1025}, r"flash_allowance_kb: 1025 is more than flash_kb 1024"),
+        ({"ram_kb": -1}, r"ram_kb: must be a non-negative integer"),
+        ({"ram_kb": 1.5}, r"ram_kb: must be a non-negative integer"),
+    ],
+)
+def test_a_board_that_cannot_be_is_refused_naming_the_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        boards_from_config([{**ENTRY, **change}])
+
+
+def test_a_board_at_exactly_its_memory_is_allowed():
+    board = board_from_config({**ENTRY, "ram_allowance_kb": 256, "flash_allowance_kb": 1024})
+    assert board.budget_bytes("ram") == 0 and board.budget_bytes("flash") == 0
+    assert fit_verdict(0, 0, "runs", board) == "fits" and fit_verdict(1, 0, "runs", board) == "over flash by 1 KB"
+
+
+def test_an_empty_board_list_and_a_repeated_name_are_refused():
+    with pytest.raises(ValueError, match="boards: the list is empty"):
+        boards_from_config([])
+    with pytest.raises(ValueError, match=r"boards\[1\].name: 'test_board' is used by an earlier board"):
+        boards_from_config([ENTRY, {**ENTRY, "label": "another"}])
+
+
 def configured_boards():
     entries = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"]
-    return entries, {entry["name"]: board_from_config(entry) for entry in entries}
+    return entries, boards_from_config(entries)
 
 
 def test_configured_boards_are_valid_and_sized_as_documented():
     _, boards = configured_boards()
-    sizes = {name: (board["flash_bytes"] // KB, board["ram_bytes"] // KB) for name, board in boards.items()}
+    sizes = {name: (board.flash_bytes // KB, board.ram_bytes // KB) for name, board in boards.items()}
     assert sizes == {
         "arduino_nano_33_ble_sense": (1024, 256),
         "stm32f746g_disco": (1024, 320),
@@ -70,10 +90,9 @@ def test_configured_boards_are_valid_and_sized_as_documented():
 
 def test_verdicts_on_every_configured_board():
     _, boards = configured_boards()
-    verdicts = fit_verdicts(300 * KB, 200 * KB, "runs", boards)
-    assert verdicts["esp32"] == "fits"
-    assert verdicts["arduino_nano_33_ble_sense"] == "fits"
-    assert fit_verdicts(300 * KB, 250 * KB, "runs", boards)["arduino_nano_33_ble_sense"] == "over RAM by 26 KB"
+    assert fit_verdict(300 * KB, 200 * KB, "runs", boards["esp32"]) == "fits"
+    assert fit_verdict(300 * KB, 200 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "fits"
+    assert fit_verdict(300 * KB, 250 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "over RAM by 26 KB"
 
 
 def test_fit_table_from_the_results_table(tmp_path):
@@ -88,13 +107,16 @@ def test_fit_table_from_the_results_table(tmp_path):
         }
     )
     results.to_csv(tmp_path / "results.csv", index=False)
-    entry = {"name": "test_board", "label": "Test board", "flash_kb": 1024, "ram_kb": 256,
-             "flash_allowance_kb": 150, "ram_allowance_kb": 32}  # fmt: skip
+    entry = {**ENTRY, "label": "Test board"}
     table = run_fit_table(tmp_path / "results.csv", [entry], tmp_path / "fit.csv", tmp_path / "fit.md")
     assert table["Test board"].tolist() == ["fits", "unsupported", "over flash by 1126 KB"]
     assert pd.read_csv(tmp_path / "fit.csv")["Test board"].tolist() == table["Test board"].tolist()
     markdown = (tmp_path / "fit.md").read_text()
-    assert "## toy (test)" in markdown and "over flash by 1126 KB" in markdown and "| Test board | 1024 | 256 |" in markdown
+    assert (
+        "## toy (test)" in markdown
+        and "over flash by 1126 KB" in markdown
+        and "| Test board | 1024 | 256 |" in markdown
+    )
 
 
 def test_two_boards_with_one_name_are_refused(tmp_path):
@@ -102,5 +124,5 @@ def test_two_boards_with_one_name_are_refused(tmp_path):
     pd.DataFrame(columns=["dataset_name", "model", "scheme", "file_bytes", "arena_bytes", "tflm_status"]).to_csv(
         tmp_path / "results.csv", index=False
     )
-    with pytest.raises(ValueError, match="two boards share a name"):
+    with pytest.raises(ValueError, match="is used by an earlier board"):
         run_fit_table(tmp_path / "results.csv", entries + entries[:1], tmp_path / "fit.csv", tmp_path / "fit.md")

@@ -19,7 +19,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from snakemake_runs import (
     REPORT_RULES,
     SMOKE,
@@ -33,6 +32,7 @@ from snakemake_runs import (
     unfinished_outputs,
     write_change,
 )
+
 from tinyml_quant import datasets
 from tinyml_quant.datasets import DatasetError, PreparedDataset, save_prepared
 from tinyml_quant.files import atomic_path, write_text
@@ -108,10 +108,9 @@ def test_raw_file_damaged_after_fetch_leaves_no_prepared_dataset(tmp_path, mirro
 def test_failed_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     destination = tmp_path / "metrics.json"
     write_text(destination, "old")
-    with pytest.raises(RuntimeError, match="killed"):
-        with atomic_path(destination) as temporary:
-            temporary.write_text("half a fi")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"), atomic_path(destination) as temporary:
+        temporary.write_text("half a fi")
+        raise RuntimeError("killed")
     assert destination.read_text() == "old"
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -125,32 +124,56 @@ def toy_dataset(count=256, seed=0):
     images = rng.integers(0, 256, (count + 64, 16, 16, 1), dtype=np.uint8)
     labels = rng.integers(0, 4, count + 64)
     return PreparedDataset(
-        images[:count], labels[:count], images[count:], labels[count:],
-        ["a", "b", "c", "d"], {"dataset": "toy", "name": "toy (random)"},
-    )  # fmt: skip
+        images[:count],
+        labels[:count],
+        images[count:],
+        labels[count:],
+        ["a", "b", "c", "d"],
+        {"dataset": "toy", "name": "toy (random)"},
+    )
 
 
 TOY_SETTINGS = {
-    "seed": 3, "epochs": 2, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.01,
-    "lr_schedule": "cosine", "validation_split": 0.1,
-}  # fmt: skip
+    "seed": 3,
+    "epochs": 2,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "lr_schedule": "cosine",
+    "validation_split": 0.1,
+}
 
 
 def test_divergence_stops_at_once_names_the_settings_and_saves_nothing(tmp_path):
     from tinyml_quant.training import TrainingDiverged, run_training
 
     toy = toy_dataset()
-    save_prepared(tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance)
+    save_prepared(
+        tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
+    )
     settings = {**TOY_SETTINGS, "optimizer": "sgd", "learning_rate": 1e12, "epochs": 50}
     outputs = {name: tmp_path / "train" / name for name in ("model.keras", "history.csv", "test_metrics.json")}
     with pytest.raises(TrainingDiverged) as raised:
         run_training(
-            tmp_path / "toy.npz", "custom", {"base_filters": 4}, settings, {}, 1,
-            outputs["model.keras"], outputs["history.csv"], outputs["test_metrics.json"],
-        )  # fmt: skip
+            tmp_path / "toy.npz",
+            "custom",
+            {"base_filters": 4},
+            settings,
+            {},
+            1,
+            outputs["model.keras"],
+            outputs["history.csv"],
+            outputs["test_metrics.json"],
+        )
     message = str(raised.value)
-    for culprit in ("custom", "toy (random)", "in epoch 1", "training.learning_rate=1000000000000.0",
-                    "training.optimizer=sgd", "training.per_model.custom"):  # fmt: skip
+    for culprit in (
+        "custom",
+        "toy (random)",
+        "in epoch 1",
+        "training.learning_rate=1000000000000.0",
+        "training.optimizer=sgd",
+        "training.per_model.custom",
+    ):
         assert culprit in message
     assert not (tmp_path / "train").exists()
 
@@ -184,7 +207,9 @@ def test_damaged_tflite_is_an_error_naming_it(tmp_path, content):
     from tinyml_quant.evaluation import run_evaluation
 
     toy = toy_dataset(count=8)
-    save_prepared(tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance)
+    save_prepared(
+        tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
+    )
     damaged = tmp_path / "int8.tflite"
     damaged.write_bytes(content)
     with pytest.raises(ValueError, match="int8.tflite: not a loadable TFLite model"):
@@ -215,9 +240,10 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
         running = unfinished_outputs((tmp_path / "killed.log").read_text())
         # A model whose job Snakemake has seen finish, so that something is kept.
         finished = [
-            path for path in workdir.glob("results/train/mnist/*/test_metrics.json")
+            path
+            for path in workdir.glob("results/train/mnist/*/test_metrics.json")
             if str(path.relative_to(workdir)) not in running
-        ]  # fmt: skip
+        ]
         return bool(finished) and any(path.startswith(("results/train/", "results/convert/")) for path in running)
 
     wait_for(training_or_conversion_under_way, "a finished model and a training or conversion job under way")
@@ -244,7 +270,9 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
 
     rerun_outputs = planned_outputs(workdir, "--rerun-incomplete", *arguments, mirror=mirror)
     assert killed_outputs <= rerun_outputs
-    finished_before = {path for path in kept if path not in killed_outputs and not path.rsplit("/", 1)[-1].startswith(".")}
+    finished_before = {
+        path for path in kept if path not in killed_outputs and not path.rsplit("/", 1)[-1].startswith(".")
+    }
     assert finished_before and not finished_before & rerun_outputs
 
     snakemake(workdir, "--cores", "2", "--rerun-incomplete", *arguments, mirror=mirror)
@@ -271,7 +299,9 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(tmp
     report_time = (workdir / "reports" / "results.csv").stat().st_mtime_ns
     started = time.time_ns()
 
-    run = start_snakemake(workdir, "--cores", "2", "--keep-going", *arguments, mirror=mirror, log_path=tmp_path / "run.log")
+    run = start_snakemake(
+        workdir, "--cores", "2", "--keep-going", *arguments, mirror=mirror, log_path=tmp_path / "run.log"
+    )
     wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")) or run.poll() is not None, "the lock")
     second = snakemake(workdir, "--cores", "1", *arguments, mirror=mirror, check=False)
     assert run.wait() != 0
@@ -288,6 +318,8 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(tmp
     broken.unlink()  # the fault removed: the variant converts again
     jobs = planned_jobs(workdir, *arguments, mirror=mirror)
     variant = "dataset=mnist, model=custom, scheme=int8"
-    assert jobs == sorted([("all", ""), *((rule, variant) for rule in VARIANT_RULES), *((rule, "") for rule in REPORT_RULES)])
+    assert jobs == sorted(
+        [("all", ""), *((rule, variant) for rule in VARIANT_RULES), *((rule, "") for rule in REPORT_RULES)]
+    )
     snakemake(workdir, "--cores", "2", *arguments, mirror=mirror)
     assert len(pd.read_csv(workdir / "reports" / "results.csv")) == 50

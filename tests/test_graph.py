@@ -76,13 +76,14 @@ def test_run_graph_analysis_writes_json(hand_counted, tmp_path):
     _, flatbuffers = hand_counted
     tflite_path = tmp_path / "int8.tflite"
     tflite_path.write_bytes(flatbuffers["int8"])
-    returned = run_graph_analysis(tflite_path, tmp_path / "out" / "graph.json")
+    variant = {"dataset": "toy", "model": "hand", "scheme": "int8"}
+    returned = run_graph_analysis(tflite_path, variant, tmp_path / "out" / "graph.json")
     written = json.loads((tmp_path / "out" / "graph.json").read_text())
-    assert written == returned
+    assert written == returned and {key: written[key] for key in variant} == variant
     assert {"operators", "operator_total", "parameters", "macs", "macs_by_operator", "file_bytes"} <= set(written)
     assert written["file_bytes"] == len(flatbuffers["int8"])
-    assert written["macs_by_operator"] == {"CONV_2D": CONV_MACS, "DEPTHWISE_CONV_2D": DEPTHWISE_MACS,
-                                           "FULLY_CONNECTED": DENSE_MACS}  # fmt: skip
+    expected = {"CONV_2D": CONV_MACS, "DEPTHWISE_CONV_2D": DEPTHWISE_MACS, "FULLY_CONNECTED": DENSE_MACS}
+    assert written["macs_by_operator"] == expected
 
 
 @pytest.mark.parametrize("content", [b"", b"not a flatbuffer at all", "truncated"])

@@ -8,7 +8,14 @@ import pytest
 from tinyml_quant import micro
 from tinyml_quant.conversion import convert
 from tinyml_quant.latency import measure_latency, run_latency
-from tinyml_quant.micro import UNSUPPORTED, allocates, measure_micro, refused_operator, run_micro_measurement
+from tinyml_quant.micro import (
+    UNSUPPORTED,
+    allocates,
+    compare_outputs,
+    measure_micro,
+    refused_operator,
+    run_micro_measurement,
+)
 
 IMAGE_SHAPE = (16, 16, 1)
 
@@ -42,9 +49,19 @@ def write_prepared_dataset(path, images):
     """A prepared dataset file as tinyml_quant.datasets.prepare writes it."""
     labels = np.arange(len(images)) % 4
     provenance = {"dataset": "synthetic", "name": "synthetic (test)"}
-    np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels,
-             class_names=np.asarray(["a", "b", "c", "d"]), provenance=np.asarray(json.dumps(provenance)))  # fmt: skip
+    np.savez(
+        path,
+        x_train=images,
+        y_train=labels,
+        x_test=images,
+        y_test=labels,
+        class_names=np.asarray(["a", "b", "c", "d"]),
+        provenance=np.asarray(json.dumps(provenance)),
+    )
     return path
+
+
+VARIANT = {"dataset": "synthetic", "model": "custom", "scheme": "fp32"}
 
 
 # --------------------------------------------------------------------------- arena
@@ -52,7 +69,7 @@ def write_prepared_dataset(path, images):
 
 @pytest.fixture(scope="module")
 def int8_measurement(flatbuffers, images):
-    return measure_micro(flatbuffers["int8"], images[0])
+    return measure_micro(flatbuffers["int8"], images, np.arange(len(images)) % 4)
 
 
 def test_arena_is_the_smallest_that_allocates(flatbuffers, int8_measurement):
@@ -67,10 +84,33 @@ def test_flash_bytes_are_the_file_length(flatbuffers, int8_measurement):
     assert int8_measurement["flash_bytes"] == len(flatbuffers["int8"])
 
 
-def test_int8_output_agrees_with_litert_within_one_step(int8_measurement):
+def test_int8_outputs_agree_with_litert_on_every_image(int8_measurement, images):
     agreement = int8_measurement["agreement"]
-    assert agreement["agrees"] and agreement["same_class"]
+    assert agreement["images"] == len(images)
+    assert agreement["top1_agreement"] == 1.0 and agreement["disagreeing_images"] == 0
     assert agreement["max_difference_steps"] <= 1
+    assert agreement["tflm_accuracy"] == agreement["litert_accuracy"]
+
+
+def test_a_disagreement_is_counted_not_hidden():
+    detail = {"quantization": (0.5, -128)}
+    litert = np.array([[10, 20, 5], [30, 2, 1], [0, 0, 9], [4, 3, 2]], np.int8)
+    tflm = litert.copy()
+    tflm[1] = [1, 40, 1]  # another class
+    tflm[2, 0] = 3  # the same class, three steps off
+    comparison = compare_outputs(tflm, litert, detail, labels=np.array([1, 0, 2, 1]))
+    assert comparison["top1_agreement"] == 0.75 and comparison["disagreeing_images"] == 1
+    assert comparison["max_difference_steps"] == 38
+    assert comparison["max_abs_difference"] == pytest.approx(19.0)
+    assert comparison["litert_accuracy"] == 0.75 and comparison["tflm_accuracy"] == 0.5
+
+
+def test_float_outputs_have_no_steps():
+    detail = {"quantization": (0.0, 0)}
+    outputs = np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)
+    comparison = compare_outputs(outputs + 1e-6, outputs, detail)
+    assert comparison["top1_agreement"] == 1.0 and comparison["max_difference_steps"] is None
+    assert comparison["max_abs_difference"] == pytest.approx(1e-6, rel=0.1) and comparison["tflm_accuracy"] is None
 
 
 def test_a_probe_that_crashes_tflm_is_a_failure_not_a_dead_caller(flatbuffers):
@@ -139,8 +179,8 @@ def test_corrupt_file_is_a_value_error_naming_it(flatbuffers, tmp_path):
 
 
 def test_image_of_the_wrong_shape_is_a_value_error(flatbuffers):
-    with pytest.raises(ValueError, match="does not fit the model's input"):
-        measure_micro(flatbuffers["fp32"], np.zeros((28, 28, 1), np.uint8))
+    with pytest.raises(ValueError, match="do not fit the model's input"):
+        measure_micro(flatbuffers["fp32"], np.zeros((1, 28, 28, 1), np.uint8))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -150,12 +190,13 @@ def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path):
     tflite_path = tmp_path / "fp32.tflite"
     tflite_path.write_bytes(flatbuffers["fp32"])
     dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
-    returned = run_micro_measurement(tflite_path, dataset_path, tmp_path / "out" / "micro.json")
+    returned = run_micro_measurement(tflite_path, dataset_path, VARIANT, 5, 0, tmp_path / "out" / "micro.json")
     written = json.loads((tmp_path / "out" / "micro.json").read_text())
     assert written == json.loads(json.dumps(returned))
     assert written["status"] == "runs" and written["arena_bytes"] > 0
-    assert written["agreement"]["agrees"]
-    assert written["dataset_name"] == "synthetic (test)" and written["input_image"] == "test image 0"
+    assert written["agreement"]["images"] == 5 and written["agreement"]["top1_agreement"] == 1.0
+    assert written["dataset_name"] == "synthetic (test)" and written["sample"] == "5 test images, seed 0"
+    assert {key: written[key] for key in VARIANT} == VARIANT
 
 
 # --------------------------------------------------------------------------- host latency
@@ -172,7 +213,7 @@ def test_run_latency_writes_json(flatbuffers, images, tmp_path):
     tflite_path = tmp_path / "fp32.tflite"
     tflite_path.write_bytes(flatbuffers["fp32"])
     dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
-    returned = run_latency(tflite_path, dataset_path, 2, 10, 1, tmp_path / "latency.json")
+    returned = run_latency(tflite_path, dataset_path, VARIANT, 2, 10, 1, tmp_path / "latency.json")
     written = json.loads((tmp_path / "latency.json").read_text())
     assert written == returned
     assert written["threads"] == 2 and written["median_ms"] > 0

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPOSITORY
 from snakemake_runs import SMOKE, VARIANT_RULES, copy_workflow, planned_jobs, write_change
 
@@ -54,23 +53,33 @@ def slurm_run(slurm_cluster, tmp_path_factory, mirror):
     shutil.copytree(REPOSITORY / "profiles", workdir / "profiles")
     mnist_only = write_change(workdir, "mnist_only", {"datasets": ["mnist"]})
     arguments = [
-        *SMOKE, mnist_only,
-        "--profile", "profiles/slurm",
+        *SMOKE,
+        mnist_only,
+        "--profile",
+        "profiles/slurm",
         # This cluster: its partition and no account (it has no accounting), two jobs at a time
         # (the node has 2 CPUs); squeue for the status polls, as there is no slurmdbd for sacct.
-        "--default-resources", f"slurm_partition={slurm_cluster}",
-        "--jobs", "2",
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "5",
-    ]  # fmt: skip
+        "--default-resources",
+        f"slurm_partition={slurm_cluster}",
+        "--jobs",
+        "2",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+    ]
     # The jobs a local run would have, one per rule and wildcards, to compare the submissions with.
     planned = planned_jobs(workdir, *SMOKE, mnist_only, mirror=mirror)
     environment = {**os.environ, "TINYML_DATASET_MIRROR": str(mirror)}
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *arguments],
-        cwd=workdir, env=environment, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     wall_seconds = time.monotonic() - started
     log = result.stdout + result.stderr
     (workdir / "slurm_run.log").write_text(log)
@@ -100,13 +109,18 @@ def test_every_job_went_through_slurm(slurm_run):
     assert {slurm_id: completed.get(slurm_id) for slurm_id in slurm_ids} == dict.fromkeys(slurm_ids, "COMPLETED")
     # ... and squeue, which keeps finished jobs for MinJobAge (a day here): the state, the
     # comment the plugin sets (rule and wildcards) and the CPUs each job had.
-    queue = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%C"],
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    queue = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%C"], capture_output=True, text=True, check=True
+    ).stdout
     jobs = {line.split("|")[0]: line.split("|")[1:] for line in queue.splitlines()}
     for slurm_id in slurm_ids:
         assert jobs[slurm_id][0] == "COMPLETED", jobs[slurm_id]
     # Training got its 2 threads as 2 CPUs, as in the local run (the weights depend on it).
-    training = [fields for slurm_id, fields in jobs.items() if slurm_id in slurm_ids and fields[1].startswith("rule_train_model")]
+    training = [
+        fields
+        for slurm_id, fields in jobs.items()
+        if slurm_id in slurm_ids and fields[1].startswith("rule_train_model")
+    ]
     assert len(training) == 5 and all(cpus == "2" for _, _, cpus in training), training
     # The dataset mirror reached the jobs through sbatch --export=ALL (no network here).
     manifest = json.loads((workdir / "data" / "raw" / "mnist" / "manifest.json").read_text())

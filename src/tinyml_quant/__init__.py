@@ -1,11 +1,10 @@
-"""TinyML quantization study: datasets, models, TFLite conversion, evaluation, reports.
+"""TinyML quantization study: datasets, models, TFLite conversion, evaluation, measurements, reports.
 
 Every stage is a plain function here; the Snakemake scripts in ``scripts/``
-only call them. Heavy libraries (TensorFlow, LiteRT, pandas) are imported by
-the modules that need them, never by this package's ``__init__``.
+only call them. The workflow imports this package while it parses its config,
+so modules it reads names from (``config``, ``conversion``, ``datasets``,
+``figures`` and what they import) import TensorFlow and LiteRT only inside the
+functions that use them.
 """
 
-__version__ = "0.1.0"
-
-SCHEMES = ("fp32", "dynamic_range", "float16", "int8", "int16x8")
-MODELS = ("resnet_v1", "resnet_v2", "mobilenet_v1", "mobilenet_v2", "custom")
+__version__ = "0.2.0"

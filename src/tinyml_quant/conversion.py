@@ -1,14 +1,20 @@
-"""TFLite conversion: one pure ``convert(model, scheme, ...) -> bytes`` per post-training scheme."""
+"""TFLite conversion: one pure ``convert(model, scheme, ...) -> bytes`` per post-training scheme.
+
+``SCHEMES`` is the one list of scheme names, in the order tables show them.
+"""
 
 import logging
 
 import numpy as np
 
-from . import SCHEMES
+from .datasets import seeded_subset
 from .files import write_bytes
 
 logger = logging.getLogger(__name__)
 
+SCHEMES = ("fp32", "dynamic_range", "float16", "int8", "int16x8")
+# Every variant is compared with this one: the unquantized model.
+REFERENCE_SCHEME = "fp32"
 CALIBRATED_SCHEMES = ("int8", "int16x8")
 
 
@@ -16,12 +22,11 @@ def calibration_images(images, count, seed):
     """``count`` training images chosen with ``seed``, as float32 (the models' input type)."""
     if count < 1:
         raise ValueError(f"calibration_images must be at least 1, got {count}")
-    chosen = np.random.default_rng(seed).permutation(len(images))[:count]
-    return images[np.sort(chosen)].astype(np.float32)
+    return images[seeded_subset(len(images), count, seed)].astype(np.float32)
 
 
-def convert(model, scheme, representative_images=None):
-    """Convert a Keras model to a TFLite flatbuffer with post-training ``scheme``.
+def converter_for(model, scheme, representative_images=None):
+    """A ``tf.lite.TFLiteConverter`` for ``model`` set up for post-training ``scheme``.
 
     * fp32: no optimization;
     * dynamic_range: int8 weights, float activations;
@@ -55,21 +60,31 @@ def convert(model, scheme, representative_images=None):
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
-    return converter.convert()
+    return converter
+
+
+def convert(model, scheme, representative_images=None):
+    """Convert a Keras model to a TFLite flatbuffer with post-training ``scheme`` (see ``converter_for``)."""
+    return converter_for(model, scheme, representative_images).convert()
+
+
+def load_keras_model(model_path):
+    """A saved Keras model; a file Keras cannot load is a ValueError naming it."""
+    import keras
+
+    try:
+        return keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged file
+        raise ValueError(f"{model_path}: cannot load the trained model ({type(error).__name__}: {error})") from error
 
 
 def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path):
     """Snakemake entry point: load the trained model, convert it, write the ``.tflite`` file."""
-    import keras
-
     from .datasets import load_prepared
     from .training import configure_tensorflow
 
     configure_tensorflow(threads)
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as error:  # Keras raises many types for a damaged file
-        raise ValueError(f"{model_path}: cannot load the trained model ({error})") from error
+    model = load_keras_model(model_path)
     representative = None
     if scheme in CALIBRATED_SCHEMES:
         dataset = load_prepared(dataset_path)

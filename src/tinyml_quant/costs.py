@@ -4,31 +4,25 @@ Every rule writes ``benchmarks/<rule>/<dataset>/<model>/<scheme>.tsv`` (fewer
 levels for rules with fewer wildcards): Snakemake's record of the job's wall
 seconds (``s``), peak resident memory in MB (``max_rss``), CPU seconds
 (``cpu_time``) and mean CPU load in percent (``mean_load``). This module reads
-them into one row per job, sums them per stage (rule) and per model, draws
-where the grid's time goes, and projects the grid's wall time on more cores
-from the same per-job figures (``project``): a list-scheduling simulation over
-the job graph of a dry run (``parse_dry_run``).
-
-Pure Python and pandas; matplotlib only for the figure.
+them into one row per job, sums them per stage (rule) and per model, and
+draws where the grid's time goes.
 """
 
-import heapq
 import logging
 import math
-import re
-import statistics
 from pathlib import Path
 
-from .files import atomic_path, write_text
+import pandas as pd
+
+from .files import write_csv, write_text
 
 logger = logging.getLogger(__name__)
 
 # The workflow's stages in the order they run; other rules follow, sorted.
 STAGE_ORDER = (
-    "fetch_dataset", "prepare_dataset", "train_model", "convert_model", "evaluate_model",
-    "analyze_graph", "measure_micro", "measure_latency",
-    "gather_results", "plot_results", "fit_table", "plot_device_fit", "stage_costs",
-)  # fmt: skip
+    *("fetch_dataset", "prepare_dataset", "train_model", "import_model", "convert_model", "evaluate_model"),
+    *("analyze_graph", "measure_micro", "measure_latency", "layer_error", "recover_quantized", "firmware_bundle"),
+)
 WILDCARDS = ("dataset", "model", "scheme")
 # Snakemake's benchmark columns read here, and what the job table calls them.
 COLUMNS = {"s": "wall_s", "cpu_time": "cpu_s", "max_rss": "max_rss_mb", "mean_load": "mean_load"}
@@ -60,7 +54,7 @@ def read_benchmark(path):
 
 
 def job_of(path):
-    """``benchmarks/<rule>/<dataset>/<model>/<scheme>.tsv`` as ``{"stage": rule, "dataset": ..., ...}``.
+    """``.../benchmarks/<rule>/<dataset>/<model>/<scheme>.tsv`` as ``{"stage": rule, "dataset": ..., ...}``.
 
     The path is read from its last ``benchmarks`` folder; missing levels are empty.
     """
@@ -69,15 +63,13 @@ def job_of(path):
         parts = parts[len(parts) - parts[::-1].index("benchmarks") :]
     if not parts:
         raise ValueError(f"{path}: not a benchmark path")
-    job = {"stage": parts[0], **{key: "" for key in WILDCARDS}}
+    job = {"stage": parts[0], **dict.fromkeys(WILDCARDS, "")}
     job.update(zip(WILDCARDS, parts[1:]))
     return job
 
 
 def jobs_table(paths):
     """One row per benchmark file: stage, dataset, model, scheme, wall_s, cpu_s, max_rss_mb, mean_load."""
-    import pandas as pd
-
     rows = []
     for path in paths:
         record = read_benchmark(path)
@@ -92,9 +84,12 @@ def stage_summary(jobs):
     """Per stage: jobs, total and largest wall seconds, share of all job time, CPU seconds, peak memory."""
     grouped = jobs.groupby("stage", sort=False)
     summary = grouped.agg(
-        jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), max_job_s=("wall_s", "max"),
-        cpu_s=("cpu_s", "sum"), max_rss_mb=("max_rss_mb", "max"),
-    ).reset_index()  # fmt: skip
+        jobs=("wall_s", "size"),
+        wall_s=("wall_s", "sum"),
+        max_job_s=("wall_s", "max"),
+        cpu_s=("cpu_s", "sum"),
+        max_rss_mb=("max_rss_mb", "max"),
+    ).reset_index()
     total = summary.wall_s.sum()
     summary["share_pct"] = 100 * summary.wall_s / total if total else 0.0
     return summary[["stage", "jobs", "wall_s", "share_pct", "max_job_s", "cpu_s", "max_rss_mb"]]
@@ -126,12 +121,21 @@ def markdown(jobs):
     stages = stage_summary(jobs)
     total = stages.wall_s.sum()
     shown = stages.assign(
-        wall_s=stages.wall_s.map("{:.1f}".format), share_pct=stages.share_pct.map("{:.1f}".format),
-        max_job_s=stages.max_job_s.map("{:.1f}".format), cpu_s=stages.cpu_s.map("{:.1f}".format),
+        wall_s=stages.wall_s.map("{:.1f}".format),
+        share_pct=stages.share_pct.map("{:.1f}".format),
+        max_job_s=stages.max_job_s.map("{:.1f}".format),
+        cpu_s=stages.cpu_s.map("{:.1f}".format),
         max_rss_mb=stages.max_rss_mb.map("{:.0f}".format),
-    )  # fmt: skip
-    shown.columns = ["stage (rule)", "jobs", "wall (s, sum over jobs)", "share (%)", "longest job (s)",
-                     "CPU (s)", "peak memory (MB, max_rss)"]  # fmt: skip
+    )
+    shown.columns = [
+        "stage (rule)",
+        "jobs",
+        "wall (s, sum over jobs)",
+        "share (%)",
+        "longest job (s)",
+        "CPU (s)",
+        "peak memory (MB, max_rss)",
+    ]
     sections = [
         "# Where the grid's time goes\n",
         f"{len(jobs)} jobs, {total:.1f} s of job wall time in all (summed over jobs: jobs that ran side by "
@@ -148,20 +152,21 @@ def markdown(jobs):
             formatted[column] = formatted[column].map(lambda value: "" if math.isnan(value) else f"{value:.1f}")
         formatted["max_rss_mb"] = models.max_rss_mb.map("{:.0f}".format)
         formatted = formatted.rename(columns={"total_s": "total (s)", "max_rss_mb": "peak memory (MB)"})
-        sections += ["## Per model (wall seconds per stage, summed over schemes)\n", formatted.to_markdown(index=False) + "\n"]
+        sections += [
+            "## Per model (wall seconds per stage, summed over schemes)\n",
+            formatted.to_markdown(index=False) + "\n",
+        ]
     return "\n".join(sections)
 
 
-def plot(jobs, figure_stem, formats=("png", "svg"), dpi=150):
-    """Two panels: job seconds per stage, and per model stacked by stage."""
-    import matplotlib
+def plot(jobs, paths, dpi=150):
+    """Two panels: job seconds per stage, and per model stacked by stage; written to every path."""
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stages = stage_summary(jobs)
     models = model_summary(jobs)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.4]})
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]}, layout="constrained")
     colours = dict(zip(stages.stage, plt.get_cmap("tab20").colors))
     axes[0].barh(stages.stage[::-1], stages.wall_s[::-1], color=[colours[s] for s in stages.stage[::-1]])
     for y, (value, share) in enumerate(zip(stages.wall_s[::-1], stages.share_pct[::-1])):
@@ -181,173 +186,14 @@ def plot(jobs, figure_stem, formats=("png", "svg"), dpi=150):
         axes[1].set_title("per dataset and model, by stage")
         axes[1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="stage")
     figure.suptitle("Where the grid's time goes (Snakemake benchmark files)")
-    figure.tight_layout()
-    for extension in formats:
-        path = Path(f"{figure_stem}.{extension}")
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format=extension)
-    plt.close(figure)
+    save(figure, paths, dpi)
 
 
-def run_stage_costs(benchmark_paths, csv_path, markdown_path, figure_folder, dpi=150, formats=("png", "svg")):
+def run_stage_costs(benchmark_paths, csv_path, markdown_path, figure_paths, dpi=150):
     """Snakemake entry point: the stage-cost CSV and Markdown tables and the figure."""
     jobs = jobs_table(benchmark_paths)
-    with atomic_path(csv_path) as temporary:
-        cost_rows(jobs).to_csv(temporary, index=False, float_format="%.6g")
+    write_csv(csv_path, cost_rows(jobs))
     write_text(markdown_path, markdown(jobs))
-    Path(figure_folder).mkdir(parents=True, exist_ok=True)
-    plot(jobs, Path(figure_folder) / "stage_costs", formats, dpi)
+    plot(jobs, figure_paths, dpi)
     logger.info("%d jobs, %.1f s of job wall time", len(jobs), jobs.wall_s.sum())
     return jobs
-
-
-# --------------------------------------------------------------------------- the job graph and projections
-
-
-def parse_dry_run(text):
-    """The jobs of ``snakemake --dry-run`` output: rule, wildcards, threads, inputs and products.
-
-    Products are the outputs, logs and benchmark file: what a job leaves
-    behind. Jobs are keyed by their first product (``all`` by its rule name).
-    """
-    jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        header = re.match(r"(?:local)?rule (\w+):", block)
-        if not header:
-            continue
-        fields = dict(re.findall(r"^\s+(\w+): (.*)$", block, re.MULTILINE))
-
-        def files(name):
-            return [item.strip() for item in fields.get(name, "").split(",") if item.strip()]
-
-        products = files("output") + files("log") + files("benchmark")
-        job = {
-            "rule": header.group(1),
-            "wildcards": fields.get("wildcards", ""),
-            "threads": int(fields.get("threads", 1)),
-            "inputs": files("input"),
-            "outputs": files("output"),
-            "products": products,
-            "benchmark": fields.get("benchmark", "").strip(),
-        }
-        jobs[products[0] if products else job["rule"]] = job
-    return jobs
-
-
-def job_graph(jobs):
-    """``{job: [jobs it needs]}``: a job needs the jobs that produce its inputs."""
-    producer = {product: key for key, job in jobs.items() for product in job["products"]}
-    return {key: sorted({producer[item] for item in job["inputs"] if item in producer}) for key, job in jobs.items()}
-
-
-def _bottom_levels(seconds, needs):
-    """Longest path (seconds) from each job to the end of the graph, the job included."""
-    dependents = {key: [] for key in needs}
-    for key, required in needs.items():
-        for other in required:
-            dependents[other].append(key)
-    levels = {}
-
-    def level(key):
-        if key not in levels:
-            levels[key] = seconds[key] + max((level(other) for other in dependents[key]), default=0.0)
-        return levels[key]
-
-    for key in needs:
-        level(key)
-    return levels, dependents
-
-
-def critical_path(seconds, needs):
-    """The longest chain of jobs: ``(seconds, [job, ...])`` from the first job to the last."""
-    levels, dependents = _bottom_levels(seconds, needs)
-    if not levels:
-        return 0.0, []
-    key = max((key for key in needs if not needs[key]), key=lambda k: levels[k])
-    path = [key]
-    while dependents[key]:
-        key = max(dependents[key], key=lambda k: levels[k])
-        path.append(key)
-    return levels[path[0]], path
-
-
-def simulate(seconds, threads, needs, cores=None, slots=None):
-    """Wall seconds of the graph under greedy list scheduling, longest remaining chain first.
-
-    ``cores``: one machine with that many cores, a job taking ``min(threads,
-    cores)`` of them (Snakemake's ``--cores``); ``slots``: at most that many
-    jobs at once, each on its own cores (a cluster, ``--jobs``). Job durations
-    are taken as they are: more cores do not make one job faster.
-    """
-    levels, dependents = _bottom_levels(seconds, needs)
-    waiting = {key: len(required) for key, required in needs.items()}
-    ready = [(-levels[key], key) for key, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    running, now, free = [], 0.0, cores
-    while ready or running:
-        skipped = []
-        while ready:
-            priority, key = heapq.heappop(ready)
-            need = min(threads[key], cores) if cores else 0
-            if (cores is None or need <= free) and (slots is None or len(running) < slots):
-                heapq.heappush(running, (now + seconds[key], key, need))
-                if cores:
-                    free -= need
-            else:
-                skipped.append((priority, key))
-        for item in skipped:
-            heapq.heappush(ready, item)
-        now, key, need = heapq.heappop(running)
-        if cores:
-            free += need
-        for other in dependents[key]:
-            waiting[other] -= 1
-            if waiting[other] == 0:
-                heapq.heappush(ready, (-levels[other], other))
-    return now
-
-
-def durations(jobs, measured, scale=None):
-    """Seconds of every job: its measured figure (``{benchmark path: seconds}``) times ``scale(job)``.
-
-    A job with no figure gets the median of its rule's measured jobs with the
-    same scheme, else of its rule, else 0 (``all``). Returns ``(seconds,
-    estimated)``: the job figures and the keys that were estimated.
-    """
-    by_rule = {}
-    for key, job in jobs.items():
-        if job["benchmark"] in measured:
-            scheme = re.search(r"scheme=(\w+)", job["wildcards"])
-            by_rule.setdefault((job["rule"], scheme.group(1) if scheme else ""), []).append(measured[job["benchmark"]])
-            by_rule.setdefault((job["rule"], None), []).append(measured[job["benchmark"]])
-    seconds, estimated = {}, []
-    for key, job in jobs.items():
-        if job["benchmark"] in measured:
-            value = measured[job["benchmark"]]
-        else:
-            scheme = re.search(r"scheme=(\w+)", job["wildcards"])
-            pool = by_rule.get((job["rule"], scheme.group(1) if scheme else "")) or by_rule.get((job["rule"], None))
-            value = statistics.median(pool) if pool else 0.0
-            if job["rule"] != "all":
-                estimated.append(key)
-        seconds[key] = value * (scale(job) if scale else 1.0)
-    return seconds, estimated
-
-
-def project(jobs, seconds, core_counts=(2, 16, 128), cluster_jobs=()):
-    """Projected wall seconds: critical path, total job seconds, and the simulated run per core count.
-
-    Returns ``{"critical_path_s", "critical_path", "job_seconds", "core_seconds",
-    "cores": {n: s}, "cluster": {n: s}}``.
-    """
-    needs = job_graph(jobs)
-    threads = {key: job["threads"] for key, job in jobs.items()}
-    length, path = critical_path(seconds, needs)
-    return {
-        "critical_path_s": length,
-        "critical_path": path,
-        "job_seconds": sum(seconds.values()),
-        "core_seconds": sum(seconds[key] * threads[key] for key in jobs),
-        "cores": {n: simulate(seconds, threads, needs, cores=n) for n in core_counts},
-        "cluster": {n: simulate(seconds, threads, needs, slots=n) for n in cluster_jobs},
-    }

@@ -1,39 +1,41 @@
-"""Datasets: fetch (download or offline mirror), verify, parse and prepare.
+"""Datasets: fetch (download, offline mirror or your own files), verify, parse and prepare.
 
-Two sources per dataset:
+Built-in datasets have two sources each:
 
 * online, the official files: MNIST's four IDX ``.gz`` files and CIFAR-10's
-  *binary* release, parsed with numpy (nothing downloaded is ever unpickled);
-* offline, a mirror directory laid out like ``../shared/datasets``: MNIST as
-  the same IDX files, CIFAR-10 as an image-folder archive
-  ``train|test/<class>/*.jpg`` (JPEG, so its pixels differ slightly).
+  *binary* release;
+* offline, a mirror folder laid out like ``../shared/datasets``: MNIST as the
+  same IDX files, CIFAR-10 as an image-folder archive ``train|test/<class>/*.jpg``
+  (JPEG, so its pixels differ slightly from the official release).
 
-Both produce one prepared ``.npz`` per dataset: uint8 NHWC images, integer
-labels, class names and a provenance record (source, variant, checksums).
+Your own datasets are image folders (``image_folders`` in the config): a
+``.tar.gz``/``.tgz`` or ``.zip`` archive (a local path or a URL) or a local
+folder, laid out ``train/<class>/<image>`` and, optionally, ``test/...``.
+
+``fetch`` verifies a source and writes a manifest naming where every file is
+and its checksum; downloads go to a shared cache folder, local files are read
+where they are. ``prepare`` verifies them again, parses them (``readers``) and
+writes one ``.npz`` per dataset: uint8 NHWC images, integer labels, class
+names and a provenance record.
 """
 
-import gzip
 import hashlib
-import io
 import json
 import logging
 import shutil
-import tarfile
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from .files import atomic_path, read_json, write_json
+from .readers import DatasetError, read_cifar10_binary, read_idx, read_image_folder, source_kind
+
+__all__ = ["DatasetError"]
 
 logger = logging.getLogger(__name__)
-
-MNIST_CLASSES = tuple(str(digit) for digit in range(10))
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,14 @@ class Source:
     format: str  # "idx", "cifar_binary" or "image_folder"
     files: tuple
     urls: tuple = ()  # base URLs tried in order (online sources only)
-    mirror_folder: str = ""  # sub-folder of the mirror directory (mirror sources only)
+    mirror_folder: str = ""  # sub-folder of the mirror folder (mirror sources only)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    class_names: tuple
+    online: Source
+    mirror: Source
 
 
 _MNIST_FILES = (
@@ -64,51 +73,60 @@ _MNIST_FILES = (
     SourceFile("train-labels-idx1-ubyte.gz", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", True),
     SourceFile("t10k-images-idx3-ubyte.gz", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", True),
     SourceFile("t10k-labels-idx1-ubyte.gz", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", True),
-)  # fmt: skip
+)
 
-ONLINE_SOURCES = {
-    "mnist": Source(
-        variant="official",
-        format="idx",
-        files=_MNIST_FILES,
-        urls=(
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        ),
-    ),
-    "cifar10": Source(
-        variant="official binary",
-        format="cifar_binary",
-        files=(
-            SourceFile(
-                "cifar-10-binary.tar.gz",
-                "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+# The one list of built-in dataset names.
+BUILTIN_DATASETS = {
+    "mnist": BuiltinDataset(
+        class_names=tuple(str(digit) for digit in range(10)),
+        online=Source(
+            variant="official",
+            format="idx",
+            files=_MNIST_FILES,
+            urls=(
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
             ),
         ),
-        urls=("https://www.cs.toronto.edu/~kriz/",),
+        mirror=Source(variant="official", format="idx", files=_MNIST_FILES, mirror_folder="mnist"),
+    ),
+    "cifar10": BuiltinDataset(
+        class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        online=Source(
+            variant="official binary",
+            format="cifar_binary",
+            files=(
+                SourceFile(
+                    "cifar-10-binary.tar.gz", "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
+                ),
+            ),
+            urls=("https://www.cs.toronto.edu/~kriz/",),
+        ),
+        mirror=Source(
+            variant="jpeg mirror",
+            format="image_folder",
+            files=(
+                SourceFile("cifar10-jpeg.tar.gz", "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"),
+            ),
+            mirror_folder="cifar10-jpeg",
+        ),
     ),
 }
 
-MIRROR_SOURCES = {
-    "mnist": Source(variant="official", format="idx", files=_MNIST_FILES, mirror_folder="mnist"),
-    "cifar10": Source(
-        variant="jpeg mirror",
-        format="image_folder",
-        files=(
-            SourceFile(
-                "cifar10-jpeg.tar.gz",
-                "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db",
-            ),
-        ),
-        mirror_folder="cifar10-jpeg",
-    ),
-}
-
-CLASS_NAMES = {"mnist": MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
+MIRROR_VARIABLE = "TINYML_DATASET_MIRROR"
 
 
-class DatasetError(ValueError):
-    """Bad dataset input: the message names the file (and archive member)."""
+def seeded_subset(count, size, seed):
+    """``size`` of ``count`` indices, chosen with ``seed`` and sorted; all of them when ``size`` is None or larger.
+
+    The one way this project draws a sample: subsets of a dataset, calibration
+    images, the images of the layer-error and TFLite Micro comparisons.
+    """
+    if size is None or size >= count:
+        return np.arange(count)
+    if size < 1:
+        raise ValueError(f"a subset needs at least one item, got {size}")
+    return np.sort(np.random.default_rng(seed).permutation(count)[:size])
 
 
 # --------------------------------------------------------------------------- fetch
@@ -116,6 +134,8 @@ class DatasetError(ValueError):
 
 def sha256_of(path, content=False):
     """SHA-256 of a file, or of its gzip-decompressed content."""
+    import gzip
+
     digest = hashlib.sha256()
     opener = gzip.open if content else open
     try:
@@ -127,69 +147,90 @@ def sha256_of(path, content=False):
     return digest.hexdigest()
 
 
+def folder_digest(folder):
+    """SHA-256 over every file of ``folder`` (relative path and content), in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(item for item in Path(folder).rglob("*") if item.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_of(path).encode())
+    return digest.hexdigest()
+
+
 def verify(path, expected):
     """Raise DatasetError naming ``path`` unless its checksum is the expected one."""
     actual = sha256_of(path, content=expected.checksum_of_content)
     if actual != expected.sha256:
         what = "decompressed content" if expected.checksum_of_content else "file"
-        raise DatasetError(
-            f"{path}: checksum mismatch for the {what}: sha256 {actual}, expected {expected.sha256}"
-        )
+        raise DatasetError(f"{path}: checksum mismatch for the {what}: sha256 {actual}, expected {expected.sha256}")
     return actual
 
 
-def _download(urls, name, destination):
+def is_url(source):
+    return urllib.parse.urlparse(str(source)).scheme in ("http", "https", "ftp")
+
+
+def download(urls, destination):
+    """Download the first of ``urls`` that answers to ``destination`` (atomically); return that URL."""
     errors = []
-    for base in urls:
-        url = base + name
+    for url in urls:
         try:
             logger.info("downloading %s", url)
-            with atomic_path(destination) as temporary:
-                with urllib.request.urlopen(url, timeout=60) as response, open(temporary, "wb") as out:
-                    shutil.copyfileobj(response, out)
+            with (
+                atomic_path(destination) as temporary,
+                urllib.request.urlopen(url, timeout=60) as response,
+                open(temporary, "wb") as out,
+            ):
+                shutil.copyfileobj(response, out)
             return url
         except OSError as error:
             errors.append(f"{url}: {error}")
     raise DatasetError(
-        f"could not download {name}: " + "; ".join(errors)
-        + " (offline? set data.mirror or TINYML_DATASET_MIRROR to a local mirror)"
+        f"could not download {Path(destination).name}: "
+        + "; ".join(errors)
+        + f" (offline? set data.mirror or {MIRROR_VARIABLE} to a local mirror)"
     )
 
 
-def fetch(dataset, destination_folder, mirror=""):
-    """Fetch and verify a dataset's source files into ``destination_folder``.
+def _file_record(path, sha256, checksum_of_content=False, verified=True, origin=None):
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": sha256,
+        "checksum_of": "decompressed content" if checksum_of_content else "file",
+        "verified": verified,
+        "origin": origin or str(Path(path).resolve()),
+    }
 
-    Returns the manifest (also written as ``manifest.json`` there), which
-    records the source, the variant and every file's checksum. Each file is
-    verified before the manifest is written, so a bad file never yields one.
+
+def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downloads"):
+    """Fetch and verify a built-in dataset's files; write and return its manifest.
+
+    From a mirror, files are verified where they are; online, they are
+    downloaded into ``download_folder/<dataset>/`` (a cache shared by studies)
+    and verified. Each file is verified before the manifest is written, so a
+    bad file never yields one; a bad download is deleted.
     """
-    if dataset not in CLASS_NAMES:
-        raise DatasetError(f"unknown dataset {dataset!r}; known: {sorted(CLASS_NAMES)}")
-    destination_folder = Path(destination_folder)
-    source = (MIRROR_SOURCES if mirror else ONLINE_SOURCES)[dataset]
+    if dataset not in BUILTIN_DATASETS:
+        raise DatasetError(f"unknown built-in dataset {dataset!r}; built-in: {sorted(BUILTIN_DATASETS)}")
+    source = BUILTIN_DATASETS[dataset].mirror if mirror else BUILTIN_DATASETS[dataset].online
     files = {}
     for expected in source.files:
-        destination = destination_folder / expected.name
         if mirror:
-            origin = Path(mirror) / source.mirror_folder / expected.name
-            if not origin.is_file():
-                raise DatasetError(f"{origin}: not found in the dataset mirror {mirror}")
-            verify(origin, expected)  # before copying: a bad mirror leaves nothing behind
-            with atomic_path(destination) as temporary:
-                shutil.copyfile(origin, temporary)
-            origin_text = str(origin.resolve())
+            path = Path(mirror) / source.mirror_folder / expected.name
+            if not path.is_file():
+                raise DatasetError(f"{path}: not found in the dataset mirror {mirror}")
+            origin = None
         else:
-            origin_text = _download(source.urls, expected.name, destination)
-            try:
-                verify(destination, expected)
-            except DatasetError:
-                destination.unlink()
-                raise
-        files[expected.name] = {
-            "sha256": expected.sha256,
-            "checksum_of": "decompressed content" if expected.checksum_of_content else "file",
-            "origin": origin_text,
-        }
+            path = Path(download_folder) / dataset / expected.name
+            if not (path.is_file() and sha256_of(path, expected.checksum_of_content) == expected.sha256):
+                origin = download([base + expected.name for base in source.urls], path)
+            else:
+                origin = f"cached download {path}"
+        try:
+            verify(path, expected)
+        except DatasetError:
+            if not mirror:
+                path.unlink(missing_ok=True)
+            raise
+        files[expected.name] = _file_record(path, expected.sha256, expected.checksum_of_content, origin=origin)
     manifest = {
         "dataset": dataset,
         "source": f"mirror {Path(mirror).resolve()}" if mirror else "official download",
@@ -197,210 +238,149 @@ def fetch(dataset, destination_folder, mirror=""):
         "format": source.format,
         "files": files,
     }
-    write_json(destination_folder / "manifest.json", manifest)
+    write_json(manifest_path, manifest)
     return manifest
 
 
-# --------------------------------------------------------------------------- parse
+def fetch_image_folder(dataset, source, manifest_path, sha256=None, download_folder="data/downloads"):
+    """Fetch and verify your own image folder (archive path or URL, or a folder); write its manifest.
 
-_IDX_DTYPES = {0x08: np.uint8}
-
-
-def read_idx(path):
-    """Parse a gzip-compressed IDX file (MNIST's format) into a numpy array."""
-    try:
-        with gzip.open(path, "rb") as handle:
-            content = handle.read()
-    except (EOFError, OSError, gzip.BadGzipFile) as error:
-        raise DatasetError(f"{path}: cannot decompress ({error}); the file is truncated or corrupt") from error
-    if len(content) < 4 or content[0:2] != b"\x00\x00" or content[2] not in _IDX_DTYPES:
-        raise DatasetError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-    rank = content[3]
-    header_size = 4 + 4 * rank
-    if len(content) < header_size:
-        raise DatasetError(f"{path}: IDX header is truncated")
-    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    expected = int(np.prod(shape))
-    actual = len(content) - header_size
-    if actual != expected:
-        raise DatasetError(
-            f"{path}: IDX header says shape {shape} ({expected} values) but the file holds {actual}"
-        )
-    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(shape)
-
-
-def _check_member(archive, member):
-    """Refuse archive members that tarfile's data filter would refuse, and absolute names it would strip."""
-    if member.name.startswith("/"):
-        raise DatasetError(f"{archive}: unsafe archive member {member.name!r}: absolute path")
-    try:
-        tarfile.data_filter(member, "/nonexistent-destination")
-    except tarfile.FilterError as error:
-        raise DatasetError(f"{archive}: unsafe archive member {member.name!r}: {error}") from error
-    if not (member.isfile() or member.isdir()):
-        raise DatasetError(f"{archive}: archive member {member.name!r} is not a regular file or folder")
-
-
-def _open_tar(path):
-    try:
-        return tarfile.open(path, "r:gz")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise DatasetError(f"{path}: cannot open archive ({error}); the file is truncated or corrupt") from error
-
-
-def _tar_members(path, archive):
-    """Every member, each checked; reading the whole index also detects truncation."""
-    try:
-        members = archive.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise DatasetError(f"{path}: cannot read archive ({error}); the file is truncated or corrupt") from error
-    for member in members:
-        _check_member(path, member)
-    return members
-
-
-def _read_member(path, archive, member):
-    try:
-        return archive.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise DatasetError(f"{path}: cannot read member {member.name!r} ({error})") from error
-
-
-def read_cifar10_binary(path):
-    """Parse CIFAR-10's binary release (records of 1 label byte + 3072 CHW pixel bytes)."""
-    record = 1 + 32 * 32 * 3
-    splits = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
-    with _open_tar(path) as archive:
-        members = {PurePosixPath(m.name).name: m for m in _tar_members(path, archive) if m.isfile()}
-        result = {}
-        for split, names in splits.items():
-            images, labels = [], []
-            for name in names:
-                if name not in members:
-                    raise DatasetError(f"{path}: archive member {name} is missing")
-                content = _read_member(path, archive, members[name])
-                if len(content) % record:
-                    raise DatasetError(f"{path}: member {name} is not a whole number of CIFAR-10 records")
-                rows = np.frombuffer(content, dtype=np.uint8).reshape(-1, record)
-                labels.append(rows[:, 0])
-                images.append(rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            result[split] = (np.concatenate(images), np.concatenate(labels).astype(np.int64))
-    if result["train"][1].max() >= len(CIFAR10_CLASSES) or result["test"][1].max() >= len(CIFAR10_CLASSES):
-        raise DatasetError(f"{path}: labels outside 0..9")
-    return result
-
-
-def read_image_folder_archive(path, class_names=None, splits=("train", "test")):
-    """Read a ``.tar.gz`` laid out as ``<split>/<class>/<image>`` without extracting it.
-
-    Class ids follow ``class_names`` when given, otherwise the sorted folder
-    names. Every image must have the size and channel count of the first one.
-    Returns ``({split: (images uint8 NHWC, labels int64)}, class_names)``.
+    With ``sha256`` the archive must match it; without, its checksum is only
+    recorded, and a URL without one is marked unverified in the results.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    found = {split: {} for split in splits}
-    with _open_tar(path) as archive:
-        for member in _tar_members(path, archive):
-            if not member.isfile():
-                continue
-            parts = PurePosixPath(member.name).parts
-            if parts and parts[0] == ".":
-                parts = parts[1:]
-            if len(parts) != 3 or parts[0] not in splits:
-                raise DatasetError(
-                    f"{path}: member {member.name!r} is not laid out as <split>/<class>/<image> "
-                    f"with split one of {list(splits)}"
-                )
-            split, class_name, _ = parts
-            found[split].setdefault(class_name, []).append((member.name, _read_member(path, archive, member)))
-    if class_names is None:
-        class_names = sorted(set().union(*(set(classes) for classes in found.values())))
-    class_ids = {name: index for index, name in enumerate(class_names)}
-    expected_shape = None
-    result = {}
-    for split in splits:
-        if not found[split]:
-            raise DatasetError(f"{path}: split {split!r} holds no images")
-        images, labels = [], []
-        for class_name in sorted(found[split]):
-            if class_name not in class_ids:
-                raise DatasetError(
-                    f"{path}: folder {split}/{class_name} is not a known class; known: {list(class_names)}"
-                )
-            for member_name, content in sorted(found[split][class_name]):
-                try:
-                    with Image.open(io.BytesIO(content)) as image:
-                        pixels = np.asarray(image)
-                except (UnidentifiedImageError, OSError) as error:
-                    raise DatasetError(f"{path}: member {member_name!r} is not a readable image ({error})") from error
-                if pixels.ndim == 2:
-                    pixels = pixels[:, :, None]
-                if expected_shape is None:
-                    expected_shape = pixels.shape
-                if pixels.shape != expected_shape or pixels.dtype != np.uint8:
-                    raise DatasetError(
-                        f"{path}: member {member_name!r} is {pixels.shape} {pixels.dtype}, "
-                        f"expected {expected_shape} uint8 like the first image"
-                    )
-                images.append(pixels)
-                labels.append(class_ids[class_name])
-        result[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
-    return result, list(class_names)
+    if is_url(source):
+        name = Path(urllib.parse.urlparse(source).path).name or "archive"
+        path = Path(download_folder) / dataset / name
+        source_kind(path)  # the URL must name an archive type
+        if not (path.is_file() and sha256 and sha256_of(path) == sha256):
+            download([source], path)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DatasetError(f"{path}: image folder source of dataset {dataset!r} not found")
+    kind = source_kind(path)
+    if kind == "folder":
+        if sha256:
+            raise DatasetError(f"image_folders.{dataset}.sha256: a checksum applies to an archive, {path} is a folder")
+        actual, what = folder_digest(path), "folder digest"
+    else:
+        actual, what = sha256_of(path), "file"
+    if sha256 and actual != sha256:
+        if is_url(source):
+            path.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{path}: checksum mismatch: sha256 {actual}, expected {sha256} (image_folders.{dataset}.sha256)"
+        )
+    verified = bool(sha256) or not is_url(source)
+    record = _file_record(path, actual, verified=verified, origin=str(source))
+    record["checksum_of"] = what
+    manifest = {
+        "dataset": dataset,
+        "source": str(source),
+        "variant": "image folder" + ("" if verified else ", unverified download"),
+        "format": "image_folder",
+        "files": {path.name: record},
+        "sha256_given": bool(sha256),
+    }
+    write_json(manifest_path, manifest)
+    return manifest
 
 
 # --------------------------------------------------------------------------- prepare
 
 
-def _subset(images, labels, limit, rng):
-    if limit is None or limit >= len(labels):
-        return images, labels
-    keep = np.sort(rng.permutation(len(labels))[:limit])
-    return images[keep], labels[keep]
+def check_split(images, labels, num_classes, where):
+    """Raise DatasetError unless ``images`` are uint8 NHWC with one label in ``0..num_classes-1`` each."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DatasetError(f"{where}: images are {images.dtype} {images.shape}, expected uint8 NHWC, 1 or 3 channels")
+    if len(images) != len(labels):
+        raise DatasetError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise DatasetError(f"{where}: no images")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DatasetError(f"{where}: labels outside 0..{num_classes - 1} ({labels.min()}..{labels.max()})")
 
 
-def prepare(manifest_path, output_path, max_train_images=None, max_test_images=None, subset_seed=0):
-    """Parse a fetched dataset into one ``.npz`` of uint8 NHWC arrays.
+def _verified_path(name, record):
+    path = Path(record["path"])
+    if record["checksum_of"] == "folder digest":
+        actual = folder_digest(path)
+    else:
+        actual = sha256_of(path, content=record["checksum_of"] == "decompressed content")
+    if actual != record["sha256"]:
+        raise DatasetError(
+            f"{path}: checksum mismatch: sha256 {actual}, expected {record['sha256']} (changed since fetch)"
+        )
+    return path
 
-    Checksums are verified again here, so a raw file replaced after the fetch
-    is caught before it reaches training.
+
+def prepare(
+    manifest_path,
+    output_path,
+    max_train_images=None,
+    max_test_images=None,
+    subset_seed=0,
+    image_folder=None,
+):
+    """Parse a fetched dataset into one ``.npz`` of uint8 NHWC arrays; return its provenance.
+
+    Checksums are verified again here, so a file replaced after the fetch is
+    caught before it reaches training. ``image_folder`` holds an image folder's
+    settings (``class_names``, ``channels``, ``image_size``, ``test_fraction``,
+    ``split_seed``); a folder without ``test/`` gets its test split carved from
+    ``train/`` with them.
     """
-    manifest_path = Path(manifest_path)
     manifest = read_json(manifest_path)
-    folder = manifest_path.parent
     dataset = manifest["dataset"]
-    for name, record in manifest["files"].items():
-        actual = sha256_of(folder / name, content=record["checksum_of"] == "decompressed content")
-        if actual != record["sha256"]:
-            raise DatasetError(f"{folder / name}: checksum mismatch: sha256 {actual}, expected {record['sha256']}")
-    class_names = list(CLASS_NAMES[dataset])
+    paths = {name: _verified_path(name, record) for name, record in manifest["files"].items()}
+    settings = image_folder or {}
+    notes = []
+    if dataset in BUILTIN_DATASETS:
+        class_names = list(BUILTIN_DATASETS[dataset].class_names)
+    else:
+        class_names = settings.get("class_names")
     if manifest["format"] == "idx":
         splits = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
-            images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-            labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-            if len(images) != len(labels):
-                raise DatasetError(f"{folder}: {prefix} images ({len(images)}) and labels ({len(labels)}) differ in count")
+            images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+            labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"]).astype(np.int64)
+            if images.ndim != 3 or labels.ndim != 1:
+                raise DatasetError(f"{manifest_path}: {prefix} IDX files are not images and labels")
             splits[split] = (images[..., None], labels)
     elif manifest["format"] == "cifar_binary":
-        splits = read_cifar10_binary(folder / next(iter(manifest["files"])))
+        splits = read_cifar10_binary(next(iter(paths.values())), len(class_names))
     elif manifest["format"] == "image_folder":
-        splits, class_names = read_image_folder_archive(folder / next(iter(manifest["files"])), class_names)
+        splits, class_names = read_image_folder(
+            next(iter(paths.values())), class_names, settings.get("channels"), settings.get("image_size")
+        )
     else:
         raise DatasetError(f"{manifest_path}: unknown format {manifest['format']!r}")
+    if splits.get("test") is None:
+        fraction, seed = settings.get("test_fraction", 0.2), settings.get("split_seed", 0)
+        images, labels = splits["train"]
+        test_index = seeded_subset(len(labels), max(1, int(round(fraction * len(labels)))), seed)
+        train_mask = np.ones(len(labels), bool)
+        train_mask[test_index] = False
+        splits = {"train": (images[train_mask], labels[train_mask]), "test": (images[test_index], labels[test_index])}
+        notes.append(f"test carved from train ({fraction:.0%}, seed {seed})")
+    for split, (images, labels) in splits.items():
+        check_split(images, labels, len(class_names), f"{manifest_path} ({split})")
 
-    rng = np.random.default_rng(subset_seed)
-    x_train, y_train = _subset(*splits["train"], max_train_images, rng)
-    x_test, y_test = _subset(*splits["test"], max_test_images, rng)
+    train_index = seeded_subset(len(splits["train"][1]), max_train_images, subset_seed)
+    test_index = seeded_subset(len(splits["test"][1]), max_test_images, subset_seed + 1)
+    x_train, y_train = (array[train_index] for array in splits["train"])
+    x_test, y_test = (array[test_index] for array in splits["test"])
+    variant = ", ".join([manifest["variant"], *notes])
     provenance = {
         "dataset": dataset,
-        "name": f"{dataset} ({manifest['variant']})",
+        "name": f"{dataset} ({variant})",
         "source": manifest["source"],
-        "variant": manifest["variant"],
+        "variant": variant,
         "files": manifest["files"],
         "train_images": int(len(y_train)),
         "test_images": int(len(y_test)),
         "subset_seed": subset_seed if (max_train_images or max_test_images) else None,
+        "image_shape": list(x_train.shape[1:]),
     }
     save_prepared(output_path, x_train, y_train, x_test, y_test, class_names, provenance)
     logger.info("prepared %s: %d train, %d test images", provenance["name"], len(y_train), len(y_test))
@@ -416,9 +396,13 @@ def save_prepared(path, x_train, y_train, x_test, y_test, class_names, provenanc
     with atomic_path(path) as temporary:
         np.savez(
             temporary,
-            x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-            class_names=np.asarray(class_names), provenance=np.asarray(json.dumps(provenance)),
-        )  # fmt: skip
+            x_train=x_train,
+            y_train=y_train,
+            x_test=x_test,
+            y_test=y_test,
+            class_names=np.asarray(class_names, dtype=str),
+            provenance=np.asarray(json.dumps(provenance)),
+        )
 
 
 @dataclass(frozen=True)
@@ -436,14 +420,24 @@ class PreparedDataset:
 
 
 def load_prepared(path):
-    """Load a prepared dataset; ``allow_pickle=False`` so the file can hold no code."""
+    """Load a prepared dataset and check it; ``allow_pickle=False`` so the file can hold no code."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            return PreparedDataset(
-                x_train=arrays["x_train"], y_train=arrays["y_train"],
-                x_test=arrays["x_test"], y_test=arrays["y_test"],
+            dataset = PreparedDataset(
+                x_train=arrays["x_train"],
+                y_train=arrays["y_train"],
+                x_test=arrays["x_test"],
+                y_test=arrays["y_test"],
                 class_names=[str(name) for name in arrays["class_names"]],
                 provenance=json.loads(str(arrays["provenance"])),
-            )  # fmt: skip
+            )
     except (OSError, ValueError, KeyError) as error:
         raise DatasetError(f"{path}: not a prepared dataset ({error})") from error
+    for split in ("train", "test"):
+        check_split(
+            getattr(dataset, f"x_{split}"),
+            getattr(dataset, f"y_{split}"),
+            len(dataset.class_names),
+            f"{path} ({split})",
+        )
+    return dataset

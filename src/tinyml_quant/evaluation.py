@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
 
 def load_interpreter(model, threads=1):
     """A LiteRT interpreter for a ``.tflite`` path or flatbuffer bytes; bad files raise ValueError naming them."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # not at the top: see the package docstring
 
     where = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
     try:
@@ -151,28 +151,42 @@ def classification_metrics(predictions, labels, class_names, reference_predictio
     return metrics
 
 
-def run_evaluation(tflite_path, dataset_path, scheme, threads, batch_size,
-                   metrics_path, predictions_path, fp32_predictions_path=None):  # fmt: skip
-    """Snakemake entry point: evaluate one variant on the whole (prepared) test set."""
+def run_evaluation(
+    tflite_path, dataset_path, variant, threads, batch_size, metrics_path, predictions_path, reference_predictions_path
+):
+    """Snakemake entry point: evaluate one variant on the whole (prepared) test set.
+
+    ``variant`` names it (``dataset``, ``model``, ``scheme``); ``reference_predictions_path``
+    holds the fp32 variant's predictions (None for the fp32 variant itself).
+    """
     from ai_edge_litert import __version__ as litert_version
 
     from .datasets import load_prepared
 
     dataset = load_prepared(dataset_path)
+    scheme = variant["scheme"]
     interpreters = evaluation_interpreters(tflite_path, scheme, threads)
     outputs, seconds = predict(interpreters, dataset.x_test, batch_size)
     predictions = outputs.argmax(axis=1)
-    reference = predictions if fp32_predictions_path is None else np.load(fp32_predictions_path, allow_pickle=False)
-    if len(reference) != len(predictions):
-        raise ValueError(f"{fp32_predictions_path}: holds {len(reference)} predictions, expected {len(predictions)}")
+    if reference_predictions_path is None:
+        reference = predictions
+    else:
+        reference = np.load(reference_predictions_path, allow_pickle=False)
+        if reference.shape != predictions.shape:
+            raise ValueError(
+                f"{reference_predictions_path}: holds {len(reference)} predictions, expected {len(predictions)}"
+            )
     metrics = classification_metrics(predictions, dataset.y_test, dataset.class_names, reference)
     input_detail = interpreters[0].get_input_details()[0]
-    layout = f"{threads} thread(s)" if len(interpreters) == 1 else f"{len(interpreters)} one-thread interpreters side by side"
+    layout = (
+        f"{threads} thread(s)"
+        if len(interpreters) == 1
+        else f"{len(interpreters)} one-thread interpreters side by side"
+    )
     metrics.update(
         {
-            "dataset": dataset.provenance["dataset"],
+            **variant,
             "dataset_name": dataset.name,
-            "scheme": scheme,
             "file_bytes": Path(tflite_path).stat().st_size,
             "test_images": int(len(predictions)),
             "input_type": np.dtype(input_detail["dtype"]).name,
@@ -187,7 +201,3 @@ def run_evaluation(tflite_path, dataset_path, scheme, threads, batch_size,
     write_json(metrics_path, metrics)
     logger.info("%s %s: accuracy %.4f", dataset.name, scheme, metrics["accuracy"])
     return metrics
-
-
-def read_metrics(path):
-    return read_json(path)

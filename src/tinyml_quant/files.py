@@ -40,6 +40,23 @@ def write_json(destination, value):
     write_text(destination, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def copy_files(sources, destinations):
+    """Copy each source to the destination at the same position, each atomically."""
+    import shutil
+
+    if len(sources) != len(destinations):
+        raise ValueError(f"{len(sources)} files to copy to {len(destinations)} destinations")
+    for source, destination in zip(sources, destinations):
+        with atomic_path(destination) as temporary:
+            shutil.copyfile(source, temporary)
+
+
+def write_csv(destination, table):
+    """A pandas DataFrame as CSV, six significant digits for floats."""
+    with atomic_path(destination) as temporary:
+        table.to_csv(temporary, index=False, float_format="%.6g")
+
+
 def read_json(path):
     with open(path) as handle:
         return json.load(handle)
@@ -63,9 +80,7 @@ def output_to_log(log_path):
     with open(log_path, "w") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-        )
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
         try:
             yield
         except BaseException:

@@ -198,10 +198,15 @@ def analyze_graph(model):
     }
 
 
-def run_graph_analysis(tflite_path, output_path):
-    """Snakemake entry point: analyze one ``.tflite`` file and write the JSON record."""
-    analysis = analyze_graph(tflite_path)
+def run_graph_analysis(tflite_path, variant, output_path):
+    """Snakemake entry point: analyze one ``.tflite`` file and write the JSON record (``variant`` names it)."""
+    analysis = {**variant, **analyze_graph(tflite_path)}
     write_json(output_path, analysis)
-    logger.info("%s: %d operators, %d parameters, %d MACs", tflite_path,
-                analysis["operator_total"], analysis["parameters"], analysis["macs"])  # fmt: skip
+    logger.info(
+        "%s: %d operators, %d parameters, %d MACs",
+        tflite_path,
+        analysis["operator_total"],
+        analysis["parameters"],
+        analysis["macs"],
+    )
     return analysis

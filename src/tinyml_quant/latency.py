@@ -76,14 +76,17 @@ def measure_latency(model, image=None, threads=1, invokes=50, warmup=5):
     }
 
 
-def run_latency(tflite_path, dataset_path, threads, invokes, warmup, output_path):
-    """Snakemake entry point: time one variant on the dataset's first test image; write JSON."""
+def run_latency(tflite_path, dataset_path, variant, threads, invokes, warmup, output_path):
+    """Snakemake entry point: time one variant (``variant`` names it) on the dataset's first test image."""
     from .datasets import load_prepared
 
     dataset = load_prepared(dataset_path)
     result = measure_latency(tflite_path, dataset.x_test[0], threads, invokes, warmup)
-    result.update({"tflite_path": str(tflite_path), "dataset_name": dataset.name, "input_image": "test image 0"})
+    result.update(
+        {**variant, "tflite_path": str(tflite_path), "dataset_name": dataset.name, "input_image": "test image 0"}
+    )
     write_json(output_path, result)
-    logger.info("%s: median %.3f ms, p90 %.3f ms (%s)", tflite_path, result["median_ms"], result["p90_ms"],
-                result["timing"])  # fmt: skip
+    logger.info(
+        "%s: median %.3f ms, p90 %.3f ms (%s)", tflite_path, result["median_ms"], result["p90_ms"], result["timing"]
+    )
     return result

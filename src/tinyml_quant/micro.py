@@ -9,18 +9,14 @@ allocates all tensors, and succeeds or raises. The search keeps "``lo`` fails,
 ``hi`` allocates" and ends at ``hi == lo + 1``, so the result has been seen to
 allocate and one byte less has been seen to fail.
 
-The interpreter's own report (``print_allocations``, the
-``RecordingMicroAllocator`` "Arena allocation total") is *not* that figure, so
-it is only recorded beside it as ``recorded_arena_bytes``. On the study's
-smoke models it equals the minimum for most variants, is 8 bytes above it
-when the minimum is not a multiple of 16 (the report, taken in a larger
-arena, counts alignment padding), and is 528-552 bytes *below* it for some
-int8 variants (MobileNet v2, small custom CNNs): memory planning borrows
-temporary memory during allocation that the final tally omits, so an arena
-of the reported size fails there. The binary search assumes that every size
-above the minimum allocates too: on the 30 smoke variants that run, every
-size from 64 bytes below to 64 above the minimum, and 60 random sizes up to
-four times it, behaved so.
+The interpreter's own allocation report (``print_allocations``) is not that
+figure: it is printed text, not a value, and on the study's smoke models it was
+528-552 bytes *below* the smallest arena that allocates for some int8
+variants (memory planning borrows temporary memory that the final tally
+omits). It is not read. The binary search assumes that every size above the
+minimum allocates too: on the 30 smoke variants that run, every size from 64
+bytes below to 64 above the minimum, and 60 random sizes up to four times it,
+behaved so.
 
 The figure comes from TFLM's host (x86-64) build with its reference kernels.
 The planned activation memory (the arena's "head") is the same on a
@@ -80,6 +76,8 @@ MAX_ARENA_BYTES = 1 << 30
 WORKER_RESTARTS = 64
 WORKER_TIMEOUT_SECONDS = 900
 
+# TFLM's Python binding raises one bare RuntimeError whatever went wrong; the reason exists only
+# in the text its C++ code prints, so these patterns read that text (tested on real TFLM messages).
 # "Too many buffers" is the memory planner running out of its scratch space in a small arena.
 _MEMORY_FAILURE = re.compile(r"Failed to allocate|bytes required|missing: \d+|Too many buffers")
 _REFUSED_NODE = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke)")
@@ -135,8 +133,12 @@ def _run_worker(request, folder):
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, environment.get("PYTHONPATH")]))
     completed = subprocess.run(
         [sys.executable, "-c", _WORKER_CODE, str(request_path)],
-        capture_output=True, text=True, env=environment, cwd=folder, timeout=WORKER_TIMEOUT_SECONDS,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=folder,
+        timeout=WORKER_TIMEOUT_SECONDS,
+    )
     events = []
     if progress_path.exists():
         for line in progress_path.read_text().splitlines():
@@ -160,8 +162,9 @@ def allocates(model, arena_bytes):
     with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
         model_path = Path(folder) / "model.tflite"
         model_path.write_bytes(content)
-        events, returncode, stderr = _run_worker({"mode": "probe", "model_path": str(model_path),
-                                                  "arena_bytes": int(arena_bytes)}, folder)  # fmt: skip
+        events, returncode, stderr = _run_worker(
+            {"mode": "probe", "model_path": str(model_path), "arena_bytes": int(arena_bytes)}, folder
+        )
     results = [event for event in events if event["event"] == "result"]
     if results:
         return bool(results[-1]["allocates"])
@@ -170,64 +173,79 @@ def allocates(model, arena_bytes):
     raise RuntimeError(f"the TFLite Micro child process failed: {_crash_text(returncode, stderr)}")
 
 
-def _litert_reference(interpreter, image):
-    """LiteRT's raw output for ``image`` and the quantized input both runtimes get."""
+def _litert_outputs(interpreter, images):
+    """The quantized inputs both runtimes get, and LiteRT's raw (not dequantized) outputs for them."""
     from .evaluation import quantize_input
 
     input_detail = interpreter.get_input_details()[0]
     expected = tuple(int(size) for size in input_detail["shape"][1:])
-    if tuple(image.shape) != expected:
-        raise ValueError(f"an image of shape {tuple(image.shape)} does not fit the model's input {expected}")
-    model_input = np.ascontiguousarray(quantize_input(image[None], input_detail))
-    interpreter.set_tensor(input_detail["index"], model_input)
-    interpreter.invoke()
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images of shape {tuple(images.shape[1:])} do not fit the model's input {expected}")
+    model_inputs = np.ascontiguousarray(quantize_input(images, input_detail))
     output_detail = interpreter.get_output_details()[0]
-    return model_input, interpreter.get_tensor(output_detail["index"]).copy(), output_detail
+    outputs = []
+    for model_input in model_inputs:
+        interpreter.set_tensor(input_detail["index"], model_input[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output_detail["index"])[0].copy())
+    return model_inputs, np.stack(outputs), output_detail
 
 
-def compare_outputs(tflm_output, litert_output, output_detail):
-    """Agreement of TFLM with LiteRT on one input.
+def compare_outputs(tflm_outputs, litert_outputs, output_detail, labels=None):
+    """How TFLM's outputs for a sample of images compare with LiteRT's for the same quantized inputs.
 
-    Both must predict the same class; integer (int8) outputs must also be
-    within one quantization step everywhere, since the two runtimes' kernels
-    may round differently. Float outputs are held to the class only, with the
-    largest difference recorded (about 1e-7 for fp32, 3e-5 for int16x8).
+    ``top1_agreement``: the share of images both runtimes give the same class.
+    For integer outputs, ``max_difference_steps``: the largest difference of
+    any output value in quantization steps (the two runtimes' kernels may round
+    differently: one step is rounding, more is a real difference); float
+    outputs have no steps and report ``max_abs_difference`` only. With
+    ``labels``, each runtime's accuracy on the sample. A disagreement is a
+    finding, not an error.
     """
     from .evaluation import dequantize_output
 
-    tflm_values = dequantize_output(np.asarray(tflm_output), output_detail).reshape(-1)
-    litert_values = dequantize_output(np.asarray(litert_output), output_detail).reshape(-1)
+    tflm_outputs, litert_outputs = np.asarray(tflm_outputs), np.asarray(litert_outputs)
+    if tflm_outputs.shape != litert_outputs.shape:
+        raise ValueError(f"TFLM gave outputs of shape {tflm_outputs.shape}, LiteRT {litert_outputs.shape}")
+    tflm_values = dequantize_output(tflm_outputs, output_detail).reshape(len(tflm_outputs), -1)
+    litert_values = dequantize_output(litert_outputs, output_detail).reshape(len(litert_outputs), -1)
+    tflm_classes, litert_classes = tflm_values.argmax(axis=1), litert_values.argmax(axis=1)
     comparison = {
-        "tflm_class": int(tflm_values.argmax()),
-        "litert_class": int(litert_values.argmax()),
+        "images": int(len(tflm_outputs)),
+        "top1_agreement": float(np.mean(tflm_classes == litert_classes)),
+        "disagreeing_images": int(np.sum(tflm_classes != litert_classes)),
         "max_abs_difference": float(np.max(np.abs(tflm_values - litert_values))),
         "max_difference_steps": None,
+        "tflm_accuracy": None,
+        "litert_accuracy": None,
     }
-    comparison["same_class"] = comparison["tflm_class"] == comparison["litert_class"]
-    agrees = comparison["same_class"]
-    if np.issubdtype(np.asarray(litert_output).dtype, np.integer):
-        steps = np.abs(np.asarray(tflm_output, np.int64) - np.asarray(litert_output, np.int64))
+    if np.issubdtype(litert_outputs.dtype, np.integer):
+        steps = np.abs(tflm_outputs.astype(np.int64) - litert_outputs.astype(np.int64))
         comparison["max_difference_steps"] = int(steps.max())
-        agrees = agrees and comparison["max_difference_steps"] <= 1
-    comparison["agrees"] = bool(agrees)
+    if labels is not None:
+        labels = np.asarray(labels)
+        comparison["tflm_accuracy"] = float(np.mean(tflm_classes == labels))
+        comparison["litert_accuracy"] = float(np.mean(litert_classes == labels))
     return comparison
 
 
 def _unsupported(result, message):
     operator, node = refused_operator(message)
     text = "\n".join(line.strip() for line in message.splitlines() if line.strip())  # TFLM ends lines with \r\n
-    result.update(status=UNSUPPORTED, arena_bytes=None, unsupported_operator=operator,
-                  unsupported_node=node, tflm_error=text)  # fmt: skip
+    result.update(
+        status=UNSUPPORTED, arena_bytes=None, unsupported_operator=operator, unsupported_node=node, tflm_error=text
+    )
     return result
 
 
-def measure_micro(model, image=None, max_arena_bytes=MAX_ARENA_BYTES):
+def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYTES):
     """Measure one variant on TFLite Micro; see the module docstring for the method.
 
-    ``model`` is a ``.tflite`` path or flatbuffer bytes; ``image`` one input
-    image (unquantized pixels, the model's input shape without batch). With an
-    image, TFLM runs it once at the measured arena and its output is compared
-    with LiteRT's on the same quantized input; without one it runs zeros.
+    ``model`` is a ``.tflite`` path or flatbuffer bytes; ``images`` a batch
+    of input images (unquantized pixels, NHWC). TFLM runs each at the measured
+    arena and its outputs are compared with LiteRT's on the same quantized
+    inputs (``compare_outputs``; ``labels`` add each runtime's accuracy);
+    without images it runs one image of zeros.
 
     Returns a dict: ``status`` (``"runs"`` or ``"unsupported on TFLite
     Micro"``), ``arena_bytes`` (None when unsupported), ``flash_bytes`` (the
@@ -239,24 +257,36 @@ def measure_micro(model, image=None, max_arena_bytes=MAX_ARENA_BYTES):
     if not isinstance(max_arena_bytes, int) or max_arena_bytes < FIRST_ARENA_BYTES:
         raise ValueError(f"max_arena_bytes must be an integer of at least {FIRST_ARENA_BYTES}, got {max_arena_bytes!r}")
     content, where, interpreter = _read_model(model)
-    if image is None:
+    if images is None:
         input_shape = tuple(int(size) for size in interpreter.get_input_details()[0]["shape"][1:])
-        image = np.zeros(input_shape, np.float32)
-    model_input, litert_output, output_detail = _litert_reference(interpreter, np.asarray(image))
+        images = np.zeros((1, *input_shape), np.float32)
+    model_inputs, litert_outputs, output_detail = _litert_outputs(interpreter, np.asarray(images))
     result = {
-        "status": RUNS, "arena_bytes": None, "flash_bytes": len(content),
-        "unsupported_operator": None, "unsupported_node": None, "tflm_error": None,
-        "largest_failing_arena_bytes": None, "recorded_arena_bytes": None, "agreement": None,
-        "arena_probes": 0, "worker_restarts": 0, "crashed_probe_bytes": [], "measurement_seconds": 0.0,
+        "status": RUNS,
+        "arena_bytes": None,
+        "flash_bytes": len(content),
+        "unsupported_operator": None,
+        "unsupported_node": None,
+        "tflm_error": None,
+        "largest_failing_arena_bytes": None,
+        "agreement": None,
+        "arena_probes": 0,
+        "worker_restarts": 0,
+        "crashed_probe_bytes": [],
+        "measurement_seconds": 0.0,
         "tflm_version": tflm_version,
-    }  # fmt: skip
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
         model_path, input_path = Path(folder) / "model.tflite", Path(folder) / "input.npy"
         model_path.write_bytes(content)
-        np.save(input_path, model_input)
-        request = {"mode": "measure", "model_path": str(model_path), "input_path": str(input_path),
-                   "max_arena_bytes": max_arena_bytes}  # fmt: skip
+        np.save(input_path, model_inputs)
+        request = {
+            "mode": "measure",
+            "model_path": str(model_path),
+            "input_path": str(input_path),
+            "max_arena_bytes": max_arena_bytes,
+        }
         final = _search_in_children(request, folder, where, result)
     result["measurement_seconds"] = time.perf_counter() - started
     if final["event"] == "too_large":
@@ -265,22 +295,21 @@ def measure_micro(model, image=None, max_arena_bytes=MAX_ARENA_BYTES):
         return _unsupported(result, final["message"])
     result["arena_bytes"] = final["arena_bytes"]
     result["largest_failing_arena_bytes"] = final["largest_failing_arena_bytes"]
-    tflm_output = np.asarray(final["output"], dtype=final["output_dtype"])
-    result["agreement"] = compare_outputs(tflm_output, litert_output, output_detail)
+    tflm_outputs = np.asarray(final["outputs"], dtype=final["output_dtype"])
+    result["agreement"] = compare_outputs(tflm_outputs, litert_outputs, output_detail, labels)
     return result
 
 
 def _search_in_children(request, folder, where, result):
     """Run children until one finishes the search; a child killed in a probe is replaced.
 
-    Returns the final event; counts probes, restarts and the recorded arena into ``result``.
+    Returns the final event; counts probes and restarts into ``result``.
     """
-    state = {"low": 0, "high": None, "recorded": None}
+    state = {"low": 0, "high": None}
     for attempt in range(WORKER_RESTARTS + 1):
         events, returncode, stderr = _run_worker({**request, "low": state["low"], "high": state["high"]}, folder)
         result["arena_probes"] += sum(event["event"] == "result" for event in events)
         final = _follow_events(events, state)
-        result["recorded_arena_bytes"] = state["recorded"]
         if final is not None:
             return final
         if returncode >= 0 or not events:
@@ -304,8 +333,6 @@ def _follow_events(events, state):
             state["high"] = event["arena_bytes"] if state["high"] is None else min(state["high"], event["arena_bytes"])
         elif event["event"] == "result":
             state["low"] = max(state["low"], event["arena_bytes"])
-        elif event["event"] == "recorded":
-            state["recorded"] = event["arena_bytes"]
         elif event["event"] in ("done", "unsupported", "too_large"):
             return event
     return None
@@ -318,24 +345,31 @@ def _interrupted_probe(events):
     return None
 
 
-def run_micro_measurement(tflite_path, dataset_path, output_path):
-    """Snakemake entry point: measure one variant on TFLM with the dataset's first test image."""
-    from .datasets import load_prepared
+def run_micro_measurement(tflite_path, dataset_path, variant, agreement_images, sample_seed, output_path):
+    """Snakemake entry point: measure one variant on TFLM, and compare it with LiteRT on a seeded test sample."""
+    from .datasets import load_prepared, seeded_subset
 
     dataset = load_prepared(dataset_path)
-    result = measure_micro(tflite_path, dataset.x_test[0])
+    sample = seeded_subset(len(dataset.y_test), agreement_images, sample_seed)
+    result = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample])
     result.update(
         {
+            **variant,
             "tflite_path": str(tflite_path),
             "dataset_name": dataset.name,
-            "input_image": "test image 0",
-            "input_label": int(dataset.y_test[0]),
+            "sample": f"{len(sample)} test images, seed {sample_seed}",
             "arena_method": "smallest arena that allocates, by binary search over TFLM interpreter construction",
         }
     )
     write_json(output_path, result)
-    logger.info("%s: %s, arena %s bytes, flash %d bytes", tflite_path, result["status"],
-                result["arena_bytes"], result["flash_bytes"])  # fmt: skip
+    logger.info(
+        "%s: %s, arena %s bytes, flash %d bytes, agreement %s",
+        tflite_path,
+        result["status"],
+        result["arena_bytes"],
+        result["flash_bytes"],
+        result["agreement"],
+    )
     return result
 
 
@@ -411,9 +445,6 @@ def _search_and_run(request, probe, log):
                     log(event="too_large")
                     return
         high = arena_bytes
-        _, _, report = _capture_stderr(smallest.print_allocations)
-        recorded = re.search(r"Arena allocation total (\d+) bytes", report)
-        log(event="recorded", arena_bytes=int(recorded.group(1)) if recorded else None)
     while high - low > 1:
         middle = (low + high) // 2
         interpreter, _ = probe(middle)
@@ -427,15 +458,24 @@ def _search_and_run(request, probe, log):
             log(event="unsupported", message=f"allocation at {high} bytes did not repeat: {text}")
             return
     log(event="invoke")
-    output, failed, text = _capture_stderr(lambda: _invoke(smallest, np.load(request["input_path"])))
+    outputs, failed, text = _capture_stderr(lambda: _invoke_each(smallest, np.load(request["input_path"])))
     if failed:
         log(event="unsupported", message=text)
         return
-    log(event="done", arena_bytes=high, largest_failing_arena_bytes=low,
-        output=output.tolist(), output_dtype=output.dtype.name)  # fmt: skip
+    log(
+        event="done",
+        arena_bytes=high,
+        largest_failing_arena_bytes=low,
+        outputs=outputs.tolist(),
+        output_dtype=outputs.dtype.name,
+    )
 
 
-def _invoke(interpreter, model_input):
-    interpreter.set_input(model_input, 0)
-    interpreter.invoke()
-    return np.asarray(interpreter.get_output(0))
+def _invoke_each(interpreter, model_inputs):
+    """TFLM's output for each input, one invoke each, in the arena of the measured size."""
+    outputs = []
+    for model_input in model_inputs:
+        interpreter.set_input(model_input[None], 0)
+        interpreter.invoke()
+        outputs.append(np.asarray(interpreter.get_output(0))[0].copy())
+    return np.stack(outputs)

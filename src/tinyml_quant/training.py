@@ -1,22 +1,47 @@
-"""Training: a seeded, deterministic Keras 3 ``fit`` on a prepared dataset."""
+"""Training: a seeded, deterministic Keras 3 ``fit`` on a prepared dataset.
+
+A training recipe is a plain dict of settings (``training`` in the config,
+merged per dataset and model by ``tinyml_quant.config.training_settings``):
+
+* ``seed``: weights, shuffling, the validation split and augmentation;
+* ``epochs``, ``batch_size``;
+* ``optimizer``: ``sgd`` (with ``momentum`` and ``nesterov``) or ``adam``;
+* ``learning_rate``: the peak rate; ``lr_schedule``: ``cosine`` (decays to 0
+  by the last step) or ``constant``; ``warmup_epochs``: a linear ramp from 0 to
+  the peak first (fractions allowed);
+* ``weight_decay``: decoupled weight decay of every kernel (Loshchilov and
+  Hutter; Adam with it is AdamW); batch-norm parameters and biases are exempt;
+* ``label_smoothing``: of the cross-entropy targets;
+* ``validation_split``: the fraction of training images held out (seeded) to
+  report validation accuracy per epoch; 0 trains on all;
+* ``augmentation``: ``random_crop_padding`` (zero padding, then a random crop
+  back to size) and ``horizontal_flip``.
+"""
 
 import csv
 import logging
 import math
-from pathlib import Path
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
 
 from . import __version__
+from .architectures import build_model
 from .datasets import load_prepared
 from .files import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("cosine", "constant")
+# Weight decay shrinks kernels; batch-norm scales and shifts and biases are left alone.
+WEIGHT_DECAY_EXEMPT = ("gamma", "beta", "bias")
+
 
 def configure_tensorflow(threads, seed=None):
     """Pin TensorFlow to ``threads`` CPU threads and, with a seed, make it deterministic."""
-    import keras
-    import tensorflow as tf
-
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -25,107 +50,171 @@ def configure_tensorflow(threads, seed=None):
         # ran TensorFlow (a notebook, a test session) keeps the pools it has.
         logger.warning(
             "TensorFlow is already initialized with %d intra-op threads; cannot change it to %d",
-            tf.config.threading.get_intra_op_parallelism_threads(), threads,
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            threads,
         )
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
 
 
-def _augment_fn(padding, flip, image_shape, seed):
-    """Per-image random crop (after zero padding) and horizontal flip, from stateless seeds."""
-    import tensorflow as tf
-
-    def augment(index, image, label):
-        image_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        if padding:
-            padded = tf.image.pad_to_bounding_box(
-                image, padding, padding, image_shape[0] + 2 * padding, image_shape[1] + 2 * padding
-            )
-            image = tf.image.stateless_random_crop(padded, image_shape, seed=image_seed)
-        if flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=image_seed + 1)
-        return image, label
-
-    return augment
+def split_validation(count, fraction, seed):
+    """``(training indices, validation indices)``: a seeded random ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(count)
+    validation_size = int(round(count * fraction))
+    return np.sort(order[validation_size:]), np.sort(order[:validation_size])
 
 
-def make_datasets(x_train, y_train, settings, augmentation, seed):
-    """Shuffled, augmented training batches and plain validation batches (``tf.data``, prefetched)."""
-    import numpy as np
-    import tensorflow as tf
+def augment_batch(images, batch_seed, padding, flip):
+    """Random crop after zero padding, and horizontal flip, of a whole batch at once.
 
-    order = np.random.default_rng(seed).permutation(len(y_train))
-    validation_size = int(round(len(order) * settings["validation_split"]))
-    train_index, validation_index = order[validation_size:], order[:validation_size]
-    batch_size = settings["batch_size"]
-    images = tf.constant(x_train[train_index])
-    labels = tf.constant(y_train[train_index])
-    train = tf.data.Dataset.from_tensor_slices((images, labels))
+    A crop of the padded image is a shift by up to ``padding`` pixels with
+    zeros shifted in, so the batch goes through one projective transform
+    (nearest neighbour, integer shifts: pixels are copied, never blended)
+    instead of a pad and a crop per image. ``batch_seed`` (two integers) makes
+    the shifts and flips a function of the seed and the batch's position.
+    """
+    count = tf.shape(images)[0]
+    if padding:
+        shifts = tf.random.stateless_uniform(
+            [count, 2], seed=batch_seed, minval=-padding, maxval=padding + 1, dtype=tf.int32
+        )
+        shifts = tf.cast(shifts, tf.float32)
+        ones, zeros = tf.ones([count, 1]), tf.zeros([count, 1])
+        # Output pixel (x, y) reads input pixel (x + dx, y + dy): rows a0..a2, b0..b2, c0..c1 of each transform.
+        transforms = tf.concat([ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=transforms,
+            output_shape=tf.shape(images)[1:3],
+            fill_value=0.0,
+            interpolation="NEAREST",
+            fill_mode="CONSTANT",
+        )
+    if flip:
+        flipped = tf.random.stateless_uniform([count], seed=batch_seed + [0, 1]) < 0.5
+        images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    return images
+
+
+def make_datasets(x_train, y_train, settings, num_classes):
+    """Shuffled, augmented training batches and plain validation batches (``tf.data``, prefetched).
+
+    Labels are one-hot, so label smoothing applies. Returns ``(train,
+    validation or None, training image count)``.
+    """
+    seed = settings["seed"]
+    train_index, validation_index = split_validation(len(y_train), settings["validation_split"], seed)
+    augmentation = settings.get("augmentation") or {}
+    padding = int(augmentation.get("random_crop_padding", 0))
+    flip = bool(augmentation.get("horizontal_flip", False))
+
+    def prepare(batch_number, images, labels):
+        images = tf.cast(images, tf.float32)
+        if padding or flip:
+            images = augment_batch(images, tf.stack([tf.constant(seed, tf.int64), batch_number]), padding, flip)
+        return images, tf.one_hot(labels, num_classes)
+
+    train = tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index]))
     train = train.shuffle(len(train_index), seed=seed, reshuffle_each_iteration=True)
-    train = train.enumerate().map(
-        lambda index, pair: (index, tf.cast(pair[0], tf.float32), pair[1]), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    padding = augmentation.get("random_crop_padding", 0)
-    flip = augmentation.get("horizontal_flip", False)
-    train = train.map(_augment_fn(padding, flip, x_train.shape[1:], seed), num_parallel_calls=tf.data.AUTOTUNE)
-    train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    train = train.batch(settings["batch_size"]).enumerate()
+    train = train.map(lambda number, batch: prepare(number, *batch), num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.prefetch(tf.data.AUTOTUNE)
     validation = None
-    if validation_size:
-        validation = tf.data.Dataset.from_tensor_slices(
-            (x_train[validation_index].astype("float32"), y_train[validation_index])
-        ).batch(batch_size)
+    if len(validation_index):
+        validation = tf.data.Dataset.from_tensor_slices((x_train[validation_index], y_train[validation_index]))
+        validation = validation.batch(settings["batch_size"]).map(
+            lambda images, labels: (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes))
+        )
     return train, validation, len(train_index)
 
 
-def make_optimizer(settings, steps_per_epoch):
-    import keras
+def learning_rate_schedule(settings, steps_per_epoch):
+    """Warm-up (linear from 0) to ``learning_rate``, then cosine decay to 0 or a constant rate.
 
-    rate = settings["learning_rate"]
-    if settings["lr_schedule"] == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps_per_epoch * settings["epochs"]))
-    if settings["optimizer"] == "adam":
-        return keras.optimizers.Adam(rate)
-    if settings["optimizer"] == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=1e-4)
+    Both are Keras' own ``CosineDecay`` (constant: ``alpha=1``, a cosine that
+    decays to itself), so a saved model's optimizer reloads without custom code.
+    """
+    total_steps = max(1, steps_per_epoch * settings["epochs"])
+    warmup_steps = min(total_steps - 1, int(round(settings["warmup_epochs"] * steps_per_epoch)))
+    peak = settings["learning_rate"]
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak,
+        decay_steps=total_steps - warmup_steps,
+        alpha=1.0 if settings["lr_schedule"] == "constant" else 0.0,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def make_optimizer(settings, steps_per_epoch):
+    rate = learning_rate_schedule(settings, steps_per_epoch)
+    weight_decay = settings["weight_decay"] or None
     if settings["optimizer"] == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
-    raise ValueError(f"training.optimizer: unknown optimizer {settings['optimizer']!r}; use adam, adamw or sgd")
+        optimizer = keras.optimizers.SGD(
+            rate, momentum=settings["momentum"], nesterov=settings["nesterov"], weight_decay=weight_decay
+        )
+    elif settings["optimizer"] == "adam":
+        optimizer = keras.optimizers.Adam(rate, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"training.optimizer: unknown optimizer {settings['optimizer']!r}; use one of {OPTIMIZERS}")
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_EXEMPT))
+    return optimizer
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def train(dataset, model_name, architecture, settings, augmentation, threads=1, callbacks=()):
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of each epoch, training and validation together."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
     """Build and fit ``model_name`` on ``dataset`` (a PreparedDataset).
 
     Returns ``(model, history_rows, test_metrics)``. Raises TrainingDiverged
     when the loss becomes NaN, naming the settings to look at. ``callbacks``
-    are extra Keras callbacks for ``fit`` (the benchmark times epochs with one).
+    are extra Keras callbacks for ``fit``.
     """
-    import keras
-
-    from .architectures import build_model
-
     seed = settings["seed"]
     configure_tensorflow(threads, seed)
-    model = build_model(model_name, dataset.x_train.shape[1:], len(dataset.class_names), **architecture)
+    num_classes = len(dataset.class_names)
+    model = build_model(model_name, dataset.x_train.shape[1:], num_classes, **architecture)
     train_batches, validation_batches, train_count = make_datasets(
-        dataset.x_train, dataset.y_train, settings, augmentation, seed
+        dataset.x_train, dataset.y_train, settings, num_classes
     )
     steps_per_epoch = math.ceil(train_count / settings["batch_size"])
     model.compile(
         optimizer=make_optimizer(settings, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
         metrics=["accuracy"],
     )
-    logger.info("training %s on %s: %d parameters, settings %s", model.name, dataset.name, model.count_params(), settings)
+    logger.info(
+        "training %s on %s: %d parameters, %d training images, settings %s",
+        model.name,
+        dataset.name,
+        model.count_params(),
+        train_count,
+        settings,
+    )
+    timer = EpochTimer()
     history = model.fit(
         train_batches,
         validation_data=validation_batches,
         epochs=settings["epochs"],
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=[keras.callbacks.TerminateOnNaN(), timer, *callbacks],
         verbose=2,
     )
     losses = history.history["loss"]
@@ -134,26 +223,32 @@ def train(dataset, model_name, architecture, settings, augmentation, threads=1, 
             f"training {model_name} on {dataset.name} diverged (loss {losses[-1]} in epoch {len(losses)}); "
             f"no model was saved. Check training.learning_rate={settings['learning_rate']}, "
             f"training.optimizer={settings['optimizer']}, training.lr_schedule={settings['lr_schedule']} "
-            f"and training.batch_size={settings['batch_size']} (or their training.per_model.{model_name} overrides)"
+            f"and training.batch_size={settings['batch_size']} (or their per_dataset/per_model overrides "
+            f"for {model_name})"
         )
     rows = [
-        {"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.history.items()}}
+        {
+            "epoch": epoch + 1,
+            **{key: float(values[epoch]) for key, values in history.history.items()},
+            "seconds": timer.seconds[epoch],
+        }
         for epoch in range(len(losses))
     ]
-    loss, accuracy = model.evaluate(
-        dataset.x_test.astype("float32"), dataset.y_test, batch_size=settings["batch_size"], verbose=0
-    )
+    probabilities = model.predict(dataset.x_test.astype("float32"), batch_size=settings["batch_size"], verbose=0)
     test_metrics = {
         "dataset": dataset.provenance["dataset"],
         "dataset_name": dataset.name,
         "model": model_name,
+        "source": "trained here",
         "parameters": int(model.count_params()),
         "test_images": int(len(dataset.y_test)),
-        "test_loss": float(loss),
-        "test_accuracy": float(accuracy),
+        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == dataset.y_test)),
+        "training_images": int(train_count),
         "seed": seed,
         "settings": settings,
         "architecture": architecture,
+        "epoch_seconds_median": float(np.median(timer.seconds)),
+        "final_epoch": rows[-1],
     }
     return model, rows, test_metrics
 
@@ -165,18 +260,13 @@ def write_history(rows, path):
         writer.writerows(rows)
 
 
-def run_training(dataset_path, model_name, architecture, settings, augmentation, threads,
-                 model_path, history_path, metrics_path):  # fmt: skip
+def run_training(dataset_path, model_name, architecture, settings, threads, model_path, history_path, metrics_path):
     """Snakemake entry point: train, then write model, history CSV and test metrics."""
-    import keras
-    import tensorflow as tf
-
     dataset = load_prepared(dataset_path)
-    model, rows, test_metrics = train(dataset, model_name, architecture, settings, augmentation, threads)
+    model, rows, test_metrics = train(dataset, model_name, architecture, settings, threads)
     test_metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}
     with atomic_path(model_path) as temporary:
         model.save(temporary)
     write_history(rows, history_path)
     write_json(metrics_path, test_metrics)
     logger.info("test accuracy %.4f", test_metrics["test_accuracy"])
-    return Path(model_path)

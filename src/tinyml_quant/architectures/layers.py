@@ -1,4 +1,9 @@
-"""Pieces shared by the architectures."""
+"""Pieces shared by the architectures.
+
+No layer carries a weight regularizer: weight decay is a training setting
+(``training.weight_decay``), applied by the optimizer to every kernel, so it is
+the same for every architecture, the ``keras.applications`` MobileNets included.
+"""
 
 import keras
 from keras import layers
@@ -13,14 +18,6 @@ def batch_norm(name):
     return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=name)
 
 
-def settle_batch_norm(model):
-    """Give every BatchNormalization layer of a flat functional ``model`` the study's momentum."""
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = BATCH_NORM_MOMENTUM
-    return model
-
-
 def rescaled_input(input_shape, minimum_size=None):
     """Model input taking raw pixel values (0..255); optionally zero-padded to ``minimum_size``.
 
@@ -33,10 +30,8 @@ def rescaled_input(input_shape, minimum_size=None):
     if minimum_size and (height < minimum_size or width < minimum_size):
         pad_height = max(0, minimum_size - height)
         pad_width = max(0, minimum_size - width)
-        x = layers.ZeroPadding2D(
-            ((pad_height // 2, pad_height - pad_height // 2), (pad_width // 2, pad_width - pad_width // 2)),
-            name="pad_to_minimum_size",
-        )(x)
+        padding = ((pad_height // 2, pad_height - pad_height // 2), (pad_width // 2, pad_width - pad_width // 2))
+        x = layers.ZeroPadding2D(padding, name="pad_to_minimum_size")(x)
     return inputs, x
 
 
@@ -45,11 +40,20 @@ def classifier_head(x, num_classes):
     return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
 
+def convolution(filters, kernel_size, strides, name):
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
+    )
+
+
 def conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", name=None):
-    x = layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=False,
-        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4), name=f"{name}_conv",
-    )(x)  # fmt: skip
+    x = convolution(filters, kernel_size, strides, name)(x)
     x = batch_norm(f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
@@ -61,7 +65,4 @@ def bn_conv(x, filters, kernel_size=3, strides=1, normalize=True, name=None):
     if normalize:
         x = batch_norm(f"{name}_bn")(x)
         x = layers.Activation("relu", name=f"{name}_relu")(x)
-    return layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=False,
-        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4), name=f"{name}_conv",
-    )(x)  # fmt: skip
+    return convolution(filters, kernel_size, strides, name)(x)

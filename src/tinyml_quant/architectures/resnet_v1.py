@@ -3,13 +3,12 @@
 import keras
 from keras import layers
 
+from . import resnet_blocks_per_stage
 from .layers import classifier_head, conv_bn, rescaled_input
 
 
 def resnet_v1(input_shape, num_classes, depth=20, base_filters=16):
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"resnet_v1 depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
-    blocks_per_stage = (depth - 2) // 6
+    blocks_per_stage = resnet_blocks_per_stage("resnet_v1", depth)
     inputs, x = rescaled_input(input_shape)
     x = conv_bn(x, base_filters, name="stem")
     filters = base_filters

@@ -7,13 +7,12 @@ Follows the Keras CIFAR-10 ResNet example: three stages of n bottlenecks
 import keras
 from keras import layers
 
-from .layers import batch_norm, bn_conv, conv_bn, rescaled_input
+from . import resnet_blocks_per_stage
+from .layers import batch_norm, bn_conv, classifier_head, conv_bn, rescaled_input
 
 
 def resnet_v2(input_shape, num_classes, depth=11, base_filters=16):
-    if depth < 11 or (depth - 2) % 9:
-        raise ValueError(f"resnet_v2 depth must be 9n+2 with n >= 1 (11, 20, 29, 56, ...), got {depth}")
-    blocks_per_stage = (depth - 2) // 9
+    blocks_per_stage = resnet_blocks_per_stage("resnet_v2", depth)
     inputs, x = rescaled_input(input_shape)
     x = conv_bn(x, base_filters, name="stem")
     filters_in = base_filters
@@ -24,7 +23,8 @@ def resnet_v2(input_shape, num_classes, depth=11, base_filters=16):
             first = block == 0
             strides = 2 if stage > 0 and first else 1
             # The stem already ends in BN+ReLU, so the very first unit skips its own.
-            y = bn_conv(x, filters_in, kernel_size=1, strides=strides, normalize=not (stage == 0 and first), name=f"{name}_a")
+            normalize = not (stage == 0 and first)
+            y = bn_conv(x, filters_in, kernel_size=1, strides=strides, normalize=normalize, name=f"{name}_a")
             y = bn_conv(y, filters_in, name=f"{name}_b")
             y = bn_conv(y, filters_out, kernel_size=1, name=f"{name}_c")
             if first:
@@ -33,6 +33,4 @@ def resnet_v2(input_shape, num_classes, depth=11, base_filters=16):
         filters_in = filters_out
     x = batch_norm("final_bn")(x)
     x = layers.Activation("relu", name="final_relu")(x)
-    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"resnet{depth}_v2")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=f"resnet{depth}_v2")

@@ -1,0 +1,214 @@
+"""The study's configuration beyond its schema: names, cross-key checks, the grid and merged settings.
+
+``rules/common.smk`` validates the config against ``config/schema.yaml``
+(types and ranges), then calls ``check`` here, before any job: every name must
+exist, every size must fit, user paths must exist. Errors name the config key
+as the user wrote it. The functions need neither TensorFlow nor Snakemake, so
+tests and tools call them directly.
+"""
+
+import copy
+import os
+from pathlib import Path
+
+from .architectures import ARCHITECTURES, check_knobs
+from .conversion import REFERENCE_SCHEME, SCHEMES
+from .datasets import BUILTIN_DATASETS, MIRROR_VARIABLE, is_url
+from .devices import boards_from_config
+
+
+class ConfigError(ValueError):
+    """A setting the workflow cannot run with; the message names the config key."""
+
+
+def load_yaml(path):
+    """A YAML config file's content; a syntax error names the file, line and column."""
+    import yaml
+
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error})") from error
+
+
+def dataset_mirror(config, environ=None):
+    """The offline mirror folder: ``TINYML_DATASET_MIRROR`` when set and not empty, else ``data.mirror``."""
+    environ = os.environ if environ is None else environ
+    return environ.get(MIRROR_VARIABLE, "").strip() or config["data"]["mirror"]
+
+
+def resolve(config, base_folder, environ=None):
+    """A copy of ``config`` with the mirror chosen and every user path made absolute from ``base_folder``.
+
+    Relative paths in a config are read from the folder Snakemake was started
+    in, whatever the study folder.
+    """
+    resolved = copy.deepcopy(config)
+    base_folder = Path(base_folder)
+
+    def absolute(path):
+        return path if is_url(path) else str((base_folder / Path(path).expanduser()).resolve())
+
+    mirror = dataset_mirror(config, environ)
+    resolved["data"]["mirror"] = absolute(mirror) if mirror else ""
+    for entry in resolved["image_folders"].values():
+        entry["source"] = absolute(entry["source"])
+    for entry in resolved["trained_models"].values():
+        entry["file"] = absolute(entry["file"])
+    return resolved
+
+
+def check(config):
+    """Raise ConfigError, naming the key, for what the schema cannot see; return ``config``."""
+    problems = []
+    _check_names(config, problems)
+    _check_sources(config, problems)
+    _check_training(config, problems)
+    for name in config["models"]:
+        if name in ARCHITECTURES:
+            try:
+                check_knobs(name, config["architectures"].get(name, {}))
+            except ValueError as error:
+                problems.append(f"architectures.{name}.depth: {error}")
+    try:
+        boards_from_config(config["boards"])
+    except ValueError as error:
+        problems.append(str(error))
+    pairs = set(study_pairs(config)) if not problems else set()
+    for pair in config["diagnostics"]["always_recover"]:
+        if pairs and tuple(pair.split("/")) not in pairs:
+            problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _check_names(config, problems):
+    for scheme in config["schemes"]:
+        if scheme not in SCHEMES:
+            problems.append(f"schemes: {scheme!r} is not a scheme; known: {list(SCHEMES)}")
+    if REFERENCE_SCHEME not in config["schemes"]:
+        problems.append(f"schemes: must contain {REFERENCE_SCHEME!r}, which every other variant is compared with")
+    for key, own, builtin in (
+        ("image_folders", config["image_folders"], BUILTIN_DATASETS),
+        ("trained_models", config["trained_models"], ARCHITECTURES),
+    ):
+        for name in own:
+            if name in builtin:
+                problems.append(f"{key}.{name}: the name is a built-in one; choose another")
+    for key, own, builtin in (
+        ("datasets", config["image_folders"], BUILTIN_DATASETS),
+        ("models", config["trained_models"], ARCHITECTURES),
+    ):
+        for name in config[key]:
+            if name not in builtin and name not in own:
+                problems.append(
+                    f"{key}: {name!r} is neither built-in ({sorted(builtin)}) nor declared in "
+                    f"{'image_folders' if key == 'datasets' else 'trained_models'} ({sorted(own)})"
+                )
+    for name, entry in config["trained_models"].items():
+        if name in config["models"] and entry["dataset"] not in config["datasets"]:
+            problems.append(
+                f"trained_models.{name}.dataset: {entry['dataset']!r} is not in datasets {config['datasets']}"
+            )
+    if not problems and not study_pairs(config):
+        problems.append("models: no model runs on any dataset of this study")
+
+
+def _check_sources(config, problems):
+    for name, entry in config["image_folders"].items():
+        source = entry["source"]
+        is_folder = not is_url(source) and Path(source).is_dir()
+        if not is_url(source) and not Path(source).exists():
+            problems.append(f"image_folders.{name}.source: {source} does not exist")
+        elif is_folder and "sha256" in entry:
+            problems.append(f"image_folders.{name}.sha256: a checksum applies to an archive, {source} is a folder")
+        elif not is_folder and not str(source).lower().endswith((".tar.gz", ".tgz", ".zip")):
+            problems.append(f"image_folders.{name}.source: {source} is not a .tar.gz, .tgz or .zip archive or a folder")
+    for name, entry in config["trained_models"].items():
+        path = Path(entry["file"])
+        if not path.exists():
+            problems.append(f"trained_models.{name}.file: {path} does not exist")
+        elif not (path.suffix == ".keras" or (path / "saved_model.pb").is_file()):
+            problems.append(f"trained_models.{name}.file: {path} is neither a .keras file nor a SavedModel folder")
+
+
+def _check_training(config, problems):
+    training = config["training"]
+    known_datasets = set(BUILTIN_DATASETS) | set(config["image_folders"])
+    known_models = set(ARCHITECTURES)
+    for model in training.get("per_model", {}):
+        if model not in known_models:
+            problems.append(f"training.per_model.{model}: not a built-in model; known: {sorted(known_models)}")
+    for dataset, settings in training.get("per_dataset", {}).items():
+        if dataset not in known_datasets:
+            problems.append(f"training.per_dataset.{dataset}: not a dataset; known: {sorted(known_datasets)}")
+        for model in settings.get("per_model", {}):
+            if model not in known_models:
+                problems.append(
+                    f"training.per_dataset.{dataset}.per_model.{model}: not a built-in model; "
+                    f"known: {sorted(known_models)}"
+                )
+
+
+def study_pairs(config):
+    """Every ``(dataset, model)`` of the study: each built-in model on each dataset, each trained model on its own."""
+    pairs = []
+    for dataset in config["datasets"]:
+        for model in config["models"]:
+            trained = config["trained_models"].get(model)
+            if (trained is None and model in ARCHITECTURES) or (trained is not None and trained["dataset"] == dataset):
+                pairs.append((dataset, model))
+    return pairs
+
+
+def is_trained_model(config, model):
+    """Whether ``model`` is a user's trained model (imported) rather than a built-in one (trained here)."""
+    return model in config["trained_models"]
+
+
+TRAINING_OVERRIDES = ("per_model", "per_dataset")
+
+
+def training_settings(training, dataset, model):
+    """The training recipe of ``model`` on ``dataset``: the shared settings, then the overrides.
+
+    Precedence, later wins: ``training``, ``training.per_dataset.<dataset>``,
+    ``training.per_model.<model>``, ``training.per_dataset.<dataset>.per_model.<model>``:
+    a model's own setting wins over its dataset's, the pair's over both.
+    """
+    per_dataset = training.get("per_dataset", {}).get(dataset, {})
+    layers = [
+        training,
+        per_dataset,
+        training.get("per_model", {}).get(model, {}),
+        per_dataset.get("per_model", {}).get(model, {}),
+    ]
+    settings = {}
+    for layer in layers:
+        settings.update({key: value for key, value in layer.items() if key not in TRAINING_OVERRIDES})
+    return copy.deepcopy(settings)
+
+
+def dataset_source(config, dataset):
+    """What fetching ``dataset`` needs: a built-in dataset's mirror, or an image folder's source and checksum."""
+    folder = config["image_folders"].get(dataset)
+    if folder is None:
+        return {"mirror": config["data"]["mirror"]}
+    return {"source": folder["source"], "sha256": folder.get("sha256")}
+
+
+def local_source_files(config, dataset):
+    """The local files of an image-folder dataset (one archive, or every file of a folder); [] otherwise."""
+    folder = config["image_folders"].get(dataset)
+    if folder is None or is_url(folder["source"]):
+        return []
+    source = Path(folder["source"])
+    if source.is_dir():
+        return sorted(str(path) for path in source.rglob("*") if path.is_file())
+    return [str(source)]

@@ -1,0 +1,305 @@
+"""Every figure of the study (matplotlib), each written to the exact paths the workflow names.
+
+The names below are the one list of figure names: the rules make one output per
+name and format, and pass each entry point ``{name: [paths]}``; a path's suffix
+is its format. matplotlib is imported inside the functions that draw, because the
+workflow reads these names while it parses, once per job.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .conversion import SCHEMES
+from .devices import KB, boards_from_config
+from .files import atomic_path
+from .micro import RUNS
+
+RESULT_FIGURES = ("size_vs_accuracy", "size_per_scheme", "accuracy_change_heatmap")
+DEVICE_FIGURES = ("accuracy_vs_arena", "accuracy_vs_flash")
+TRAINING_FIGURES = ("learning_curves",)
+DIAGNOSTIC_FIGURES = ("layer_error",)
+COST_FIGURES = ("stage_costs",)
+
+SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P")))
+BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
+
+
+def pyplot():
+    """pyplot on the file-only Agg backend: figures go to files, never to a window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(figure, paths, dpi):
+    """Write ``figure`` to every path (format from the suffix), then close it."""
+    for path in paths:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format=Path(path).suffix[1:])
+    pyplot().close(figure)
+
+
+def _check_outputs(outputs, names):
+    missing = set(names) - set(outputs)
+    if missing:
+        raise ValueError(f"no output paths given for figures {sorted(missing)}")
+
+
+def read_results(csv_path):
+    table = pd.read_csv(csv_path)
+    table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
+    return table
+
+
+def model_colours(models):
+    return dict(zip(sorted(set(models)), pyplot().get_cmap("tab10").colors))
+
+
+def _legend_handles(colours, schemes, hollow_note=None):
+    plt = pyplot()
+    handles = [
+        plt.Line2D([], [], color=colour, marker="o", linestyle="", label=model) for model, colour in colours.items()
+    ]
+    handles += [
+        plt.Line2D([], [], color="grey", marker=SCHEME_MARKERS[scheme], linestyle="", label=scheme)
+        for scheme in schemes
+    ]
+    if hollow_note:
+        handles.append(
+            plt.Line2D([], [], color="grey", marker="o", markerfacecolor="none", linestyle="", label=hollow_note)
+        )
+    return handles
+
+
+def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
+    """Accuracy of every variant in ``table`` against ``x_column`` (log axis).
+
+    Colour is the model, marker the scheme; rows where ``hollow`` is true are
+    drawn as hollow markers (variants TFLite Micro cannot run).
+    """
+    plt = pyplot()
+    hollow = np.zeros(len(table), bool) if hollow is None else np.asarray(hollow)
+    for (_, row), is_hollow in zip(table.iterrows(), hollow):
+        axes.scatter(
+            row[x_column],
+            100 * row.accuracy,
+            facecolors="none" if is_hollow else colours[row.model],
+            edgecolors=colours[row.model] if is_hollow else "black",
+            marker=SCHEME_MARKERS[row.scheme],
+            s=50,
+            linewidths=1.0 if is_hollow else 0.5,
+            zorder=3,
+        )
+    axes.set_xscale("log")
+    # Plain numbers (30, 100, 300) rather than powers of ten, which collide on short log ranges.
+    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(plt.NullFormatter())
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def plot_results(csv_path, outputs, dpi=150):
+    """Snakemake entry point: size versus accuracy, size per scheme, accuracy change heatmap."""
+    _check_outputs(outputs, RESULT_FIGURES)
+    plt = pyplot()
+    table = read_results(csv_path)
+    names = sorted(table.dataset_name.unique())
+    colours = model_colours(table.model)
+    schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
+
+    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5), squeeze=False, layout="constrained")
+    for axis, name in zip(axes[0], names):
+        part = table[table.dataset_name == name]
+        plot_accuracy_against(part, axis, "size_kb", "model file size (KB, log scale)", colours)
+        axis.set_title(name)
+    figure.legend(handles=_legend_handles(colours, schemes), loc="outside right upper", fontsize="small")
+    figure.suptitle("Size versus accuracy of every TFLite variant")
+    save(figure, outputs["size_vs_accuracy"], dpi)
+
+    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False, layout="constrained")
+    for axis, name in zip(axes[0], names):
+        sizes = table[table.dataset_name == name].pivot_table(
+            index="model", columns="scheme", values="size_kb", observed=True
+        )
+        sizes.plot.bar(ax=axis, logy=True, rot=20, width=0.8, legend=False)
+        axis.set_ylabel("file size (KB, log scale)")
+        axis.set_xlabel("")
+        axis.set_title(name)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", title="scheme", fontsize="small")
+    figure.suptitle("File size per scheme")
+    save(figure, outputs["size_per_scheme"], dpi)
+
+    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.5), squeeze=False, layout="constrained")
+    for axis, name in zip(axes[0], names):
+        change = table[table.dataset_name == name].pivot_table(
+            index="model", columns="scheme", values="accuracy_change_vs_fp32", observed=True
+        )
+        limit = max(1.0, float(np.nanmax(np.abs(change.to_numpy()))))
+        image = axis.imshow(change.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        axis.set_xticks(range(len(change.columns)), change.columns, rotation=30, ha="right")
+        axis.set_yticks(range(len(change.index)), change.index)
+        for (row, column), value in np.ndenumerate(change.to_numpy()):
+            axis.text(column, row, f"{value:+.2f}", ha="center", va="center", fontsize="small")
+        axis.set_title(name)
+        figure.colorbar(image, ax=axis, label="accuracy change vs fp32 (points)")
+    figure.suptitle("Accuracy change of each scheme versus fp32")
+    save(figure, outputs["accuracy_change_heatmap"], dpi)
+
+
+# --------------------------------------------------------------------------- will it fit?
+
+
+def plot_device_fit(csv_path, board_entries, outputs, dpi=150):
+    """Snakemake entry point: accuracy versus TFLite Micro arena RAM and versus flash, with each board's budget.
+
+    A board's budget is its memory less its allowance (config ``boards``), so a
+    variant left of a board's line fits that board in that respect. Boards share
+    a line where their budgets are equal; the legend names them, so no label is
+    written over the data.
+    """
+    _check_outputs(outputs, DEVICE_FIGURES)
+    plt = pyplot()
+    boards = boards_from_config(board_entries)
+    table = read_results(csv_path)
+    table["arena_kb"] = table.arena_bytes / KB
+    unsupported = table.tflm_status != RUNS
+    names = sorted(table.dataset_name.unique())
+    colours = model_colours(table.model)
+    schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
+    settings = {
+        "accuracy_vs_arena": ("arena_kb", "tensor arena on TFLite Micro (KB, log scale)", "ram"),
+        "accuracy_vs_flash": ("size_kb", "flash: model file size (KB, log scale)", "flash"),
+    }
+    for figure_name, (column, label, memory) in settings.items():
+        figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5.2), squeeze=False, layout="constrained")
+        budgets = {}
+        for board in boards.values():
+            budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
+        board_handles = []
+        for axis, name in zip(axes[0], names):
+            part = table[table.dataset_name == name]
+            if figure_name == "accuracy_vs_arena":
+                plot_accuracy_against(part[part.tflm_status == RUNS], axis, column, label, colours)
+            else:
+                plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
+            board_handles = []
+            for index, (budget, labels) in enumerate(sorted(budgets.items())):
+                style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+                axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.2, zorder=2)
+                board_handles.append(
+                    plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
+                )
+            axis.set_title(name)
+        refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
+        hollow_note = "hollow: unsupported on TFLite Micro" if figure_name == "accuracy_vs_flash" and refused else None
+        figure.legend(
+            handles=_legend_handles(colours, schemes, hollow_note),
+            loc="outside right upper",
+            fontsize="small",
+            title="model, scheme",
+        )
+        figure.legend(
+            handles=board_handles,
+            loc="outside lower center",
+            ncols=min(3, len(board_handles)),
+            fontsize="small",
+            title=f"each board's {MEMORY_LABELS[memory]} less its allowance",
+        )
+        title = f"Accuracy versus {MEMORY_LABELS[memory]}"
+        if figure_name == "accuracy_vs_arena" and refused:
+            title += f"\nnot drawn, unsupported on TFLite Micro: {', '.join(refused)}"
+        figure.suptitle(title)
+        save(figure, outputs[figure_name], dpi)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
+    """Snakemake entry point: training and validation accuracy per epoch, one panel per dataset.
+
+    ``pairs`` names each history (``"<dataset>/<model>"``, in the same order).
+    """
+    _check_outputs(outputs, TRAINING_FIGURES)
+    plt = pyplot()
+    if len(history_paths) != len(pairs):
+        raise ValueError(f"{len(history_paths)} histories but {len(pairs)} names")
+    histories = {}
+    for path, pair in zip(history_paths, pairs):
+        dataset, model = pair.split("/")
+        histories.setdefault(dataset, {})[model] = pd.read_csv(path)
+    datasets = sorted(histories)
+    colours = model_colours([model for models in histories.values() for model in models])
+    figure, axes = plt.subplots(
+        1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False, layout="constrained"
+    )
+    for axis, dataset in zip(axes[0], datasets):
+        for model, history in sorted(histories[dataset].items()):
+            axis.plot(history.epoch, 100 * history.accuracy, linestyle="--", color=colours[model], linewidth=1)
+            if "val_accuracy" in history:
+                axis.plot(history.epoch, 100 * history.val_accuracy, marker="o", markersize=3, color=colours[model])
+        axis.set_title(dataset)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(True, alpha=0.3)
+        epochs = max(len(history) for history in histories[dataset].values())
+        axis.set_xticks(range(1, epochs + 1, max(1, math.ceil(epochs / 12))))
+    handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
+    handles += [
+        plt.Line2D([], [], color="grey", marker="o", markersize=3, label="validation (held-out training images)"),
+        plt.Line2D([], [], color="grey", linestyle="--", label="training (augmented batches)"),
+    ]
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    figure.suptitle("Learning curves")
+    save(figure, outputs["learning_curves"], dpi)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def plot_layer_errors(csv_paths, outputs, dpi=150):
+    """Snakemake entry point: signal-to-quantization-noise ratio of every layer, by depth.
+
+    One panel per dataset (rows) and scheme (columns), one line per model; depth
+    0 is the first quantized layer, 1 the last.
+    """
+    _check_outputs(outputs, DIAGNOSTIC_FIGURES)
+    plt = pyplot()
+    table = pd.concat([pd.read_csv(path) for path in csv_paths], ignore_index=True)
+    datasets = sorted(table.dataset.unique())
+    schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme)]
+    colours = model_colours(table.model)
+    figure, axes = plt.subplots(
+        len(datasets),
+        len(schemes),
+        figsize=(5.5 * len(schemes), 3.6 * len(datasets)),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for row, dataset in enumerate(datasets):
+        for column, scheme in enumerate(schemes):
+            axis = axes[row][column]
+            part = table[(table.dataset == dataset) & (table.scheme == scheme)]
+            for model, layers in part.groupby("model"):
+                axis.plot(layers.depth, layers.snr_db, marker=".", color=colours[model], linewidth=1)
+            axis.set_title(f"{dataset}, {scheme}")
+            axis.set_xlabel("layer depth (0: first, 1: last)")
+            axis.set_ylabel("SNR against fp32 (dB)")
+            axis.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    figure.suptitle("Quantization error by layer: signal-to-noise ratio of each layer's output against the fp32 model")
+    save(figure, outputs["layer_error"], dpi)

@@ -1,0 +1,111 @@
+"""Your own trained model into the study: checked against its dataset, preprocessing folded in.
+
+The study's TFLite variants all take the dataset's raw pixels (0-255) as
+float32, as the built-in models do. A model trained on normalized inputs
+declares ``input_scale`` and ``input_offset`` (config ``trained_models``): the
+imported model is ``Rescaling(scale, offset)`` then the user's model, so every
+variant applies the same normalization inside the model, and the record says
+which. A ``.keras`` file is loaded as it is; a TensorFlow SavedModel folder
+through ``keras.layers.TFSMLayer`` (its ``serving_default`` signature).
+"""
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .datasets import load_prepared
+from .files import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+
+class ModelMismatch(ValueError):
+    """A trained model that does not fit its dataset; the message names the file and the config key."""
+
+
+def load_user_model(path, key):
+    """The model at ``path`` (``.keras`` or SavedModel folder); ValueError naming it and ``key``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+            signature = layer._endpoint_signatures["serving_default"]  # the only place Keras keeps it
+            spec = next(iter(signature.structured_input_signature[1].values()))
+            inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="image")
+            outputs = layer(inputs)
+            if isinstance(outputs, dict):
+                if len(outputs) != 1:
+                    raise ValueError(f"the signature has {len(outputs)} outputs, not one: {sorted(outputs)}")
+                outputs = next(iter(outputs.values()))
+            return keras.Model(inputs, outputs, name=path.name)
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras and TensorFlow raise many types for a file they cannot read
+        raise ModelMismatch(f"{path} ({key}): cannot load the model ({type(error).__name__}: {error})") from error
+
+
+def check_fits(model, dataset, key):
+    """Raise unless ``model`` takes the dataset's images and gives one output per class."""
+    input_shape = tuple(model.inputs[0].shape[1:])
+    image_shape = tuple(int(size) for size in dataset.x_train.shape[1:])
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelMismatch(
+            f"{key}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; one each"
+        )
+    if input_shape != image_shape:
+        raise ModelMismatch(
+            f"{key}: the model takes inputs of shape {input_shape}, but the images of {dataset.name} are "
+            f"{image_shape}; set image_size or channels of that dataset (image_folders) to match, or export the "
+            "model for this size"
+        )
+    outputs = tuple(model.outputs[0].shape[1:])
+    if outputs != (len(dataset.class_names),):
+        raise ModelMismatch(
+            f"{key}: the model gives outputs of shape {outputs}, but {dataset.name} has {len(dataset.class_names)} "
+            f"classes ({dataset.class_names}); class_names of that dataset fixes their number and order"
+        )
+
+
+def with_preprocessing(model, scale, offset):
+    """``model`` behind ``Rescaling(scale, offset)``: raw pixels in, whatever the model expects passed on."""
+    if scale == 1.0 and offset == 0.0:
+        return model
+    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
+    x = keras.layers.Rescaling(scale, offset, name="declared_preprocessing")(inputs)
+    return keras.Model(inputs, model(x), name=f"{model.name}_with_preprocessing")
+
+
+def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset=0.0, batch_size=250):
+    """``(model to convert, test metrics)`` for a user's trained model on its (prepared) dataset."""
+    model = load_user_model(model_path, key)
+    check_fits(model, dataset, key)
+    model = with_preprocessing(model, input_scale, input_offset)
+    outputs = np.asarray(model.predict(dataset.x_test.astype("float32"), batch_size=batch_size, verbose=0))
+    metrics = {
+        "dataset": dataset.provenance["dataset"],
+        "dataset_name": dataset.name,
+        "model": key.split(".")[-1],
+        "source": f"imported from {model_path}",
+        "parameters": int(model.count_params()),
+        "test_images": int(len(dataset.y_test)),
+        "test_accuracy": float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == dataset.y_test)),
+        "preprocessing": {"input_scale": input_scale, "input_offset": input_offset, "applied": "inside the model"},
+    }
+    return model, metrics
+
+
+def run_import(trained_path, dataset_path, model_name, input_scale, input_offset, model_path, metrics_path):
+    """Snakemake entry point: check, wrap and save a user's trained model with its test metrics."""
+    dataset = load_prepared(dataset_path)
+    model, metrics = import_trained_model(
+        trained_path, dataset, f"trained_models.{model_name}", input_scale, input_offset
+    )
+    metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}
+    with atomic_path(model_path) as temporary:
+        model.save(temporary)
+    write_json(metrics_path, metrics)
+    logger.info("%s on %s: Keras test accuracy %.4f", model_name, dataset.name, metrics["test_accuracy"])
+    return metrics

@@ -1,0 +1,125 @@
+"""Per-layer quantization error: every quantized layer's output against the same tensor of the fp32 variant.
+
+Method. Both ``.tflite`` files the study evaluates run in LiteRT (its builtin
+kernels, no delegate) with every intermediate tensor kept
+(``experimental_preserve_all_tensors``) on the same
+seeded test images (not the calibration images, which come from the training
+split). The converter names an operator's output tensor after the Keras layers
+it fused, the same in every variant of one model, so each operator output of
+the quantized variant is matched by name to the fp32 variant's tensor. The error
+is therefore the error the deployed variant carries at that layer, accumulated
+from the input on. Per layer:
+
+* ``rmse``: root mean square of (dequantized output - fp32 output);
+* ``rmse_in_steps``: ``rmse`` over the tensor's own quantization scale, the
+  error in that layer's quantization steps (rounding alone is about 0.29);
+* ``cosine_similarity`` of the two outputs, all images flattened;
+* ``snr_db``: 10 log10(power of the fp32 output / power of the error).
+
+Why not TensorFlow's ``QuantizationDebugger`` for the matching: it always
+re-quantizes the model itself as int8 (``mlir_quantize`` without an inference
+type: a 16x8 converter gets int8 scales), so it cannot measure int16x8, and it
+measures its own re-quantized model rather than the variant file. The
+workflow uses it where it does apply, for the int8 float fallback (``recovery``).
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .datasets import load_prepared, seeded_subset
+from .evaluation import quantize_input
+from .files import write_csv
+
+logger = logging.getLogger(__name__)
+
+# Operators whose output is a copy, a padding or a reinterpretation of their input: no error of their own.
+PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "PAD")
+
+
+def _interpreter(model):
+    """LiteRT with its builtin kernels and no delegate: XNNPACK would fuse layers and not keep their outputs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(model),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        num_threads=1,
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _run(interpreter, image):
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], quantize_input(image[None], detail))
+    interpreter.invoke()
+
+
+def layer_errors(quantized_model, reference_model, images):
+    """One row per matched operator output of ``quantized_model``, in execution order (see the module docstring)."""
+    quantized, reference = _interpreter(quantized_model), _interpreter(reference_model)
+    reference_tensors = {detail["name"]: detail["index"] for detail in reference.get_tensor_details()}
+    quantized_details = {detail["index"]: detail for detail in quantized.get_tensor_details()}
+    layers = []
+    for operator in quantized._get_ops_details():  # LiteRT's only listing of operators in execution order
+        if operator["op_name"] in PASS_THROUGH or not len(operator["outputs"]):
+            continue
+        detail = quantized_details[operator["outputs"][0]]
+        if detail["name"] in reference_tensors and np.issubdtype(detail["dtype"], np.integer):
+            layers.append((operator["op_name"], detail, reference_tensors[detail["name"]]))
+    if not layers:
+        raise ValueError(f"{quantized_model}: no quantized layer matches a tensor of {reference_model}")
+    sums = np.zeros((len(layers), 4))  # error power, signal power, dot product, quantized power
+    counts = np.zeros(len(layers))
+    for image in images:
+        _run(quantized, image)
+        _run(reference, image)
+        for position, (_, detail, reference_index) in enumerate(layers):
+            scale, zero_point = detail["quantization"]
+            values = (quantized.get_tensor(detail["index"]).astype(np.float64) - zero_point) * scale
+            expected = reference.get_tensor(reference_index).astype(np.float64)
+            if values.shape != expected.shape:
+                raise ValueError(f"tensor {detail['name']}: shapes differ ({values.shape} and {expected.shape})")
+            error = values - expected
+            sums[position] += (np.sum(error**2), np.sum(expected**2), np.sum(values * expected), np.sum(values**2))
+            counts[position] += values.size
+    rows = []
+    for position, (operator, detail, _) in enumerate(layers):
+        error_power, signal_power, dot, quantized_power = sums[position]
+        rmse = float(np.sqrt(error_power / counts[position]))
+        scale = float(detail["quantization"][0])
+        norms = np.sqrt(signal_power * quantized_power)
+        rows.append(
+            {
+                "layer": position,
+                "depth": position / max(1, len(layers) - 1),
+                "operator": operator,
+                "tensor": detail["name"],
+                "dtype": np.dtype(detail["dtype"]).name,
+                "scale": scale,
+                "rmse": rmse,
+                "rmse_in_steps": rmse / scale if scale else float("nan"),
+                "cosine_similarity": float(dot / norms) if norms else float("nan"),
+                "snr_db": float(10 * np.log10(signal_power / error_power)) if error_power else float("inf"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_layer_error(quantized_path, reference_path, dataset_path, images, sample_seed, variant, output_path):
+    """Snakemake entry point: the per-layer error CSV of one variant on a seeded sample of test images."""
+    dataset = load_prepared(dataset_path)
+    sample = seeded_subset(len(dataset.y_test), images, sample_seed)
+    table = layer_errors(quantized_path, reference_path, dataset.x_test[sample])
+    table.insert(0, "images", len(sample))
+    for position, name in enumerate(("dataset", "model", "scheme")):
+        table.insert(position, name, variant[name])
+    write_csv(output_path, table)
+    worst = table.sort_values("rmse_in_steps", ascending=False).iloc[0]
+    logger.info(
+        "%s: %d layers; largest error %.2f steps at %s", quantized_path, len(table), worst.rmse_in_steps, worst.tensor
+    )
+    return table

@@ -1,0 +1,209 @@
+"""The configuration: its schema, the checks a schema cannot make, and the merged training recipe.
+
+Each refusal is tested by the bad value getting refused with a message naming
+the key, here in-process (the schema through Snakemake's own ``validate``,
+then ``tinyml_quant.config.check`` as ``rules/common.smk`` calls them), and once
+through Snakemake itself (``test_workflow.py``).
+"""
+
+import copy
+import inspect
+
+import pytest
+import yaml
+from conftest import REPOSITORY
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from tinyml_quant import config as study
+from tinyml_quant.architectures import ARCHITECTURES, custom, mobilenets, resnet_v1, resnet_v2
+
+SCHEMA = REPOSITORY / "config" / "schema.yaml"
+DEFAULTS = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
+
+
+def merged(change):
+    """The default config with ``change`` merged over it, as Snakemake merges a --configfile."""
+
+    def update(base, overrides):
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                update(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    return update(copy.deepcopy(DEFAULTS), change)
+
+
+def checked(change, tmp_path=None, environ=None):
+    config = merged(change)
+    validate(config, str(SCHEMA))
+    return study.check(study.resolve(config, tmp_path or REPOSITORY, environ or {}))
+
+
+def test_the_default_config_and_the_presets_pass():
+    for name in ("smoke", "paper"):
+        checked(yaml.safe_load((REPOSITORY / "config" / f"{name}.yaml").read_text()))
+    assert checked({})["study"] == "default"
+
+
+@pytest.mark.parametrize(
+    "change, culprits",
+    [
+        ({"training": {"epochs": 0}}, ["epochs", "0 is less than the minimum of 1"]),
+        ({"training": {"epochs": "three"}}, ["'three' is not of type 'integer'"]),
+        ({"training": {"batch_size": -32}}, ["batch_size"]),
+        ({"conversion": {"int8": {"calibration_images": -5}}}, ["calibration_images"]),
+        ({"training": {"learning_rates": 0.1}}, ["'learning_rates' was unexpected"]),
+        ({"training": {"per_model": {"custom": {"epoch": 2}}}}, ["'epoch' was unexpected"]),
+        ({"training": {"per_dataset": {"mnist": {"per_model": {"custom": {"optimizer": "lion"}}}}}}, ["'lion'"]),
+        ({"trainning": {"epochs": 1}}, ["'trainning' was unexpected"]),
+        ({"models": []}, ["[] should be non-empty"]),
+        ({"models": ["../resnet_v1"]}, ["'../resnet_v1' does not match"]),
+        ({"datasets": ["mnist/extra"]}, ["'mnist/extra' does not match"]),
+        ({"study": "My Study"}, ["'My Study' does not match"]),
+        ({"architectures": {"mobilenet_v2": {"stem_stride": 3}}}, ["3 is not one of [1, 2]"]),
+        ({"boards": []}, ["[] should be non-empty"]),
+        ({"image_folders": {"parts": {"source": "x.zip", "image_size": [32]}}}, ["[32] is too short"]),
+        ({"trained_models": {"mine": {"file": "m.keras"}}}, ["'dataset' is a required property"]),
+    ],
+)
+def test_schema_refuses_bad_values(change, culprits):
+    with pytest.raises(WorkflowError) as raised:
+        validate(merged(change), str(SCHEMA))
+    for culprit in culprits:
+        assert culprit in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "change, culprit",
+    [
+        ({"models": ["resnet_v1", "vgg"]}, "models: 'vgg' is neither built-in"),
+        ({"datasets": ["mnist", "svhn"]}, "datasets: 'svhn' is neither built-in"),
+        ({"schemes": ["fp32", "int4"]}, "schemes: 'int4' is not a scheme"),
+        ({"schemes": ["int8"]}, "schemes: must contain 'fp32'"),
+        (
+            {"architectures": {"resnet_v1": {"depth": 21}}},
+            "architectures.resnet_v1.depth: resnet_v1 depth must be 6n+2",
+        ),
+        (
+            {"architectures": {"resnet_v2": {"depth": 21}}},
+            "architectures.resnet_v2.depth: resnet_v2 depth must be 9n+2",
+        ),
+        ({"training": {"per_model": {"vgg": {"epochs": 2}}}}, "training.per_model.vgg: not a built-in model"),
+        ({"training": {"per_dataset": {"svhn": {"epochs": 2}}}}, "training.per_dataset.svhn: not a dataset"),
+        (
+            {"boards": [{**DEFAULTS["boards"][0], "ram_allowance_kb": 300}]},
+            "boards[0] (arduino_nano_33_ble_sense).ram_allowance_kb: 300 is more than ram_kb 256",
+        ),
+        (
+            {"boards": [{**DEFAULTS["boards"][0], "flash_allowance_kb": 2000}]},
+            "boards[0] (arduino_nano_33_ble_sense).flash_allowance_kb: 2000 is more than flash_kb 1024",
+        ),
+        ({"boards": [DEFAULTS["boards"][0], DEFAULTS["boards"][0]]}, "boards[1].name: 'arduino_nano_33_ble_sense'"),
+        ({"diagnostics": {"always_recover": ["mnist/vgg"]}}, "diagnostics.always_recover: 'mnist/vgg' is not"),
+        ({"image_folders": {"mnist": {"source": "x.zip"}}}, "image_folders.mnist: the name is a built-in one"),
+        ({"trained_models": {"custom": {"file": "m.keras", "dataset": "mnist"}}}, "trained_models.custom: the name"),
+        ({"image_folders": {"parts": {"source": "missing.tar.gz"}}}, "image_folders.parts.source:"),
+        ({"image_folders": {"parts": {"source": "http://example.org/parts.rar"}}}, "is not a .tar.gz, .tgz or .zip"),
+        ({"trained_models": {"mine": {"file": "missing.keras", "dataset": "mnist"}}}, "trained_models.mine.file:"),
+    ],
+)
+def test_config_checks_refuse_what_the_schema_cannot_see(change, culprit):
+    with pytest.raises(study.ConfigError) as raised:
+        checked(change)
+    assert culprit in str(raised.value)
+
+
+def test_a_trained_model_must_name_a_dataset_of_the_study(tmp_path):
+    (tmp_path / "mine.keras").write_bytes(b"")
+    change = {"models": ["mine"], "trained_models": {"mine": {"file": "mine.keras", "dataset": "cifar10"}}}
+    with pytest.raises(study.ConfigError, match="trained_models.mine.dataset: 'cifar10' is not in datasets"):
+        checked({**change, "datasets": ["mnist"]}, tmp_path)
+    config = checked(change, tmp_path)
+    assert study.study_pairs(config) == [("cifar10", "mine")]
+    assert config["trained_models"]["mine"]["file"] == str(tmp_path / "mine.keras")
+
+
+def test_a_folder_source_takes_no_checksum(tmp_path):
+    (tmp_path / "parts" / "train").mkdir(parents=True)
+    change = {"image_folders": {"parts": {"source": "parts", "sha256": "0" * 64}}, "datasets": ["parts"]}
+    with pytest.raises(study.ConfigError, match="image_folders.parts.sha256: a checksum applies to an archive"):
+        checked(change, tmp_path)
+
+
+def test_the_grid_pairs_built_in_models_with_every_dataset_and_trained_models_with_their_own(tmp_path):
+    (tmp_path / "mine.keras").write_bytes(b"")
+    (tmp_path / "parts.zip").write_bytes(b"")
+    config = checked(
+        {
+            "datasets": ["mnist", "parts"],
+            "models": ["custom", "mine"],
+            "image_folders": {"parts": {"source": "parts.zip"}},
+            "trained_models": {"mine": {"file": "mine.keras", "dataset": "parts"}},
+        },
+        tmp_path,
+    )
+    assert study.study_pairs(config) == [("mnist", "custom"), ("parts", "custom"), ("parts", "mine")]
+    assert study.is_trained_model(config, "mine") and not study.is_trained_model(config, "custom")
+
+
+def test_an_empty_mirror_variable_counts_as_unset(tmp_path):
+    config = merged({"data": {"mirror": str(tmp_path)}})
+    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": ""}) == str(tmp_path)
+    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": "  "}) == str(tmp_path)
+    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": "/elsewhere"}) == "/elsewhere"
+    assert study.dataset_mirror(config, {}) == str(tmp_path)
+
+
+def test_relative_paths_are_read_from_the_launch_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "parts.tar.gz").write_bytes(b"")
+    config = checked({"image_folders": {"parts": {"source": "data/parts.tar.gz"}}, "data": {"mirror": "m"}}, tmp_path)
+    assert config["image_folders"]["parts"]["source"] == str(tmp_path / "data" / "parts.tar.gz")
+    assert config["data"]["mirror"] == str(tmp_path / "m")
+
+
+def test_training_settings_take_the_most_specific_override():
+    training = merged(
+        {
+            "training": {
+                "epochs": 3,
+                "learning_rate": 0.1,
+                "per_model": {"custom": {"epochs": 5, "batch_size": 64}},
+                "per_dataset": {"cifar10": {"epochs": 12, "per_model": {"custom": {"epochs": 20}}}},
+            }
+        }
+    )["training"]
+    assert study.training_settings(training, "mnist", "resnet_v1")["epochs"] == 3
+    assert study.training_settings(training, "mnist", "custom")["epochs"] == 5  # the model's own wins
+    assert study.training_settings(training, "cifar10", "resnet_v1")["epochs"] == 12
+    custom = study.training_settings(training, "cifar10", "custom")
+    assert custom["epochs"] == 20 and custom["batch_size"] == 64 and custom["learning_rate"] == 0.1
+    assert "per_model" not in custom and "per_dataset" not in custom
+    assert custom["augmentation"] == {"random_crop_padding": 4, "horizontal_flip": True}
+
+
+def test_a_config_that_is_not_yaml_names_its_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("training:\n  epochs: 3\n  batch_size: [1, 2\nplots: {}\n")
+    with pytest.raises(study.ConfigError, match=r"broken.yaml, line 4, column 6: not valid YAML"):
+        study.load_yaml(path)
+
+
+def test_the_schema_knows_exactly_the_built_in_architectures_and_their_knobs():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    blocks = schema["properties"]["architectures"]["properties"]
+    assert set(blocks) == set(ARCHITECTURES)
+    builders = {
+        "resnet_v1": resnet_v1.resnet_v1,
+        "resnet_v2": resnet_v2.resnet_v2,
+        "mobilenet_v1": mobilenets.mobilenet_v1,
+        "mobilenet_v2": mobilenets.mobilenet_v2,
+        "custom": custom.custom_cnn,
+    }
+    for name, builder in builders.items():
+        block = blocks[name]
+        knobs = set(schema["$defs"]["mobilenet"]["properties"]) if "$ref" in block else set(block["properties"])
+        assert knobs == set(list(inspect.signature(builder).parameters)[2:]), name
