@@ -61,6 +61,7 @@ checkpoint deployment_plan:
         plan=study_path("plan/{dataset}/{model}.json"),
     log:
         study_path("logs/deployment_plan/{dataset}/{model}.log"),
+    localrule: True
     conda:
         "../envs/tinyml.yaml"
     threads: 1

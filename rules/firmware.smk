@@ -17,6 +17,7 @@ rule firmware_bundle:
         study_path("logs/firmware_bundle/{dataset}/{model}/{scheme}.log"),
     benchmark:
         study_path("benchmarks/firmware_bundle/{dataset}/{model}/{scheme}.tsv")
+    localrule: True
     conda:
         "../envs/tinyml.yaml"
     threads: 1

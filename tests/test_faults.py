@@ -1,9 +1,9 @@
 """Every fault a clear error, nothing lost: each test provokes the real fault.
 
-Bad configuration is covered in test_workflow.py (schema refusals) and bad
-archives and dataset files in test_datasets.py; this file holds downloads,
-interruption, divergence, broken variants, corrupted artefacts,
-determinism and concurrent runs.
+Bad configuration is covered in test_config.py and test_workflow.py, bad
+archives and dataset files in test_datasets.py, divergence and determinism in
+test_training.py; this file holds downloads, atomic outputs, corrupted
+artefacts, interruption, broken variants and concurrent runs.
 """
 
 import functools
@@ -15,27 +15,19 @@ import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from snakemake_runs import (
-    REPORT_RULES,
-    SMOKE,
-    VARIANT_RULES,
-    copy_workflow,
-    file_times,
-    planned_jobs,
-    planned_outputs,
-    snakemake,
-    start_snakemake,
-    unfinished_outputs,
-    write_change,
-)
+from conftest import SMOKE, SMOKE_STUDY
 
-from tinyml_quant import datasets
-from tinyml_quant.datasets import DatasetError, PreparedDataset, save_prepared
+from tinyml_quant import datasets, files
+from tinyml_quant.datasets import BuiltinDataset, DatasetError, Source, SourceFile
 from tinyml_quant.files import atomic_path, write_text
+from tools.workflow import Workflow, read_job_log
+
+VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 
 # --------------------------------------------------------------------------- downloads
 
@@ -56,24 +48,29 @@ def file_server(tmp_path):
 
 def serve_as_official(monkeypatch, base_url, name, expected_content):
     """Make the online MNIST source one file at ``base_url``, expected to hold ``expected_content``."""
-    source = datasets.Source(
+    official = Source(
         variant="official",
         format="idx",
-        files=(datasets.SourceFile(name, hashlib.sha256(expected_content).hexdigest()),),
+        files=(SourceFile(name, hashlib.sha256(expected_content).hexdigest()),),
         urls=(base_url,),
     )
-    monkeypatch.setitem(datasets.ONLINE_SOURCES, "mnist", source)
+    mnist = datasets.BUILTIN_DATASETS["mnist"]
+    monkeypatch.setitem(datasets.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror))
 
 
 def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
     folder, base_url = file_server
     (folder / "labels.bin").write_bytes(b"the real labels")
     serve_as_official(monkeypatch, base_url, "labels.bin", b"the real labels")
-    manifest = datasets.fetch("mnist", tmp_path / "raw")
+    manifest = datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert manifest["source"] == "official download"
     assert manifest["files"]["labels.bin"]["origin"] == base_url + "labels.bin"
-    assert (tmp_path / "raw" / "labels.bin").read_bytes() == b"the real labels"
-    assert json.loads((tmp_path / "raw" / "manifest.json").read_text()) == manifest
+    assert (tmp_path / "cache" / "mnist" / "labels.bin").read_bytes() == b"the real labels"
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text()) == manifest
+    # A second fetch (another study) verifies the cached file and downloads nothing.
+    (folder / "labels.bin").unlink()
+    again = datasets.fetch_builtin("mnist", tmp_path / "n" / "manifest.json", download_folder=tmp_path / "cache")
+    assert again["files"]["labels.bin"]["origin"].startswith("cached download")
 
 
 def test_download_with_wrong_checksum_keeps_nothing(tmp_path, monkeypatch, file_server):
@@ -81,25 +78,43 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path, monkeypatch, file_
     (folder / "labels.bin").write_bytes(b"tampered labels")
     serve_as_official(monkeypatch, base_url, "labels.bin", b"the real labels")
     with pytest.raises(DatasetError, match="labels.bin: checksum mismatch for the file"):
-        datasets.fetch("mnist", tmp_path / "raw")
-    assert list((tmp_path / "raw").iterdir()) == []
+        datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "mnist" / "labels.bin").exists() and not (tmp_path / "m").exists()
 
 
 def test_unreachable_host_names_the_file_and_the_mirror_setting(tmp_path, monkeypatch, file_server):
     _, base_url = file_server
     serve_as_official(monkeypatch, base_url, "missing.bin", b"anything")
     with pytest.raises(DatasetError, match="could not download missing.bin.*TINYML_DATASET_MIRROR"):
-        datasets.fetch("mnist", tmp_path / "raw")
-    assert not (tmp_path / "raw" / "manifest.json").exists()
+        datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_image_folder_url_is_downloaded_verified_and_marked_unverified_without_a_checksum(tmp_path, file_server):
+    from test_datasets import SOURCES, image_folder_members
+
+    folder, base_url = file_server
+    archive = SOURCES["zip"](folder, image_folder_members())
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    unverified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json", download_folder=cache)
+    assert unverified["variant"] == "image folder, unverified download"
+    verified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
+    assert verified["variant"] == "image folder" and verified["files"]["a.zip"]["sha256"] == digest
+    with pytest.raises(DatasetError, match="checksum mismatch.*image_folders.parts.sha256"):
+        datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "w.json", "0" * 64, tmp_path / "c2")
+    assert not (tmp_path / "c2" / "parts" / "a.zip").exists()
 
 
 def test_raw_file_damaged_after_fetch_leaves_no_prepared_dataset(tmp_path, mirror):
-    datasets.fetch("mnist", tmp_path / "raw", mirror=str(mirror))
-    labels = tmp_path / "raw" / "t10k-labels-idx1-ubyte.gz"
+    fake = tmp_path / "mirror" / "mnist"
+    shutil.copytree(mirror / "mnist", fake)
+    datasets.fetch_builtin("mnist", tmp_path / "manifest.json", mirror=str(tmp_path / "mirror"))
+    labels = fake / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:1000])
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: cannot read.*truncated"):
-        datasets.prepare(tmp_path / "raw" / "manifest.json", tmp_path / "mnist.npz")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["raw"]
+        datasets.prepare(tmp_path / "manifest.json", tmp_path / "mnist.npz")
+    assert not (tmp_path / "mnist.npz").exists()
 
 
 # --------------------------------------------------------------------------- atomic outputs
@@ -115,78 +130,54 @@ def test_failed_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
 
 
-# --------------------------------------------------------------------------- training faults
+@pytest.fixture
+def failing_rename(monkeypatch):
+    """Every atomic rename fails, as a full disk or a kill between write and rename would leave it."""
+
+    def refuse(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", refuse)
 
 
-def toy_dataset(count=256, seed=0):
-    """Random 16x16 images of four classes: enough for a model to train, diverge or be compared."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (count + 64, 16, 16, 1), dtype=np.uint8)
-    labels = rng.integers(0, 4, count + 64)
-    return PreparedDataset(
-        images[:count],
-        labels[:count],
-        images[count:],
-        labels[count:],
-        ["a", "b", "c", "d"],
-        {"dataset": "toy", "name": "toy (random)"},
+def test_a_conversion_that_cannot_finish_leaves_no_tflite_file(tmp_path, failing_rename):
+    import keras
+
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.conversion import run_conversion
+
+    model = build_model("custom", (16, 16, 1), 4, base_filters=4)
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras") is not None
+    with pytest.raises(OSError, match="No space left"):
+        run_conversion(tmp_path / "model.keras", tmp_path / "unused.npz", "fp32", {}, 1, tmp_path / "fp32.tflite")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_an_evaluation_that_cannot_finish_leaves_no_record(tmp_path, failing_rename):
+    from test_training import toy_dataset
+
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.conversion import convert
+    from tinyml_quant.evaluation import run_evaluation
+
+    toy = toy_dataset(count=8)
+    np.savez(
+        tmp_path / "toy.npz",
+        x_train=toy.x_train,
+        y_train=toy.y_train,
+        x_test=toy.x_test,
+        y_test=toy.y_test,
+        class_names=np.asarray(toy.class_names),
+        provenance=np.asarray(json.dumps(toy.provenance)),
     )
-
-
-TOY_SETTINGS = {
-    "seed": 3,
-    "epochs": 2,
-    "batch_size": 32,
-    "optimizer": "adam",
-    "learning_rate": 0.01,
-    "lr_schedule": "cosine",
-    "validation_split": 0.1,
-}
-
-
-def test_divergence_stops_at_once_names_the_settings_and_saves_nothing(tmp_path):
-    from tinyml_quant.training import TrainingDiverged, run_training
-
-    toy = toy_dataset()
-    save_prepared(
-        tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
-    )
-    settings = {**TOY_SETTINGS, "optimizer": "sgd", "learning_rate": 1e12, "epochs": 50}
-    outputs = {name: tmp_path / "train" / name for name in ("model.keras", "history.csv", "test_metrics.json")}
-    with pytest.raises(TrainingDiverged) as raised:
-        run_training(
-            tmp_path / "toy.npz",
-            "custom",
-            {"base_filters": 4},
-            settings,
-            {},
-            1,
-            outputs["model.keras"],
-            outputs["history.csv"],
-            outputs["test_metrics.json"],
+    (tmp_path / "fp32.tflite").write_bytes(convert(build_model("custom", (16, 16, 1), 4, base_filters=4), "fp32"))
+    variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
+    with pytest.raises(OSError, match="No space left"):
+        run_evaluation(
+            tmp_path / "fp32.tflite", tmp_path / "toy.npz", variant, 1, 8, tmp_path / "e.json", tmp_path / "p.npy", None
         )
-    message = str(raised.value)
-    for culprit in (
-        "custom",
-        "toy (random)",
-        "in epoch 1",
-        "training.learning_rate=1000000000000.0",
-        "training.optimizer=sgd",
-        "training.per_model.custom",
-    ):
-        assert culprit in message
-    assert not (tmp_path / "train").exists()
-
-
-def test_same_seed_trains_the_same_model():
-    from tinyml_quant.training import train
-
-    toy = toy_dataset()
-    predictions = []
-    for _ in range(2):
-        model, history, _ = train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS, {"random_crop_padding": 2}, 1)
-        predictions.append(model.predict(toy.x_test.astype("float32"), verbose=0))
-    np.testing.assert_array_equal(predictions[0], predictions[1])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["fp32.tflite", "toy.npz"]
 
 
 # --------------------------------------------------------------------------- corrupted artefacts
@@ -204,6 +195,9 @@ def test_damaged_saved_model_is_an_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"TFL3" + bytes(60), np.random.default_rng(0).bytes(4096)])
 def test_damaged_tflite_is_an_error_naming_it(tmp_path, content):
+    from test_training import toy_dataset
+
+    from tinyml_quant.datasets import save_prepared
     from tinyml_quant.evaluation import run_evaluation
 
     toy = toy_dataset(count=8)
@@ -212,8 +206,9 @@ def test_damaged_tflite_is_an_error_naming_it(tmp_path, content):
     )
     damaged = tmp_path / "int8.tflite"
     damaged.write_bytes(content)
+    variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
     with pytest.raises(ValueError, match="int8.tflite: not a loadable TFLite model"):
-        run_evaluation(damaged, tmp_path / "toy.npz", "int8", 1, 8, tmp_path / "int8.json", tmp_path / "int8.npy")
+        run_evaluation(damaged, tmp_path / "toy.npz", variant, 1, 8, tmp_path / "int8.json", tmp_path / "p.npy", None)
     assert not (tmp_path / "int8.json").exists()
 
 
@@ -228,98 +223,108 @@ def wait_for(condition, what, timeout=900):
         time.sleep(0.2)
 
 
+def file_times(folder):
+    """Modification time of every file below ``folder``, keyed by its path."""
+    return {str(path): path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
 @pytest.mark.e2e
 def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
-    workdir = copy_workflow(tmp_path / "workflow")
-    subset = write_change(workdir, "subset", {"datasets": ["mnist"], "models": ["custom", "resnet_v1"]})
+    workflow = Workflow.copy(tmp_path / "workflow", mirror)
+    subset = workflow.write_config("subset", {"datasets": ["mnist"], "models": ["custom", "resnet_v1"]})
     # One --configfile flag with both files: a second flag would replace the first.
     arguments = (*SMOKE, subset)
-    run = start_snakemake(workdir, "--cores", "2", *arguments, mirror=mirror, log_path=tmp_path / "killed.log")
+    job_log = tmp_path / "jobs.jsonl"
+    run = workflow.start("--cores", "2", *arguments, job_log=job_log)
+
+    def running_jobs():
+        announced, finished = read_job_log(job_log) if job_log.exists() else ([], set())
+        return [job for job in announced if job.jobid not in finished], [j for j in announced if j.jobid in finished]
 
     def training_or_conversion_under_way():
-        running = unfinished_outputs((tmp_path / "killed.log").read_text())
-        # A model whose job Snakemake has seen finish, so that something is kept.
-        finished = [
-            path
-            for path in workdir.glob("results/train/mnist/*/test_metrics.json")
-            if str(path.relative_to(workdir)) not in running
-        ]
-        return bool(finished) and any(path.startswith(("results/train/", "results/convert/")) for path in running)
+        running, done = running_jobs()
+        return any(job.rule == "train_model" for job in done) and any(
+            job.rule in ("train_model", "convert_model") for job in running
+        )
 
     wait_for(training_or_conversion_under_way, "a finished model and a training or conversion job under way")
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    killed_outputs = unfinished_outputs((tmp_path / "killed.log").read_text())
-    kept = file_times(workdir)
+    running, _ = running_jobs()
+    killed_outputs = {path for job in running for path in job.output}
+    study = workflow.study(SMOKE_STUDY)
+    kept = file_times(study)
+
+    def relative(path):
+        return str(Path(path).relative_to(workflow.folder))
 
     # Atomic outputs: every file a reader can see is whole.
     for path in kept:
         if path.endswith(".json"):
-            json.loads((workdir / path).read_text())
+            json.loads(Path(path).read_text())
         elif path.endswith(".npy"):
-            np.load(workdir / path, allow_pickle=False)
+            np.load(path, allow_pickle=False)
 
-    # A plain rerun stops and names the way out: Snakemake's lock outlives a
-    # killed run (--unlock), and the killed jobs' files are incomplete (--rerun-incomplete);
-    # which of the two it reports first depends on the moment of the kill.
-    refused = snakemake(workdir, "--cores", "2", *arguments, mirror=mirror, check=False)
+    # A plain rerun stops and names the way out: a killed Snakemake leaves its lock (--unlock);
+    # the killed jobs' files are then redone (profiles/default sets --rerun-incomplete).
+    refused = workflow.run("--cores", "2", *arguments, check=False)
     message = refused.stdout + refused.stderr
     assert refused.returncode != 0
     assert "Directory cannot be locked" in message or "--rerun-incomplete" in message, message[-2000:]
-    snakemake(workdir, "--unlock", *arguments, mirror=mirror)
+    workflow.run("--unlock", *arguments)
 
-    rerun_outputs = planned_outputs(workdir, "--rerun-incomplete", *arguments, mirror=mirror)
+    rerun_outputs = workflow.planned_outputs(*arguments)
     assert killed_outputs <= rerun_outputs
     finished_before = {
-        path for path in kept if path not in killed_outputs and not path.rsplit("/", 1)[-1].startswith(".")
+        path for path in kept if relative(path) not in killed_outputs and not Path(path).name.startswith(".")
     }
-    assert finished_before and not finished_before & rerun_outputs
+    assert finished_before and not {relative(path) for path in finished_before} & rerun_outputs
 
-    snakemake(workdir, "--cores", "2", "--rerun-incomplete", *arguments, mirror=mirror)
-    after = file_times(workdir)
+    workflow.run("--cores", "2", *arguments)
+    after = file_times(study)
     assert {path: after[path] for path in finished_before} == {path: kept[path] for path in finished_before}
-    assert planned_jobs(workdir, *arguments, mirror=mirror) == []
+    assert workflow.planned(*arguments) == []
     assert not [path for path in after if ".partial" in path], "a killed job's temporary was left behind"
 
     # The resumed study equals the uninterrupted smoke run, prediction for prediction.
     for model in ("custom", "resnet_v1"):
         for scheme in ("fp32", "dynamic_range", "float16", "int8", "int16x8"):
-            path = f"results/evaluate/mnist/{model}/{scheme}.predictions.npy"
-            np.testing.assert_array_equal(np.load(workdir / path), np.load(smoke_run / path), err_msg=path)
+            relative = f"evaluate/mnist/{model}/{scheme}.predictions.npy"
+            np.testing.assert_array_equal(
+                np.load(study / relative), np.load(smoke_run.study(SMOKE_STUDY) / relative), err_msg=relative
+            )
 
 
 @pytest.mark.e2e
-def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(tmp_path, mirror, smoke_run):
-    workdir = tmp_path / "workflow"
-    shutil.copytree(smoke_run, workdir)
-    broken = workdir / "results" / "convert" / "mnist" / "custom" / "int8.tflite"
+def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smoke_copy, tmp_path):
+    workflow = smoke_copy
+    study = workflow.study(SMOKE_STUDY)
+    broken = study / "convert" / "mnist" / "custom" / "int8.tflite"
     broken.write_bytes(broken.read_bytes()[:300])
     # A new evaluation batch size makes every evaluation run again, beside the broken one.
-    arguments = (*SMOKE, write_change(workdir, "batch", {"evaluation": {"batch_size": 64}}))
-    report_time = (workdir / "reports" / "results.csv").stat().st_mtime_ns
+    arguments = (*SMOKE, workflow.write_config("batch", {"evaluation": {"batch_size": 64}}))
+    report_time = (study / "reports" / "results.csv").stat().st_mtime_ns
     started = time.time_ns()
 
-    run = start_snakemake(
-        workdir, "--cores", "2", "--keep-going", *arguments, mirror=mirror, log_path=tmp_path / "run.log"
-    )
-    wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")) or run.poll() is not None, "the lock")
-    second = snakemake(workdir, "--cores", "1", *arguments, mirror=mirror, check=False)
+    run = workflow.start("--cores", "2", "--keep-going", *arguments, job_log=tmp_path / "jobs.jsonl")
+    wait_for(lambda: any((workflow.folder / ".snakemake" / "locks").glob("*")) or run.poll() is not None, "the lock")
+    second = workflow.run("--cores", "1", *arguments, check=False)
     assert run.wait() != 0
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
 
-    failed_log = (workdir / "logs" / "evaluate_model" / "mnist" / "custom" / "int8.log").read_text()
+    failed_log = (study / "logs" / "evaluate_model" / "mnist" / "custom" / "int8.log").read_text()
     assert "int8.tflite: not a loadable TFLite model" in failed_log
-    evaluations = [path for path in (workdir / "results" / "evaluate").rglob("*.json")]
+    evaluations = list((study / "evaluate").rglob("*.json"))
     assert len(evaluations) == 49
     assert all(path.stat().st_mtime_ns >= started for path in evaluations)
-    assert (workdir / "reports" / "results.csv").stat().st_mtime_ns == report_time
+    assert (study / "reports" / "results.csv").stat().st_mtime_ns == report_time
 
     broken.unlink()  # the fault removed: the variant converts again
-    jobs = planned_jobs(workdir, *arguments, mirror=mirror)
+    jobs = workflow.planned(*arguments)
     variant = "dataset=mnist, model=custom, scheme=int8"
-    assert jobs == sorted(
-        [("all", ""), *((rule, variant) for rule in VARIANT_RULES), *((rule, "") for rule in REPORT_RULES)]
-    )
-    snakemake(workdir, "--cores", "2", *arguments, mirror=mirror)
-    assert len(pd.read_csv(workdir / "reports" / "results.csv")) == 50
+    expected_rules = {*VARIANT_RULES, "layer_error"}
+    assert {rule for rule, wildcards in jobs if wildcards == variant} == expected_rules
+    assert {wildcards for rule, wildcards in jobs if "model=" in wildcards} <= {variant, "dataset=mnist, model=custom"}
+    workflow.run("--cores", "2", *arguments)
+    assert len(pd.read_csv(study / "reports" / "results.csv")) == 50

@@ -19,12 +19,14 @@ writes one ``.npz`` per dataset: uint8 NHWC images, integer labels, class
 names and a provenance record.
 """
 
+import gzip
 import hashlib
 import json
 import logging
 import shutil
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,15 +136,13 @@ def seeded_subset(count, size, seed):
 
 def sha256_of(path, content=False):
     """SHA-256 of a file, or of its gzip-decompressed content."""
-    import gzip
-
     digest = hashlib.sha256()
     opener = gzip.open if content else open
     try:
         with opener(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    except (EOFError, OSError, gzip.BadGzipFile) as error:
+    except (EOFError, OSError, zlib.error) as error:
         raise DatasetError(f"{path}: cannot read ({error}); the file is truncated or corrupt") from error
     return digest.hexdigest()
 

@@ -20,7 +20,8 @@ def deployment_plan(evaluations, micro, threshold_points, always_recover, recove
     firmware = [scheme for scheme in SCHEMES if scheme in micro and micro[scheme]["status"] == RUNS]
     plan = {"firmware_schemes": firmware, "recover": False, "reason": "", "loss_points": None}
     for scheme in recovered_schemes:
-        loss = 100 * (evaluations[REFERENCE_SCHEME]["accuracy"] - evaluations[scheme]["accuracy"])
+        # Rounded so that a loss of exactly the threshold (in points) is not "more" by a float's last bit.
+        loss = round(100 * (evaluations[REFERENCE_SCHEME]["accuracy"] - evaluations[scheme]["accuracy"]), 6)
         plan["loss_points"] = loss
         if loss > threshold_points:
             plan.update(recover=True, reason=f"{scheme} loses {loss:.2f} points (more than {threshold_points:g})")

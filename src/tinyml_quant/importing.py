@@ -32,9 +32,12 @@ def load_user_model(path, key):
     path = Path(path)
     try:
         if path.is_dir():
+            signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+            specs = list(signature.structured_input_signature[1].values())
+            if len(specs) != 1:
+                raise ValueError(f"the signature has {len(specs)} inputs, not one")
+            spec = specs[0]
             layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-            signature = layer._endpoint_signatures["serving_default"]  # the only place Keras keeps it
-            spec = next(iter(signature.structured_input_signature[1].values()))
             inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="image")
             outputs = layer(inputs)
             if isinstance(outputs, dict):

@@ -56,7 +56,7 @@ def read_idx(path):
     try:
         with gzip.open(path, "rb") as handle:
             content = handle.read(MAX_TOTAL_BYTES + 1)
-    except (EOFError, OSError, gzip.BadGzipFile) as error:
+    except (EOFError, OSError, zlib.error) as error:
         raise DatasetError(f"{path}: cannot decompress ({error}); the file is truncated or corrupt") from error
     if len(content) > MAX_TOTAL_BYTES:
         raise DatasetError(f"{path}: decompresses to more than {MAX_TOTAL_BYTES} bytes")

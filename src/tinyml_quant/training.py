@@ -215,6 +215,7 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
         validation_data=validation_batches,
         epochs=settings["epochs"],
         callbacks=[keras.callbacks.TerminateOnNaN(), timer, *callbacks],
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=2,
     )
     losses = history.history["loss"]

@@ -1,0 +1,110 @@
+"""Diagnostics: per-layer quantization error, the deployment plan, and the int8 float fallback."""
+
+import numpy as np
+import pytest
+
+from tinyml_quant.conversion import calibration_images, convert
+from tinyml_quant.deployment import deployment_plan
+from tinyml_quant.evaluation import load_interpreter, predict
+from tinyml_quant.layer_error import layer_errors
+from tinyml_quant.recovery import float_fallback, worst_layers
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small ResNet fitted to a learnable synthetic task, and its fp32, int8 and int16x8 files."""
+    import keras
+
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.training import configure_tensorflow
+
+    configure_tensorflow(threads=2, seed=0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 100, (400, 16, 16, 1)).astype(np.uint8)
+    labels = rng.integers(0, 4, 400)
+    for index, label in enumerate(labels):
+        row, column = divmod(int(label), 2)
+        images[index, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] += 120
+    model = build_model("resnet_v1", (16, 16, 1), 4, depth=8, base_filters=8)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(images[:320].astype("float32"), labels[:320], epochs=3, batch_size=32, verbose=0)
+    folder = tmp_path_factory.mktemp("variants")
+    representative = calibration_images(images[:320], 64, seed=0)
+    paths = {}
+    for scheme in ("fp32", "int8", "int16x8"):
+        paths[scheme] = folder / f"{scheme}.tflite"
+        paths[scheme].write_bytes(convert(model, scheme, representative))
+    return model, images[320:], labels[320:], representative, paths
+
+
+def test_every_quantized_layer_is_matched_to_its_fp32_tensor(trained):
+    _, test_images, _, _, paths = trained
+    table = layer_errors(paths["int8"], paths["fp32"], test_images[:8])
+    operators = set(table.operator)
+    assert {"CONV_2D", "ADD", "FULLY_CONNECTED"} <= operators and "DELEGATE" not in operators
+    assert table.tensor.is_unique and list(table.layer) == list(range(len(table)))
+    assert table.depth.iloc[0] == 0 and table.depth.iloc[-1] == 1
+    assert (table.rmse_in_steps == table.rmse / table.scale).all()
+    assert table.cosine_similarity.between(0.9, 1.000001).all()
+    # Rounding alone is about 0.29 steps; a trained int8 model's layers are within a few steps.
+    assert table.rmse_in_steps.median() < 5
+
+
+def test_sixteen_bit_activations_carry_less_error_than_eight(trained):
+    _, test_images, _, _, paths = trained
+    int8 = layer_errors(paths["int8"], paths["fp32"], test_images[:8]).set_index("tensor")
+    int16 = layer_errors(paths["int16x8"], paths["fp32"], test_images[:8]).set_index("tensor")
+    shared = int8.index.intersection(int16.index)
+    assert len(shared) >= 5
+    # 256 times finer steps: the output's error falls by more than the 8-bit weights leave.
+    assert (int16.loc[shared, "rmse"] <= int8.loc[shared, "rmse"] * 1.01).all()
+    assert int16.loc[shared, "snr_db"].mean() > int8.loc[shared, "snr_db"].mean() + 3
+
+
+def test_the_error_is_measured_against_the_reference_not_itself(trained):
+    _, test_images, _, _, paths = trained
+    with pytest.raises(ValueError, match="no quantized layer matches"):
+        layer_errors(paths["fp32"], paths["fp32"], test_images[:2])
+
+
+EVALUATIONS = {"fp32": {"accuracy": 0.90}, "int8": {"accuracy": 0.87}}
+MICRO = {scheme: {"status": "runs"} for scheme in ("fp32", "int8", "int16x8")} | {
+    scheme: {"status": "unsupported on TFLite Micro"} for scheme in ("float16", "dynamic_range")
+}
+
+
+@pytest.mark.parametrize(
+    ("threshold", "always", "recover", "reason"),
+    [
+        (1.0, False, True, "int8 loses 3.00 points (more than 1)"),
+        (3.0, False, False, "int8 loses 3.00 points (at most 3): no fallback needed"),
+        (5.0, True, True, "listed in diagnostics.always_recover (int8 loses 3.00 points)"),
+    ],
+)
+def test_the_plan_recovers_int8_only_past_the_threshold_or_when_asked(threshold, always, recover, reason):
+    plan = deployment_plan(EVALUATIONS, MICRO, threshold, always, ["int8"])
+    assert plan["recover"] is recover and plan["reason"] == reason
+    assert plan["loss_points"] == pytest.approx(3.0)
+    assert plan["firmware_schemes"] == ["fp32", "int8", "int16x8"]
+
+
+def test_the_plan_without_int8_recovers_nothing():
+    plan = deployment_plan({"fp32": {"accuracy": 0.9}}, {"fp32": {"status": "runs"}}, 0.0, True, [])
+    assert plan == {"firmware_schemes": ["fp32"], "recover": False, "reason": "", "loss_points": None}
+
+
+def test_the_float_fallback_keeps_the_worst_layers_float(trained):
+    model, test_images, labels, representative, paths = trained
+    worst = worst_layers(model, representative, test_images[:16], 2)
+    assert len(worst) == 2 and worst[0]["rmse_in_steps"] >= worst[1]["rmse_in_steps"] > 0
+    flatbuffer, layers = float_fallback(model, representative, test_images[:16], 2)
+    assert [layer["tensor"] for layer in layers] == [layer["tensor"] for layer in worst]
+    interpreter = load_interpreter(flatbuffer)
+    tensors = {detail["name"]: detail for detail in interpreter.get_tensor_details()}
+    for layer in layers:
+        assert np.dtype(tensors[layer["tensor"]]["dtype"]) == np.float32, layer
+    integer = [detail for detail in tensors.values() if np.dtype(detail["dtype"]) == np.int8]
+    assert integer, "the other layers stay int8"
+    reference, _ = predict(load_interpreter(paths["fp32"]), test_images, 20)
+    outputs, _ = predict(interpreter, test_images, 20)
+    assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
