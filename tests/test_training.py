@@ -155,3 +155,34 @@ def test_divergence_stops_at_once_names_the_settings_and_saves_nothing(tmp_path)
     ):
         assert culprit in message
     assert not (tmp_path / "train").exists()
+
+
+CRASH_PROGRAM = """
+import numpy as np
+from tinyml_quant.datasets import PreparedDataset
+from tinyml_quant.training import train
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (101, 32, 32, 3), dtype=np.uint8)
+labels = np.arange(101) % 10
+dataset = PreparedDataset(images[:90], labels[:90], images[90:], labels[90:], [str(i) for i in range(10)],
+                          {"dataset": "toy", "name": "toy"})
+settings = {SETTINGS, "epochs": 2, "validation_split": 0.1, "augmentation": {}}
+train(dataset, "resnet_v1", {"depth": 8, "base_filters": 8}, settings, threads=2)
+print("trained")
+"""
+
+
+def test_a_last_partial_batch_does_not_crash_tensorflow():
+    """81 training images in batches of 32: a smaller last step corrupts TensorFlow 2.21's oneDNN heap."""
+    import subprocess
+    import sys
+
+    program = CRASH_PROGRAM.replace("{SETTINGS", "{**" + repr(TOY_SETTINGS))
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]
+
+
+def test_a_batch_larger_than_the_training_images_names_the_setting():
+    toy = toy_dataset(count=20)
+    with pytest.raises(ValueError, match=r"training.batch_size \(32\) is larger than the 18 training images"):
+        train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS, 1)

@@ -1,0 +1,189 @@
+"""Training throughput: the workflow's ``train`` against a bare ``model.fit``, against the roofline, and what it costs.
+
+Each measurement runs in its own process (``machine.in_child``), so it gets
+its own TensorFlow thread pools and environment (oneDNN on or off, XLA).
+Throughput is training images over the median wall time of the steady-state
+epochs (the first, which traces and compiles, is left out).
+"""
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# Training does about three times a forward pass's work: the forward pass, and the gradients
+# with respect to the activations and to the weights, each about as costly.
+TRAINING_PASSES = 3
+
+
+def _subset(dataset, train_images, test_images=256):
+    import dataclasses
+
+    from tinyml_quant.datasets import seeded_subset
+
+    chosen = seeded_subset(len(dataset.y_train), train_images, 0)
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[chosen],
+        y_train=dataset.y_train[chosen],
+        x_test=dataset.x_test[:test_images],
+        y_test=dataset.y_test[:test_images],
+    )
+
+
+def per_image_datasets(x_train, y_train, settings, num_classes):
+    """The input pipeline as the workflow had it before: pad, crop and flip per image in ``tf.data``.
+
+    Kept here only to measure what the batched augmentation of
+    ``tinyml_quant.training.make_datasets`` gained.
+    """
+    import tensorflow as tf
+
+    from tinyml_quant.training import split_validation
+
+    seed = settings["seed"]
+    train_index, _ = split_validation(len(y_train), settings["validation_split"], seed)
+    padding = settings["augmentation"].get("random_crop_padding", 0)
+    flip = settings["augmentation"].get("horizontal_flip", False)
+    shape = x_train.shape[1:]
+
+    def augment(index, image, label):
+        image = tf.cast(image, tf.float32)
+        image_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        if padding:
+            padded = tf.image.pad_to_bounding_box(
+                image, padding, padding, shape[0] + 2 * padding, shape[1] + 2 * padding
+            )
+            image = tf.image.stateless_random_crop(padded, shape, seed=image_seed)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=image_seed + 1)
+        return image, tf.one_hot(label, num_classes)
+
+    train = tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index]))
+    train = train.shuffle(len(train_index), seed=seed).enumerate()
+    train = train.map(lambda i, pair: augment(i, *pair), num_parallel_calls=tf.data.AUTOTUNE)
+    return train.batch(settings["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE), None, len(train_index)
+
+
+def train_step(kind, dataset_path, model_name, architecture, settings, threads, train_images, jit_compile=False):
+    """Train ``model_name`` on ``train_images`` seeded training images; per-epoch wall seconds and images.
+
+    ``kind``: "workflow" (``tinyml_quant.training.train`` as the rule runs it),
+    "per_image" (the same with the old per-image input pipeline), or "bare" (a
+    plain ``model.fit`` on in-memory float32 arrays, no determinism, with
+    Keras augmentation layers in front of the model: RandomTranslation by up to
+    the crop padding, zero filled, nearest pixel, and RandomFlip).
+    """
+    import keras
+
+    from tinyml_quant import training
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.datasets import load_prepared
+
+    dataset = _subset(load_prepared(dataset_path), train_images)
+    timer = training.EpochTimer()
+    if kind in ("workflow", "per_image"):
+        original = training.make_datasets
+        if kind == "per_image":
+            training.make_datasets = per_image_datasets
+        original_compile = keras.Model.compile
+        if jit_compile:
+            keras.Model.compile = lambda self, **kw: original_compile(self, **{**kw, "jit_compile": True})
+        try:
+            _, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
+        finally:
+            training.make_datasets = original
+            keras.Model.compile = original_compile
+        trained_images = metrics["training_images"]
+    elif kind == "bare":
+        training.configure_tensorflow(threads)  # no seed: no op determinism, as a plain script would run
+        keras.utils.set_random_seed(settings["seed"])
+        shape = dataset.x_train.shape[1:]
+        front = [keras.Input(shape)]
+        padding = settings["augmentation"].get("random_crop_padding", 0)
+        if padding:
+            front.append(
+                keras.layers.RandomTranslation(
+                    padding / shape[0], padding / shape[1], fill_mode="constant", interpolation="nearest"
+                )
+            )
+        if settings["augmentation"].get("horizontal_flip"):
+            front.append(keras.layers.RandomFlip("horizontal"))
+        model = keras.Sequential([*front, build_model(model_name, shape, len(dataset.class_names), **architecture)])
+        # Whole batches only, as the workflow trains (see tinyml_quant.training.make_datasets).
+        steps = int(len(dataset.y_train) * (1 - settings["validation_split"])) // settings["batch_size"]
+        trained_images = steps * settings["batch_size"]
+        model.compile(optimizer=training.make_optimizer(settings, steps), loss="sparse_categorical_crossentropy")
+        model.fit(
+            dataset.x_train[:trained_images].astype("float32"),
+            dataset.y_train[:trained_images],
+            batch_size=settings["batch_size"],
+            epochs=settings["epochs"],
+            validation_data=(dataset.x_train[trained_images:].astype("float32"), dataset.y_train[trained_images:]),
+            callbacks=[timer],
+            verbose=0,
+        )
+    else:
+        raise ValueError(f"unknown training kind {kind!r}")
+    return {"epoch_wall_s": list(timer.seconds), "train_images": int(trained_images)}
+
+
+def images_per_second(run):
+    steady = run["epoch_wall_s"][1:] or run["epoch_wall_s"]
+    return run["train_images"] / statistics.median(steady)
+
+
+def achieved_gflops(images_per_s, forward_macs):
+    """Training GFLOP/s from images/s: 2 FLOPs per multiply-accumulate, ``TRAINING_PASSES`` passes."""
+    return images_per_s * forward_macs * 2 * TRAINING_PASSES / 1e9
+
+
+def forward_macs(model_name, architecture, input_shape, num_classes=10):
+    """Multiply-accumulates of one forward pass, counted by the graph stage on the model's fp32 TFLite file."""
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.conversion import convert
+    from tinyml_quant.graph import analyze_graph
+
+    return analyze_graph(convert(build_model(model_name, input_shape, num_classes, **architecture), "fp32"))["macs"]
+
+
+# --------------------------------------------------------------------------- where a step's time goes
+
+
+def read_onednn_log(log_path, skip_first=0.5):
+    """``{(primitive, propagation): milliseconds}`` from a run with ``ONEDNN_VERBOSE=1``, its later part only.
+
+    oneDNN writes one comma-separated record per executed primitive
+    (``onednn_verbose,...,exec,cpu,<primitive>,<implementation>,<propagation>,...,<milliseconds>``),
+    a documented machine-readable format. With two equal epochs, the later
+    half of the records is the steady second epoch.
+    """
+    records = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if not line.startswith("onednn_verbose,") or ",exec," not in line:
+            continue
+        fields = next(csv.reader(io.StringIO(line)))
+        position = fields.index("exec")
+        try:
+            milliseconds = float(fields[-1])
+        except ValueError:
+            continue
+        # exec, engine, primitive, implementation, propagation kind, ...
+        records.append((fields[position + 2], fields[position + 4], milliseconds))
+    totals = defaultdict(float)
+    for primitive, propagation, milliseconds in records[int(len(records) * skip_first) :]:
+        totals[(primitive, propagation)] += milliseconds
+    return dict(totals)
+
+
+def cost_shares(totals):
+    """Per primitive and propagation kind, its share of all oneDNN time, largest first."""
+    whole = sum(totals.values()) or 1.0
+    return sorted(((key, value, 100 * value / whole) for key, value in totals.items()), key=lambda row: -row[1])
+
+
+def standard_deviation_percent(values):
+    return 100 * float(np.std(values) / np.mean(values)) if len(values) > 1 else 0.0

@@ -1,0 +1,128 @@
+"""Mutation testing of the library's safeguards with mutmut, and its report (``reports/mutation.md``).
+
+    python -m tools.mutation            # mutmut run, then the report
+    python -m tools.mutation --report   # the report of the last run only
+
+mutmut (configured in ``pyproject.toml``, ``[tool.mutmut]``) copies the
+project to ``mutants/``, changes the modules that carry the safeguards one
+small edit at a time (a comparison flipped, a constant changed, a call
+dropped, ...), and runs the fast test tier on each change; a mutant the tests
+do not notice "survives". Survivors judged equivalent (the change does not
+alter behaviour) are listed with the reason in ``tools/mutation_equivalent.yaml``;
+the score per module counts killed mutants among the non-equivalent ones.
+
+Why mutmut: it is maintained, needs no configuration beyond a few lines in
+``pyproject.toml``, runs only the tests that reach the mutated function (it
+records which tests call which function first), and can fork its workers from
+a clean server process, which TensorFlow, not fork-safe once its threads run,
+needs. cosmic-ray would need a session database and a separate worker set-up
+for the same result.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+EQUIVALENT = REPOSITORY / "tools" / "mutation_equivalent.yaml"
+TARGET = 0.85
+# mutmut's result names: killed by a test, or not; a timeout counts as killed (the mutant hung).
+KILLED = {"killed", "timeout", "segfault"}
+SURVIVED = {"survived", "no tests", "suspicious"}
+
+
+def mutmut(*arguments, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", *arguments], cwd=REPOSITORY, capture_output=True, text=True, check=check
+    )
+
+
+def results():
+    """``{mutant name: status}`` of every mutant of the last run (``mutmut results --all true``)."""
+    output = mutmut("results", "--all", "true").stdout
+    statuses = {}
+    for line in output.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name and status:
+            statuses[name] = status
+    return statuses
+
+
+def module_of(mutant):
+    """``tinyml_quant.readers.x_read_idx__mutmut_3`` -> ``readers``."""
+    return mutant.split(".")[1]
+
+
+def summary(statuses, equivalent):
+    per_module = defaultdict(Counter)
+    for mutant, status in statuses.items():
+        module = module_of(mutant)
+        if status in KILLED:
+            per_module[module]["killed"] += 1
+        elif mutant in equivalent:
+            per_module[module]["equivalent"] += 1
+        elif status in SURVIVED:
+            per_module[module]["survived"] += 1
+        else:
+            per_module[module][status] += 1
+    return per_module
+
+
+def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
+    equivalent = yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    per_module = summary(statuses, equivalent)
+    rows, survivors = [], []
+    for module, counts in sorted(per_module.items()):
+        judged = counts["killed"] + counts["survived"]
+        score = counts["killed"] / judged if judged else 1.0
+        rows.append(
+            f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['equivalent']} | "
+            f"{counts['survived']} | {100 * score:.1f}% | {'yes' if score >= TARGET else 'NO'} |"
+        )
+    for mutant, status in sorted(statuses.items()):
+        if status in SURVIVED:
+            diff = mutmut("show", mutant, check=False).stdout.strip()
+            reason = equivalent.get(mutant, "**not killed: a test is missing**")
+            survivors.append(f"### `{mutant}`\n\n{reason}\n\n```diff\n{diff}\n```\n")
+    text = "\n".join(
+        [
+            "# Mutation testing of the safeguards\n",
+            f"`python -m tools.mutation` (mutmut, the fast test tier), {seconds / 3600:.1f} h on this machine. "
+            "A mutant is one small edit of a module; killed means a test failed because of it. Equivalent "
+            "survivors change nothing observable (reasons below, from `tools/mutation_equivalent.yaml`); the "
+            f"score is killed / (killed + other survivors). Target: {100 * TARGET:.0f}% per module.\n",
+            "| module | mutants | killed | equivalent | survived | score | target met |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            *rows,
+            "\n## Surviving mutants\n",
+            *survivors,
+        ]
+    )
+    output.write_text(text + "\n")
+    return per_module
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true", help="only write the report of the last run")
+    parser.add_argument("--seconds", type=float, default=None, help="the run's wall time, for the report")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if not args.report:
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=REPOSITORY, check=False)
+        if run.returncode not in (0, 1):
+            return run.returncode
+    seconds = args.seconds if args.seconds is not None else time.perf_counter() - started
+    per_module = write_report(results(), seconds)
+    for module, counts in sorted(per_module.items()):
+        print(module, dict(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
