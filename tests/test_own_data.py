@@ -74,7 +74,7 @@ def trained_keras_model(path, input_shape, classes, expects_unit_range=True):
 
     configure_tensorflow(1, seed=0)
     rng = np.random.default_rng(0)
-    kinds = rng.integers(0, len(CLASSES), 240)
+    kinds = rng.integers(0, len(CLASSES), 480)
     images = np.stack([np.asarray(shape_image(CLASSES[k], input_shape[0], rng, input_shape[-1] == 3)) for k in kinds])
     images = images.reshape(len(kinds), *input_shape).astype("float32")
     inputs = keras.Input(input_shape)
@@ -83,9 +83,9 @@ def trained_keras_model(path, input_shape, classes, expects_unit_range=True):
     x = keras.layers.Conv2D(16, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="users_cnn")
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
     scale = 1 / 255 if expects_unit_range else 1.0
-    model.fit(images * scale, kinds, epochs=8, batch_size=32, verbose=0)
+    model.fit(images * scale, kinds, epochs=20, batch_size=32, verbose=0)
     model.save(path)
     return path
 
