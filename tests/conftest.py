@@ -56,3 +56,9 @@ def smoke_copy(smoke_run, tmp_path):
 
     shutil.copytree(smoke_run.folder, tmp_path / "workflow", symlinks=True)
     return Workflow(tmp_path / "workflow", smoke_run.environment.get("TINYML_DATASET_MIRROR"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """``TINYML_REVERSE_TESTS=1`` runs the tests in reverse order: the proof that none depends on another's."""
+    if os.environ.get("TINYML_REVERSE_TESTS") == "1":
+        items.reverse()

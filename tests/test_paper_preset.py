@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPOSITORY
+
 from tinyml_quant import config as study
 from tinyml_quant.conversion import SCHEMES, convert
 from tinyml_quant.evaluation import load_interpreter, predict
