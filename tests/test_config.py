@@ -11,12 +11,13 @@ import inspect
 
 import pytest
 import yaml
-from conftest import REPOSITORY
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES, custom, mobilenets, resnet_v1, resnet_v2
+
+from conftest import REPOSITORY
 
 SCHEMA = REPOSITORY / "config" / "schema.yaml"
 DEFAULTS = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())

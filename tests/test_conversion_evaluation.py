@@ -13,25 +13,18 @@ from tinyml_quant.evaluation import (
     quantize_input,
 )
 
+from synthetic import brightest_quadrant, fitted
+
 
 @pytest.fixture(scope="module")
 def trained():
     """A small CNN fitted to a learnable synthetic task: the class is the brightest quadrant."""
-    import keras
-
     from tinyml_quant.architectures import build_model
     from tinyml_quant.training import configure_tensorflow
 
     configure_tensorflow(threads=2, seed=0)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 100, (600, 16, 16, 1)).astype(np.uint8)
-    labels = rng.integers(0, 4, 600)
-    for index, label in enumerate(labels):
-        row, column = divmod(int(label), 2)
-        images[index, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] += 120
-    model = build_model("custom", (16, 16, 1), 4, base_filters=24)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(images[:500].astype("float32"), labels[:500], epochs=3, batch_size=50, verbose=0)
+    images, labels = brightest_quadrant(600)
+    model = fitted(build_model("custom", (16, 16, 1), 4, base_filters=24), images[:500], labels[:500])
     return model, images[500:], labels[500:], images[:500]
 
 

@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPOSITORY
 
 from tinyml_quant.devices import KB, board_from_config, boards_from_config, fit_verdict, run_fit_table
+
+from conftest import REPOSITORY
 
 ENTRY = {"name": "test_board", "flash_kb": 1024, "ram_kb": 256, "flash_allowance_kb": 150, "ram_allowance_kb": 32}
 BOARD = board_from_config(ENTRY)

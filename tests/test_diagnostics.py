@@ -9,25 +9,19 @@ from tinyml_quant.evaluation import load_interpreter, predict
 from tinyml_quant.layer_error import layer_errors
 from tinyml_quant.recovery import float_fallback, worst_layers
 
+from synthetic import brightest_quadrant, fitted
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small ResNet fitted to a learnable synthetic task, and its fp32, int8 and int16x8 files."""
-    import keras
-
     from tinyml_quant.architectures import build_model
     from tinyml_quant.training import configure_tensorflow
 
     configure_tensorflow(threads=2, seed=0)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 100, (400, 16, 16, 1)).astype(np.uint8)
-    labels = rng.integers(0, 4, 400)
-    for index, label in enumerate(labels):
-        row, column = divmod(int(label), 2)
-        images[index, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] += 120
+    images, labels = brightest_quadrant(400)
     model = build_model("resnet_v1", (16, 16, 1), 4, depth=8, base_filters=8)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    model.fit(images[:320].astype("float32"), labels[:320], epochs=3, batch_size=32, verbose=0)
+    fitted(model, images[:320], labels[:320], batch_size=32)
     folder = tmp_path_factory.mktemp("variants")
     representative = calibration_images(images[:320], 64, seed=0)
     paths = {}

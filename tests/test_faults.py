@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMOKE, SMOKE_STUDY
 
 from tinyml_quant import datasets, files
 from tinyml_quant.datasets import BuiltinDataset, DatasetError, Source, SourceFile
 from tinyml_quant.files import atomic_path, write_text
 from tools.workflow import Workflow, read_job_log
+
+from conftest import SMOKE, SMOKE_STUDY
 
 VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 
@@ -155,11 +156,11 @@ def test_a_conversion_that_cannot_finish_leaves_no_tflite_file(tmp_path, failing
 
 
 def test_an_evaluation_that_cannot_finish_leaves_no_record(tmp_path, failing_rename):
-    from test_training import toy_dataset
-
     from tinyml_quant.architectures import build_model
     from tinyml_quant.conversion import convert
     from tinyml_quant.evaluation import run_evaluation
+
+    from test_training import toy_dataset
 
     toy = toy_dataset(count=8)
     np.savez(
@@ -195,10 +196,10 @@ def test_damaged_saved_model_is_an_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"TFL3" + bytes(60), np.random.default_rng(0).bytes(4096)])
 def test_damaged_tflite_is_an_error_naming_it(tmp_path, content):
-    from test_training import toy_dataset
-
     from tinyml_quant.datasets import save_prepared
     from tinyml_quant.evaluation import run_evaluation
+
+    from test_training import toy_dataset
 
     toy = toy_dataset(count=8)
     save_prepared(

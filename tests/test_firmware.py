@@ -11,8 +11,6 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import require
-from elf import ElfObject
 
 from tinyml_quant.conversion import convert
 from tinyml_quant.firmware import (
@@ -23,6 +21,9 @@ from tinyml_quant.firmware import (
     run_firmware_bundle,
 )
 from tinyml_quant.graph import operator_counts
+
+from conftest import require
+from elf import ElfObject
 
 CROSS = "arm-none-eabi-g++"
 SYMBOL = "g_toy_custom_int8_model_data"

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import yaml
-from conftest import REPOSITORY
 
 from tinyml_quant import config as study
 from tinyml_quant.conversion import SCHEMES, convert
 from tinyml_quant.evaluation import load_interpreter, predict
+
+from conftest import REPOSITORY
 
 PAPER = yaml.safe_load((REPOSITORY / "config" / "paper.yaml").read_text())
 DEFAULTS = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())

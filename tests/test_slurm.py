@@ -14,10 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, SMOKE, SMOKE_STUDY, require
 
 from tinyml_quant.conversion import SCHEMES
 from tools.workflow import Workflow
+
+from conftest import REPOSITORY, SMOKE, SMOKE_STUDY, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

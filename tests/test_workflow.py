@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPOSITORY, SMOKE, SMOKE_STUDY
 
 from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.figures import COST_FIGURES, DEVICE_FIGURES, DIAGNOSTIC_FIGURES, RESULT_FIGURES, TRAINING_FIGURES
 from tools.workflow import Workflow
+
+from conftest import REPOSITORY, SMOKE, SMOKE_STUDY
 
 MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet_v1", "resnet_v2"]
 # Rules with one job per variant, and the report's rules (one job each).

@@ -13,9 +13,9 @@ from .files import write_bytes
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("fp32", "dynamic_range", "float16", "int8", "int16x8")
-# Every variant is compared with this one: the unquantized model.
-REFERENCE_SCHEME = "fp32"
-CALIBRATED_SCHEMES = ("int8", "int16x8")
+# REFERENCE_SCHEME: the unquantized model, which every variant is compared with.
+REFERENCE_SCHEME, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_16X8 = SCHEMES
+CALIBRATED_SCHEMES = (FULL_INTEGER, INTEGER_16X8)
 
 
 def calibration_images(images, count, seed):
@@ -41,9 +41,9 @@ def converter_for(model, scheme, representative_images=None):
     if scheme in CALIBRATED_SCHEMES and (representative_images is None or len(representative_images) == 0):
         raise ValueError(f"scheme {scheme} needs representative images for calibration")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if scheme != "fp32":
+    if scheme != REFERENCE_SCHEME:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if scheme == "float16":
+    if scheme == FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
     if scheme in CALIBRATED_SCHEMES:
 
@@ -52,11 +52,11 @@ def converter_for(model, scheme, representative_images=None):
                 yield [image[None]]
 
         converter.representative_dataset = representative_dataset
-    if scheme == "int8":
+    if scheme == FULL_INTEGER:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    if scheme == "int16x8":
+    if scheme == INTEGER_16X8:
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .conversion import INTEGER_16X8
 from .files import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def dequantize_output(values, detail):
 # TFLite's reference integer kernels (no XNNPACK delegate, no multi-threaded kernels), so a
 # job with more threads evaluates with that many interpreters side by side instead
 # (``python -m tinyml_quant.bench`` measures both ways for every scheme).
-SINGLE_THREADED_SCHEMES = ("int16x8",)
+SINGLE_THREADED_SCHEMES = (INTEGER_16X8,)
 
 
 def evaluation_interpreters(model, scheme, threads=1):

@@ -1,9 +1,10 @@
 """Every figure of the study (matplotlib), each written to the exact paths the workflow names.
 
-The names below are the one list of figure names: the rules make one output per
-name and format, and pass each entry point ``{name: [paths]}``; a path's suffix
-is its format. matplotlib is imported inside the functions that draw, because the
-workflow reads these names while it parses, once per job.
+A figure is the function that draws it, and its name is that function's name:
+the rules make one output per name and format and pass each entry point
+``{name: [paths]}``; a path's suffix is its format. matplotlib is imported
+inside the functions that draw, because the workflow reads the names while it
+parses, once per job.
 """
 
 import math
@@ -17,10 +18,9 @@ from .devices import KB, boards_from_config
 from .files import atomic_path
 from .micro import RUNS
 
-RESULT_FIGURES = ("size_vs_accuracy", "size_per_scheme", "accuracy_change_heatmap")
-DEVICE_FIGURES = ("accuracy_vs_arena", "accuracy_vs_flash")
-TRAINING_FIGURES = ("learning_curves",)
-DIAGNOSTIC_FIGURES = ("layer_error",)
+# The names of the figures: RESULT_FIGURES, DEVICE_FIGURES, TRAINING_FIGURES and DIAGNOSTIC_FIGURES
+# are the names of the functions that draw them (at the end of this module); the stage-cost figure
+# is drawn by tinyml_quant.costs.
 COST_FIGURES = ("stage_costs",)
 
 SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P")))
@@ -109,43 +109,51 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
 # --------------------------------------------------------------------------- results
 
 
-def plot_results(csv_path, outputs, dpi=150):
-    """Snakemake entry point: size versus accuracy, size per scheme, accuracy change heatmap."""
-    _check_outputs(outputs, RESULT_FIGURES)
-    plt = pyplot()
-    table = read_results(csv_path)
+def _panels(table, height):
+    """One panel per dataset of ``table``: ``(figure, [(axis, dataset name, rows)])``."""
     names = sorted(table.dataset_name.unique())
-    colours = model_colours(table.model)
-    schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
+    figure, axes = pyplot().subplots(
+        1, len(names), figsize=(6.5 * len(names), height), squeeze=False, layout="constrained"
+    )
+    return figure, [(axis, name, table[table.dataset_name == name]) for axis, name in zip(axes[0], names)]
 
-    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5), squeeze=False, layout="constrained")
-    for axis, name in zip(axes[0], names):
-        part = table[table.dataset_name == name]
+
+def _schemes_in(table):
+    return [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
+
+
+def size_vs_accuracy(table):
+    """Accuracy of every variant against its file size; colour the model, marker the scheme."""
+    colours = model_colours(table.model)
+    figure, panels = _panels(table, 5)
+    for axis, name, part in panels:
         plot_accuracy_against(part, axis, "size_kb", "model file size (KB, log scale)", colours)
         axis.set_title(name)
-    figure.legend(handles=_legend_handles(colours, schemes), loc="outside right upper", fontsize="small")
+    figure.legend(handles=_legend_handles(colours, _schemes_in(table)), loc="outside right upper", fontsize="small")
     figure.suptitle("Size versus accuracy of every TFLite variant")
-    save(figure, outputs["size_vs_accuracy"], dpi)
+    return figure
 
-    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False, layout="constrained")
-    for axis, name in zip(axes[0], names):
-        sizes = table[table.dataset_name == name].pivot_table(
-            index="model", columns="scheme", values="size_kb", observed=True
-        )
+
+def size_per_scheme(table):
+    """File size of every model under every scheme (log scale)."""
+    figure, panels = _panels(table, 4.8)
+    for axis, name, part in panels:
+        sizes = part.pivot_table(index="model", columns="scheme", values="size_kb", observed=True)
         sizes.plot.bar(ax=axis, logy=True, rot=20, width=0.8, legend=False)
         axis.set_ylabel("file size (KB, log scale)")
         axis.set_xlabel("")
         axis.set_title(name)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = panels[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", title="scheme", fontsize="small")
     figure.suptitle("File size per scheme")
-    save(figure, outputs["size_per_scheme"], dpi)
+    return figure
 
-    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.5), squeeze=False, layout="constrained")
-    for axis, name in zip(axes[0], names):
-        change = table[table.dataset_name == name].pivot_table(
-            index="model", columns="scheme", values="accuracy_change_vs_fp32", observed=True
-        )
+
+def accuracy_change_heatmap(table):
+    """Each scheme's accuracy change against fp32, in points, per model."""
+    figure, panels = _panels(table, 4.5)
+    for axis, name, part in panels:
+        change = part.pivot_table(index="model", columns="scheme", values="accuracy_change_vs_fp32", observed=True)
         limit = max(1.0, float(np.nanmax(np.abs(change.to_numpy()))))
         image = axis.imshow(change.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         axis.set_xticks(range(len(change.columns)), change.columns, rotation=30, ha="right")
@@ -155,91 +163,99 @@ def plot_results(csv_path, outputs, dpi=150):
         axis.set_title(name)
         figure.colorbar(image, ax=axis, label="accuracy change vs fp32 (points)")
     figure.suptitle("Accuracy change of each scheme versus fp32")
-    save(figure, outputs["accuracy_change_heatmap"], dpi)
+    return figure
+
+
+def plot_results(csv_path, outputs, dpi=150):
+    """Snakemake entry point: every figure of ``RESULT_FIGURES``."""
+    _check_outputs(outputs, RESULT_FIGURES)
+    table = read_results(csv_path)
+    for draw in RESULT_DRAWINGS:
+        save(draw(table), outputs[draw.__name__], dpi)
 
 
 # --------------------------------------------------------------------------- will it fit?
 
 
-def plot_device_fit(csv_path, board_entries, outputs, dpi=150):
-    """Snakemake entry point: accuracy versus TFLite Micro arena RAM and versus flash, with each board's budget.
+def _accuracy_against_budget(table, boards, column, label, memory, drawn):
+    """Accuracy against ``column`` with each board's ``memory`` budget (memory less allowance) as a line.
 
-    A board's budget is its memory less its allowance (config ``boards``), so a
-    variant left of a board's line fits that board in that respect. Boards share
-    a line where their budgets are equal; the legend names them, so no label is
-    written over the data.
+    A variant left of a board's line fits that board in that respect. Boards
+    share a line where their budgets are equal; the legend names them, so no
+    label is written over the data. ``drawn``: "runs" draws only what TFLite
+    Micro runs, "all" draws the rest hollow.
     """
-    _check_outputs(outputs, DEVICE_FIGURES)
     plt = pyplot()
+    unsupported = table.tflm_status != RUNS
+    colours = model_colours(table.model)
+    budgets = {}
+    for board in boards.values():
+        budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
+    figure, panels = _panels(table, 5.2)
+    board_handles = []
+    for axis, name, part in panels:
+        if drawn == "runs":
+            plot_accuracy_against(part[part.tflm_status == RUNS], axis, column, label, colours)
+        else:
+            plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
+        board_handles = []
+        for index, (budget, labels) in enumerate(sorted(budgets.items())):
+            style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+            axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.2, zorder=2)
+            board_handles.append(
+                plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
+            )
+        axis.set_title(name)
+    refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
+    hollow_note = "hollow: unsupported on TFLite Micro" if drawn == "all" and refused else None
+    figure.legend(
+        handles=_legend_handles(colours, _schemes_in(table), hollow_note),
+        loc="outside right upper",
+        fontsize="small",
+        title="model, scheme",
+    )
+    figure.legend(
+        handles=board_handles,
+        loc="outside lower center",
+        ncols=min(3, len(board_handles)),
+        fontsize="small",
+        title=f"each board's {MEMORY_LABELS[memory]} less its allowance",
+    )
+    title = f"Accuracy versus {MEMORY_LABELS[memory]}"
+    if drawn == "runs" and refused:
+        title += f"\nnot drawn, unsupported on TFLite Micro: {', '.join(refused)}"
+    figure.suptitle(title)
+    return figure
+
+
+def accuracy_vs_arena(table, boards):
+    """Accuracy against the TFLite Micro tensor arena (RAM), for the variants TFLite Micro runs."""
+    table = table.assign(arena_kb=table.arena_bytes / KB)
+    return _accuracy_against_budget(
+        table, boards, "arena_kb", "tensor arena on TFLite Micro (KB, log scale)", "ram", "runs"
+    )
+
+
+def accuracy_vs_flash(table, boards):
+    """Accuracy against the file size (flash), every variant (those TFLite Micro refuses hollow)."""
+    return _accuracy_against_budget(table, boards, "size_kb", "flash: model file size (KB, log scale)", "flash", "all")
+
+
+def plot_device_fit(csv_path, board_entries, outputs, dpi=150):
+    """Snakemake entry point: every figure of ``DEVICE_FIGURES``, with the configured boards' budgets."""
+    _check_outputs(outputs, DEVICE_FIGURES)
     boards = boards_from_config(board_entries)
     table = read_results(csv_path)
-    table["arena_kb"] = table.arena_bytes / KB
-    unsupported = table.tflm_status != RUNS
-    names = sorted(table.dataset_name.unique())
-    colours = model_colours(table.model)
-    schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
-    settings = {
-        "accuracy_vs_arena": ("arena_kb", "tensor arena on TFLite Micro (KB, log scale)", "ram"),
-        "accuracy_vs_flash": ("size_kb", "flash: model file size (KB, log scale)", "flash"),
-    }
-    for figure_name, (column, label, memory) in settings.items():
-        figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5.2), squeeze=False, layout="constrained")
-        budgets = {}
-        for board in boards.values():
-            budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
-        board_handles = []
-        for axis, name in zip(axes[0], names):
-            part = table[table.dataset_name == name]
-            if figure_name == "accuracy_vs_arena":
-                plot_accuracy_against(part[part.tflm_status == RUNS], axis, column, label, colours)
-            else:
-                plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
-            board_handles = []
-            for index, (budget, labels) in enumerate(sorted(budgets.items())):
-                style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
-                axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.2, zorder=2)
-                board_handles.append(
-                    plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
-                )
-            axis.set_title(name)
-        refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
-        hollow_note = "hollow: unsupported on TFLite Micro" if figure_name == "accuracy_vs_flash" and refused else None
-        figure.legend(
-            handles=_legend_handles(colours, schemes, hollow_note),
-            loc="outside right upper",
-            fontsize="small",
-            title="model, scheme",
-        )
-        figure.legend(
-            handles=board_handles,
-            loc="outside lower center",
-            ncols=min(3, len(board_handles)),
-            fontsize="small",
-            title=f"each board's {MEMORY_LABELS[memory]} less its allowance",
-        )
-        title = f"Accuracy versus {MEMORY_LABELS[memory]}"
-        if figure_name == "accuracy_vs_arena" and refused:
-            title += f"\nnot drawn, unsupported on TFLite Micro: {', '.join(refused)}"
-        figure.suptitle(title)
-        save(figure, outputs[figure_name], dpi)
+    for draw in DEVICE_DRAWINGS:
+        save(draw(table, boards), outputs[draw.__name__], dpi)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
-    """Snakemake entry point: training and validation accuracy per epoch, one panel per dataset.
-
-    ``pairs`` names each history (``"<dataset>/<model>"``, in the same order).
-    """
-    _check_outputs(outputs, TRAINING_FIGURES)
+def learning_curves(histories):
+    """Training and validation accuracy per epoch, one panel per dataset (``{dataset: {model: history}}``)."""
     plt = pyplot()
-    if len(history_paths) != len(pairs):
-        raise ValueError(f"{len(history_paths)} histories but {len(pairs)} names")
-    histories = {}
-    for path, pair in zip(history_paths, pairs):
-        dataset, model = pair.split("/")
-        histories.setdefault(dataset, {})[model] = pd.read_csv(path)
     datasets = sorted(histories)
     colours = model_colours([model for models in histories.values() for model in models])
     figure, axes = plt.subplots(
@@ -263,21 +279,32 @@ def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
     ]
     figure.legend(handles=handles, loc="outside right upper", fontsize="small")
     figure.suptitle("Learning curves")
-    save(figure, outputs["learning_curves"], dpi)
+    return figure
+
+
+def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
+    """Snakemake entry point: ``TRAINING_FIGURES``; ``pairs`` names each history (``"<dataset>/<model>"``)."""
+    _check_outputs(outputs, TRAINING_FIGURES)
+    if len(history_paths) != len(pairs):
+        raise ValueError(f"{len(history_paths)} histories but {len(pairs)} names")
+    histories = {}
+    for path, pair in zip(history_paths, pairs):
+        dataset, model = pair.split("/")
+        histories.setdefault(dataset, {})[model] = pd.read_csv(path)
+    for draw in TRAINING_DRAWINGS:
+        save(draw(histories), outputs[draw.__name__], dpi)
 
 
 # --------------------------------------------------------------------------- diagnostics
 
 
-def plot_layer_errors(csv_paths, outputs, dpi=150):
-    """Snakemake entry point: signal-to-quantization-noise ratio of every layer, by depth.
+def layer_error(table):
+    """Signal-to-quantization-noise ratio of every layer, by depth.
 
     One panel per dataset (rows) and scheme (columns), one line per model; depth
     0 is the first quantized layer, 1 the last.
     """
-    _check_outputs(outputs, DIAGNOSTIC_FIGURES)
     plt = pyplot()
-    table = pd.concat([pd.read_csv(path) for path in csv_paths], ignore_index=True)
     datasets = sorted(table.dataset.unique())
     schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme)]
     colours = model_colours(table.model)
@@ -302,4 +329,23 @@ def plot_layer_errors(csv_paths, outputs, dpi=150):
     handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
     figure.legend(handles=handles, loc="outside right upper", fontsize="small")
     figure.suptitle("Quantization error by layer: signal-to-noise ratio of each layer's output against the fp32 model")
-    save(figure, outputs["layer_error"], dpi)
+    return figure
+
+
+def plot_layer_errors(csv_paths, outputs, dpi=150):
+    """Snakemake entry point: ``DIAGNOSTIC_FIGURES`` from the per-layer CSVs."""
+    _check_outputs(outputs, DIAGNOSTIC_FIGURES)
+    table = pd.concat([pd.read_csv(path) for path in csv_paths], ignore_index=True)
+    for draw in DIAGNOSTIC_DRAWINGS:
+        save(draw(table), outputs[draw.__name__], dpi)
+
+
+# Each figure is the function that draws it, and its name is the function's.
+RESULT_DRAWINGS = (size_vs_accuracy, size_per_scheme, accuracy_change_heatmap)
+DEVICE_DRAWINGS = (accuracy_vs_arena, accuracy_vs_flash)
+TRAINING_DRAWINGS = (learning_curves,)
+DIAGNOSTIC_DRAWINGS = (layer_error,)
+RESULT_FIGURES, DEVICE_FIGURES, TRAINING_FIGURES, DIAGNOSTIC_FIGURES = (
+    tuple(draw.__name__ for draw in drawings)
+    for drawings in (RESULT_DRAWINGS, DEVICE_DRAWINGS, TRAINING_DRAWINGS, DIAGNOSTIC_DRAWINGS)
+)

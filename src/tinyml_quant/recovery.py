@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conversion import calibration_images, converter_for, load_keras_model
+from .conversion import FULL_INTEGER, calibration_images, converter_for, load_keras_model
 from .datasets import load_prepared, seeded_subset
 from .evaluation import evaluation_interpreters, predict
 from .files import read_json, write_bytes, write_json
@@ -26,7 +26,7 @@ from .files import read_json, write_bytes, write_json
 logger = logging.getLogger(__name__)
 
 # The scheme whose converter has a deny-list: full-integer quantization.
-RECOVERED_SCHEME = "int8"
+RECOVERED_SCHEME = FULL_INTEGER
 
 
 def _debugger(model, calibration, debug_images, denylisted_nodes=None):

@@ -1,0 +1,25 @@
+"""Synthetic data the tests train on: small, seeded, and learnable."""
+
+import numpy as np
+
+
+def brightest_quadrant(count, size=16, seed=0):
+    """``(images, labels)``: noisy grey images whose class (0-3) is the quadrant that is brighter."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 100, (count, size, size, 1)).astype(np.uint8)
+    labels = rng.integers(0, 4, count)
+    half = size // 2
+    for index, label in enumerate(labels):
+        row, column = divmod(int(label), 2)
+        images[index, row * half : row * half + half, column * half : column * half + half] += 120
+    return images, labels
+
+
+def fitted(model, images, labels, epochs=3, batch_size=50):
+    """``model`` trained with Adam on ``images`` (whole batches only: see tinyml_quant.training)."""
+    import keras
+
+    usable = len(labels) // batch_size * batch_size
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(images[:usable].astype("float32"), labels[:usable], epochs=epochs, batch_size=batch_size, verbose=0)
+    return model
