@@ -53,6 +53,16 @@ def test_ruff_formatting_and_lint(command):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_parsing_the_workflow_imports_nothing_heavy():
+    """Every job parses the workflow again: TensorFlow, LiteRT, TFLite Micro and matplotlib must stay out of it."""
+    from tools.bench.workflow import HEAVY_MODULES, imported_modules
+
+    workflow = Workflow(REPOSITORY)
+    modules = imported_modules(REPOSITORY, workflow.environment, "--list-rules")
+    assert "tinyml_quant" in modules and "snakemake" in modules
+    assert not set(modules) & set(HEAVY_MODULES)
+
+
 def test_dry_run_plans_the_whole_grid(tmp_path):
     workflow = Workflow.copy(tmp_path)
     rules = Counter(job.rule for job in workflow.planned_jobs(*SMOKE))

@@ -11,6 +11,8 @@ import copy
 import os
 from pathlib import Path
 
+import yaml
+
 from .architectures import ARCHITECTURES, check_knobs
 from .conversion import REFERENCE_SCHEME, SCHEMES
 from .datasets import BUILTIN_DATASETS, MIRROR_VARIABLE, is_url
@@ -23,8 +25,6 @@ class ConfigError(ValueError):
 
 def load_yaml(path):
     """A YAML config file's content; a syntax error names the file, line and column."""
-    import yaml
-
     try:
         with open(path) as handle:
             return yaml.safe_load(handle) or {}

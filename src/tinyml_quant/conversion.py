@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from .datasets import seeded_subset
+from .datasets import load_prepared, seeded_subset
 from .files import write_bytes
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ def load_keras_model(model_path):
 
 def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path):
     """Snakemake entry point: load the trained model, convert it, write the ``.tflite`` file."""
-    from .datasets import load_prepared
-    from .training import configure_tensorflow
+    from .training import configure_tensorflow  # imports TensorFlow: see the package docstring
 
     configure_tensorflow(threads)
     model = load_keras_model(model_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .figures import pyplot, save
 from .files import write_csv, write_text
 
 logger = logging.getLogger(__name__)
@@ -161,8 +162,6 @@ def markdown(jobs):
 
 def plot(jobs, paths, dpi=150):
     """Two panels: job seconds per stage, and per model stacked by stage; written to every path."""
-    from .figures import pyplot, save
-
     plt = pyplot()
     stages = stage_summary(jobs)
     models = model_summary(jobs)

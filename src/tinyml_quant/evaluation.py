@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .conversion import INTEGER_16X8
+from .datasets import load_prepared
 from .files import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -161,8 +162,6 @@ def run_evaluation(
     holds the fp32 variant's predictions (None for the fp32 variant itself).
     """
     from ai_edge_litert import __version__ as litert_version
-
-    from .datasets import load_prepared
 
     dataset = load_prepared(dataset_path)
     scheme = variant["scheme"]

@@ -2,7 +2,10 @@
 
 import contextlib
 import json
+import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 
 
@@ -42,8 +45,6 @@ def write_json(destination, value):
 
 def copy_files(sources, destinations):
     """Copy each source to the destination at the same position, each atomically."""
-    import shutil
-
     if len(sources) != len(destinations):
         raise ValueError(f"{len(sources)} files to copy to {len(destinations)} destinations")
     for source, destination in zip(sources, destinations):
@@ -69,9 +70,6 @@ def output_to_log(log_path):
     TensorFlow and LiteRT write to file descriptors 1 and 2 directly, so
     replacing ``sys.stderr`` alone would miss their messages.
     """
-    import logging
-    import sys
-
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()

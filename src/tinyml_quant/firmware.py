@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_prepared
+from .evaluation import load_interpreter
 from .files import read_json, write_text
 from .graph import operator_counts
 
@@ -160,8 +161,6 @@ def op_resolver_file(symbol, operators):
 
 def firmware_bundle(flatbuffer, micro_record, class_names, margin_percent, symbol):
     """``{file name: text}`` of the bundle; a variant TFLite Micro does not run has none (ValueError)."""
-    from .evaluation import load_interpreter
-
     if micro_record["status"] != "runs":
         raise ValueError(f"{symbol}: {micro_record['status']} ({micro_record['unsupported_operator']}): no firmware")
     interpreter = load_interpreter(flatbuffer)

@@ -15,7 +15,10 @@ import platform
 import time
 
 import numpy as np
+from ai_edge_litert import __version__ as litert_version
 
+from .datasets import load_prepared
+from .evaluation import load_interpreter, quantize_input
 from .files import write_json
 
 logger = logging.getLogger(__name__)
@@ -36,10 +39,6 @@ def measure_latency(model, image=None, threads=1, invokes=50, warmup=5):
     the input tensor's scale and zero point; zeros when None (kernel time does
     not depend on the pixel values for these models).
     """
-    from ai_edge_litert import __version__ as litert_version
-
-    from .evaluation import load_interpreter, quantize_input
-
     _check_counts(threads, invokes, warmup)
     interpreter = load_interpreter(model, threads)
     input_detail = interpreter.get_input_details()[0]
@@ -78,8 +77,6 @@ def measure_latency(model, image=None, threads=1, invokes=50, warmup=5):
 
 def run_latency(tflite_path, dataset_path, variant, threads, invokes, warmup, output_path):
     """Snakemake entry point: time one variant (``variant`` names it) on the dataset's first test image."""
-    from .datasets import load_prepared
-
     dataset = load_prepared(dataset_path)
     result = measure_latency(tflite_path, dataset.x_test[0], threads, invokes, warmup)
     result.update(

@@ -27,6 +27,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from .datasets import load_prepared, seeded_subset
 from .evaluation import quantize_input
@@ -40,8 +41,6 @@ PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "PAD")
 
 def _interpreter(model):
     """LiteRT with its builtin kernels and no delegate: XNNPACK would fuse layers and not keep their outputs."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     interpreter = Interpreter(
         model_path=str(model),
         experimental_preserve_all_tensors=True,

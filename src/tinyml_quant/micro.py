@@ -53,6 +53,7 @@ import logging
 import numbers
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import load_prepared, seeded_subset
+from .evaluation import dequantize_output, load_interpreter, quantize_input
 from .files import write_json
 
 logger = logging.getLogger(__name__)
@@ -106,8 +109,6 @@ def is_memory_failure(message):
 
 def _read_model(model):
     """``(bytes, where, LiteRT interpreter)``; a file LiteRT cannot load raises ValueError naming it."""
-    from .evaluation import load_interpreter
-
     if isinstance(model, (bytes, bytearray)):
         content, where = bytes(model), "model bytes"
     else:
@@ -175,8 +176,6 @@ def allocates(model, arena_bytes):
 
 def _litert_outputs(interpreter, images):
     """The quantized inputs both runtimes get, and LiteRT's raw (not dequantized) outputs for them."""
-    from .evaluation import quantize_input
-
     input_detail = interpreter.get_input_details()[0]
     expected = tuple(int(size) for size in input_detail["shape"][1:])
     if tuple(images.shape[1:]) != expected:
@@ -202,8 +201,6 @@ def compare_outputs(tflm_outputs, litert_outputs, output_detail, labels=None):
     ``labels``, each runtime's accuracy on the sample. A disagreement is a
     finding, not an error.
     """
-    from .evaluation import dequantize_output
-
     tflm_outputs, litert_outputs = np.asarray(tflm_outputs), np.asarray(litert_outputs)
     if tflm_outputs.shape != litert_outputs.shape:
         raise ValueError(f"TFLM gave outputs of shape {tflm_outputs.shape}, LiteRT {litert_outputs.shape}")
@@ -347,8 +344,6 @@ def _interrupted_probe(events):
 
 def run_micro_measurement(tflite_path, dataset_path, variant, agreement_images, sample_seed, output_path):
     """Snakemake entry point: measure one variant on TFLM, and compare it with LiteRT on a seeded test sample."""
-    from .datasets import load_prepared, seeded_subset
-
     dataset = load_prepared(dataset_path)
     sample = seeded_subset(len(dataset.y_test), agreement_images, sample_seed)
     result = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample])
@@ -400,8 +395,6 @@ def _capture_stderr(function):
 
 def _worker_main(request_path):
     """Child process: run the probes of one request, logging each before and after it runs."""
-    import resource
-
     from tflite_micro import runtime
 
     # Crashes are expected here (arenas too small for TFLM's own records): leave no core files behind.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -256,8 +257,6 @@ def decode_image(content, where, channels=None, image_size=None):
     widens its support when shrinking (antialiased). ``where`` names the image
     in errors.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(content)) as image:
             if image.format not in IMAGE_FORMATS:

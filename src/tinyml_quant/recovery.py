@@ -17,11 +17,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .conversion import FULL_INTEGER, calibration_images, converter_for, load_keras_model
 from .datasets import load_prepared, seeded_subset
 from .evaluation import evaluation_interpreters, predict
 from .files import read_json, write_bytes, write_json
+from .micro import measure_micro
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ def _debugger(model, calibration, debug_images, denylisted_nodes=None):
 
 def worst_layers(model, calibration, debug_images, count):
     """The ``count`` layers with the largest own error (RMSE / scale), as ``[{"tensor", "rmse_in_steps"}]``."""
-    import pandas as pd
-
     debugger = _debugger(model, calibration, debug_images)
     debugger.run()
     dump = io.StringIO()
@@ -85,8 +85,7 @@ def run_recovery(
     metrics_path,
 ):
     """Snakemake entry point: convert with the float fallback, evaluate on the whole test set, measure on TFLM."""
-    from .micro import measure_micro
-    from .training import configure_tensorflow
+    from .training import configure_tensorflow  # imports TensorFlow: see the package docstring
 
     configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
