@@ -156,3 +156,51 @@ def test_garbage_tflite_file_is_a_clear_error(tmp_path, flatbuffers):
     path.write_bytes(flatbuffers["fp32"][:200])
     with pytest.raises(ValueError, match="broken.tflite: not a loadable TFLite model"):
         load_interpreter(path)
+
+
+def test_the_agreement_column_compares_with_the_reference_predictions(trained, flatbuffers, tmp_path):
+    """run_evaluation's agreement is with the fp32 variant's predictions, not with its own."""
+    import json
+
+    from tinyml_quant.evaluation import run_evaluation
+
+    _, test_images, test_labels, _ = trained
+    np.savez(
+        tmp_path / "toy.npz",
+        x_train=test_images,
+        y_train=test_labels,
+        x_test=test_images,
+        y_test=test_labels,
+        class_names=np.asarray(["a", "b", "c", "d"]),
+        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
+    )
+    (tmp_path / "int8.tflite").write_bytes(flatbuffers["int8"])
+    reference = np.zeros(len(test_labels), np.int16)  # a reference that says class 0 everywhere
+    np.save(tmp_path / "fp32.npy", reference)
+    variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
+    metrics = run_evaluation(
+        tmp_path / "int8.tflite",
+        tmp_path / "toy.npz",
+        variant,
+        1,
+        25,
+        tmp_path / "m.json",
+        tmp_path / "p.npy",
+        tmp_path / "fp32.npy",
+    )
+    predictions = np.load(tmp_path / "p.npy")
+    assert metrics["agreement_with_fp32"] == pytest.approx(np.mean(predictions == 0))
+    assert metrics["agreement_with_fp32"] < 0.6
+    assert metrics["accuracy"] == pytest.approx(np.mean(predictions == test_labels))
+    np.save(tmp_path / "short.npy", reference[:5])
+    with pytest.raises(ValueError, match="short.npy: holds 5 predictions"):
+        run_evaluation(
+            tmp_path / "int8.tflite",
+            tmp_path / "toy.npz",
+            variant,
+            1,
+            25,
+            tmp_path / "m2.json",
+            tmp_path / "p2.npy",
+            tmp_path / "short.npy",
+        )

@@ -453,6 +453,33 @@ def test_a_bad_prepared_file_is_refused(tmp_path, change, message):
         datasets.load_prepared(tmp_path / "bad.npz")
 
 
+class LeavesAMark:
+    """An object whose unpickling touches a file: what a malicious .npz could carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_prepared_file_with_a_pickle_is_refused_unopened(tmp_path):
+    marker = tmp_path / "unpickled"
+    names = np.empty(2, dtype=object)
+    names[:] = [LeavesAMark(marker), "b"]
+    np.savez(tmp_path / "evil.npz", **_prepared_arrays(class_names=names))
+    with pytest.raises(DatasetError, match="evil.npz: not a prepared dataset"):
+        datasets.load_prepared(tmp_path / "evil.npz")
+    assert not marker.exists(), "the pickle was unpickled"
+
+
+def test_class_names_stored_as_objects_are_refused(tmp_path):
+    # Well-formed but for needing pickle: only allow_pickle=False tells this file from a good one.
+    np.savez(tmp_path / "objects.npz", **_prepared_arrays(class_names=np.asarray(["a", "b"], dtype=object)))
+    with pytest.raises(DatasetError, match="objects.npz: not a prepared dataset"):
+        datasets.load_prepared(tmp_path / "objects.npz")
+
+
 def test_seeded_subsets_are_sorted_reproducible_and_whole_when_large():
     first = datasets.seeded_subset(100, 10, 4)
     assert np.array_equal(first, np.sort(first)) and len(set(first)) == 10
