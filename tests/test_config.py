@@ -167,23 +167,30 @@ def test_relative_paths_are_read_from_the_launch_folder(tmp_path):
 
 
 def test_training_settings_take_the_most_specific_override():
-    training = merged(
-        {
-            "training": {
-                "epochs": 3,
-                "learning_rate": 0.1,
-                "per_model": {"custom": {"epochs": 5, "batch_size": 64}},
-                "per_dataset": {"cifar10": {"epochs": 12, "per_model": {"custom": {"epochs": 20}}}},
-            }
-        }
-    )["training"]
+    training = merged({"training": {"epochs": 3, "learning_rate": 0.1}})["training"]
+    # Replaced, not merged: the default config's own overrides would otherwise decide.
+    training["per_model"] = {"custom": {"epochs": 5, "batch_size": 64}}
+    cifar10_augmentation = training["per_dataset"]["cifar10"]["augmentation"]
+    training["per_dataset"] = {
+        "cifar10": {"epochs": 12, "augmentation": cifar10_augmentation, "per_model": {"custom": {"epochs": 20}}}
+    }
     assert study.training_settings(training, "mnist", "resnet_v1")["epochs"] == 3
     assert study.training_settings(training, "mnist", "custom")["epochs"] == 5  # the model's own wins
     assert study.training_settings(training, "cifar10", "resnet_v1")["epochs"] == 12
     custom = study.training_settings(training, "cifar10", "custom")
     assert custom["epochs"] == 20 and custom["batch_size"] == 64 and custom["learning_rate"] == 0.1
     assert "per_model" not in custom and "per_dataset" not in custom
-    assert custom["augmentation"] == {"random_crop_padding": 4, "horizontal_flip": True}
+    assert custom["augmentation"] == cifar10_augmentation != training["augmentation"]
+
+
+@pytest.mark.parametrize(("preset", "epochs"), [("smoke", {"mnist": 3, "cifar10": 3}), ("paper", {"mnist": 20, "cifar10": 200})])
+def test_a_presets_epochs_reach_every_model(preset, epochs):
+    # The presets are merged key by key over config.yaml, whose per-model epochs
+    # would otherwise win over the preset's per-dataset ones.
+    training = merged(yaml.safe_load((REPOSITORY / "config" / f"{preset}.yaml").read_text()))["training"]
+    for dataset, expected in epochs.items():
+        for model in ARCHITECTURES:
+            assert study.training_settings(training, dataset, model)["epochs"] == expected, (dataset, model)
 
 
 def test_a_config_that_is_not_yaml_names_its_file_and_line(tmp_path):

@@ -328,7 +328,8 @@ def _per_model(jobs):
 
 @pytest.mark.e2e
 def test_one_models_training_change_reruns_only_its_chain(smoke_run):
-    change = smoke_run.write_config("training", {"training": {"per_model": {"custom": {"epochs": 2}}}})
+    # The learning rate, as no per-dataset setting overrides it for this model.
+    change = smoke_run.write_config("training", {"training": {"per_model": {"custom": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("model=custom" in wildcards for _, wildcards in jobs if "model=" in wildcards)
     assert _per_model(jobs) == {
@@ -341,7 +342,8 @@ def test_one_models_training_change_reruns_only_its_chain(smoke_run):
 
 @pytest.mark.e2e
 def test_one_datasets_training_change_reruns_only_its_chain(smoke_run):
-    change = smoke_run.write_config("dataset", {"training": {"per_dataset": {"cifar10": {"epochs": 2}}}})
+    # The learning rate, as no per-model setting overrides it for this dataset.
+    change = smoke_run.write_config("dataset", {"training": {"per_dataset": {"cifar10": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("dataset=cifar10" in wildcards for _, wildcards in jobs if "dataset=" in wildcards)
     assert _per_model(jobs)["train_model"] == 5 and _per_model(jobs)["evaluate_model"] == 25
