@@ -91,6 +91,9 @@ rule recover_quantized:
             allow_missing=True,
             scheme=REFERENCE_SCHEME,
         ),
+        # Its reason comes from the plan: a job run elsewhere (a cluster node)
+        # reads the checkpoint's output again, so it must be an input.
+        plan=rules.deployment_plan.output.plan,
     output:
         tflite=study_path(
             f"recover/{{dataset}}/{{model}}/{RECOVERED_SCHEME}_float_fallback.tflite"

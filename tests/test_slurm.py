@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tinyml_quant.conversion import SCHEMES
 from tools.workflow import Workflow
@@ -26,8 +27,9 @@ LOCAL_SLURM = REPOSITORY / "tests" / "slurm" / "local_slurm.sh"
 CANNOT_INSTALL = 3  # local_slurm.sh's exit status when slurm-wlm/munge cannot be had here
 PARTITION = os.environ.get("TINYML_SLURM_PARTITION", "debug")
 MODELS = ["custom", "resnet_v1"]
-# The rules profiles/slurm groups into one SLURM job per dataset and model.
-GROUPED_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency", "layer_error")
+# The rules profiles/slurm groups into one SLURM job per dataset and model, and the groups' names.
+GROUP_OF_RULE = yaml.safe_load((REPOSITORY / "profiles" / "slurm" / "config.yaml").read_text())["groups"]
+GROUPED_RULES = tuple(GROUP_OF_RULE)
 
 
 def local_slurm(command):
@@ -47,6 +49,16 @@ def slurm_cluster():
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
+def submitted_name(comment):
+    """The rule, or for a group job the group, of the plugin's job comment.
+
+    The plugin writes "rule_<name>" and, for single jobs, "_wildcards_..."; a
+    group job's name is Snakemake's "<group>_<its first rules>_...".
+    """
+    name = comment.removeprefix("rule_").split("_wildcards_")[0]
+    return next((group for group in set(GROUP_OF_RULE.values()) if name.startswith(f"{group}_")), name)
+
+
 def slurm_jobs(since):
     """Every job SLURM knows that was submitted at or after ``since`` (epoch seconds), from ``squeue --json``."""
     queue = subprocess.run(["squeue", "--states=all", "--json"], capture_output=True, text=True, check=True).stdout
@@ -59,8 +71,7 @@ def slurm_jobs(since):
                 {
                     "id": job["job_id"],
                     "state": state[0] if isinstance(state, list) else state,
-                    # The plugin's comment: "rule_<rule or group>" and, for single jobs, "_wildcards_...".
-                    "rule": job["comment"].removeprefix("rule_").split("_wildcards_")[0],
+                    "rule": submitted_name(job["comment"]),
                     "cpus": job["cpus"]["number"] if isinstance(job["cpus"], dict) else job["cpus"],
                 }
             )

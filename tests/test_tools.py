@@ -1,5 +1,6 @@
 """The tools beside the library: the benchmark's pure parts, the config checker, the workflow runner."""
 
+import ast
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from tools.bench import projection, report
 from tools.bench.training import achieved_gflops, cost_shares, images_per_second, read_onednn_log
 from tools.check_config import checked_config, merge
-from tools.workflow import Job, read_job_log
+from tools.workflow import REPOSITORY, Job, read_job_log
 
 
 def job(jobid, rule, inputs=(), outputs=(), threads=1, benchmark="", **wildcards):
@@ -132,3 +133,15 @@ def test_the_config_checker_runs_the_workflows_checks(tmp_path):
     (tmp_path / "bad.yaml").write_text("architectures:\n  resnet_v1: {depth: 21}\n")
     with pytest.raises(ValueError, match="architectures.resnet_v1.depth"):
         checked_config([tmp_path / "bad.yaml"])
+
+
+def test_every_benchmark_step_run_in_a_child_is_importable_there():
+    # A spawned child finds the function by its module; one defined in
+    # ``python -m tools.bench``'s __main__ is not there (the child dies at once).
+    tree = ast.parse((REPOSITORY / "tools" / "bench" / "__main__.py").read_text())
+    calls = [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "in_child"
+    ]
+    assert calls
+    for call in calls:
+        assert isinstance(call.args[0], ast.Attribute), f"line {call.lineno}: in_child of a function of __main__"

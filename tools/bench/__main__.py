@@ -256,7 +256,7 @@ def bench_evaluation(args, report_, config, data_path, scratch, threads, batch_s
         settings = {**study.training_settings(config["training"], "cifar10", model_name), "epochs": 1}
         log(f"training {model_name} briefly for the evaluation timings")
         in_child(
-            _train_and_save,
+            training.train_and_save,
             scratch / "logs" / f"evalmodel_{model_name}.log",
             dataset_path=str(data_path),
             model_name=model_name,
@@ -399,16 +399,6 @@ def bench_evaluation(args, report_, config, data_path, scratch, threads, batch_s
         )
     )
     return evaluations
-
-
-def _train_and_save(dataset_path, model_name, architecture, settings, threads, train_images, model_path):
-    from tinyml_quant.datasets import load_prepared
-    from tinyml_quant.training import train
-
-    model, _, _ = train(
-        training._subset(load_prepared(dataset_path), train_images), model_name, architecture, settings, threads
-    )
-    model.save(model_path)
 
 
 # --------------------------------------------------------------------------- Snakemake

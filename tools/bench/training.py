@@ -131,6 +131,18 @@ def train_step(kind, dataset_path, model_name, architecture, settings, threads, 
     return {"epoch_wall_s": list(timer.seconds), "train_images": int(trained_images)}
 
 
+def train_and_save(dataset_path, model_name, architecture, settings, threads, train_images, model_path):
+    """In a child: train ``model_name`` as the workflow does, on a subset, and save it (the evaluation timings' model).
+
+    Here, not in ``__main__``: a spawned child imports the function by its module.
+    """
+    from tinyml_quant.datasets import load_prepared
+    from tinyml_quant.training import train
+
+    model, _, _ = train(_subset(load_prepared(dataset_path), train_images), model_name, architecture, settings, threads)
+    model.save(model_path)
+
+
 def images_per_second(run):
     steady = run["epoch_wall_s"][1:] or run["epoch_wall_s"]
     return run["train_images"] / statistics.median(steady)
