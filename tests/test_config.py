@@ -6,7 +6,6 @@ then ``tinyml_quant.config.check`` as ``rules/common.smk`` calls them), and once
 through Snakemake itself (``test_workflow.py``).
 """
 
-import copy
 import inspect
 
 import pytest
@@ -16,6 +15,7 @@ from snakemake.utils import validate
 
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES, custom, mobilenets, resnet_v1, resnet_v2
+from tools.check_config import merge
 
 from conftest import REPOSITORY
 
@@ -25,16 +25,7 @@ DEFAULTS = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
 
 def merged(change):
     """The default config with ``change`` merged over it, as Snakemake merges a --configfile."""
-
-    def update(base, overrides):
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    return update(copy.deepcopy(DEFAULTS), change)
+    return merge(DEFAULTS, change)
 
 
 def checked(change, tmp_path=None, environ=None):
@@ -183,7 +174,9 @@ def test_training_settings_take_the_most_specific_override():
     assert custom["augmentation"] == cifar10_augmentation != training["augmentation"]
 
 
-@pytest.mark.parametrize(("preset", "epochs"), [("smoke", {"mnist": 3, "cifar10": 3}), ("paper", {"mnist": 20, "cifar10": 200})])
+@pytest.mark.parametrize(
+    ("preset", "epochs"), [("smoke", {"mnist": 3, "cifar10": 3}), ("paper", {"mnist": 20, "cifar10": 200})]
+)
 def test_a_presets_epochs_reach_every_model(preset, epochs):
     # The presets are merged key by key over config.yaml, whose per-model epochs
     # would otherwise win over the preset's per-dataset ones.

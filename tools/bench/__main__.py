@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 from tinyml_quant import config as study
+from tinyml_quant.architectures import ARCHITECTURES
 from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.costs import jobs_table, stage_summary
+from tools.check_config import merge
 from tools.workflow import REPOSITORY, Workflow
 
 from . import evaluation, projection, report, roofline, training, workflow
@@ -405,6 +407,56 @@ def bench_evaluation(args, report_, config, data_path, scratch, threads, batch_s
     return evaluations
 
 
+# --------------------------------------------------------------------------- paper preset
+
+
+def bench_paper(args, report_, config, data_path, scratch, threads):
+    """What one CIFAR-10 epoch of each paper-preset model costs here, and its whole schedule."""
+    paper = merge(config, study.load_yaml(REPOSITORY / "config" / "paper.yaml"))
+    split = config["training"]["validation_split"]
+    epoch_images = round(50_000 * (1 - split))
+    rows = []
+    for model_name in ARCHITECTURES:
+        architecture = paper["architectures"][model_name]
+        settings = {**study.training_settings(paper["training"], "cifar10", model_name), "epochs": 2}
+        log(f"paper preset: {model_name} {architecture} ({args.paper_images} images, 2 epochs)")
+        run = in_child(
+            training.train_step,
+            scratch / "logs" / f"paper_{model_name}.log",
+            kind="workflow",
+            dataset_path=str(data_path),
+            model_name=model_name,
+            architecture=architecture,
+            settings=settings,
+            threads=threads,
+            train_images=args.paper_images,
+        )
+        images_per_s = training.images_per_second(run)
+        epoch_s = epoch_images / images_per_s
+        paper_epochs = study.training_settings(paper["training"], "cifar10", model_name)["epochs"]
+        report_.figure("paper preset", "cifar10_epoch_s", epoch_s, "s", model_name)
+        rows.append(
+            [
+                model_name,
+                ", ".join(f"{key} {value}" for key, value in architecture.items()),
+                report.fmt(images_per_s),
+                report.fmt(epoch_s / 60, 1),
+                paper_epochs,
+                report.fmt(paper_epochs * epoch_s / 3600, 1),
+            ]
+        )
+    report_.add(
+        "## 6. The paper preset on this machine\n\n"
+        f"Each model of `config/paper.yaml` trained as the workflow trains it ({threads} threads, its recipe), on "
+        f"{args.paper_images} CIFAR-10 images for 2 epochs; the second epoch's images/s, scaled to a full epoch "
+        f"({epoch_images:,} images: the training split less validation). What the paper preset costs here, one model "
+        "at a time; on a GPU or a cluster, see the README.\n\n"
+        + report.table(
+            ["model", "architecture", "images/s", "min per CIFAR-10 epoch", "epochs", "hours for the schedule"], rows
+        )
+    )
+
+
 # --------------------------------------------------------------------------- Snakemake
 
 
@@ -565,16 +617,18 @@ def parse_arguments(argv):
     parser.add_argument("--models", default="resnet_v1,mobilenet_v2", help="models of the evaluation timings")
     parser.add_argument("--models-training", default=",".join(TRAINING_MODELS), help="models of the training timings")
     parser.add_argument("--train-images", type=int, default=6000)
+    parser.add_argument("--paper-images", type=int, default=2560, help="training images of the paper-preset timings")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs; the first is not counted")
     parser.add_argument("--test-images", type=int, default=0, help="test images (default 0: all 10,000)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--int16x8-sample", type=int, default=2000)
-    parser.add_argument("--parts", default="roofline,training,evaluation,workflow,scaling")
+    parser.add_argument("--parts", default="roofline,training,paper,evaluation,workflow,scaling")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the command end to end")
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.quick:
         args.train_images, args.epochs, args.test_images, args.repeats, args.int16x8_sample = 600, 2, 500, 1, 100
+        args.paper_images = 600
         args.models_training = "custom"
     args.models = [name for name in args.models.split(",") if name]
     args.models_training = [name for name in args.models_training.split(",") if name]
@@ -600,11 +654,13 @@ def main(argv=None):
         limits = None
         if args.parts & {"roofline", "training"}:
             limits = bench_roofline(args, report_, scratch, threads["train_model"])
-        if args.parts & {"training", "evaluation"}:
+        if args.parts & {"training", "evaluation", "paper"}:
             log(f"CIFAR-10 from the mirror {args.mirror}")
             data_path = prepare_cifar10(args.mirror, scratch)
             if "training" in args.parts:
                 bench_training(args, report_, config, data_path, scratch, threads["train_model"], limits)
+            if "paper" in args.parts:
+                bench_paper(args, report_, config, data_path, scratch, threads["train_model"])
             if "evaluation" in args.parts:
                 bench_evaluation(
                     args,
