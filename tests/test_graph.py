@@ -102,3 +102,51 @@ def test_damaged_file_is_a_value_error_naming_it(hand_counted, tmp_path, content
 def test_missing_file_is_a_value_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="absent.tflite"):
         analyze_graph(tmp_path / "absent.tflite")
+
+
+def _repacked(content, damage):
+    """``content`` parsed, changed by ``damage(model)`` and written back: a well-formed file with a bad index."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    damage(model)
+    builder = flatbuffers.Builder(len(content))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _set_first_input(model, index):
+    operator = model.subgraphs[0].operators[0]
+    operator.inputs = [index, *operator.inputs[1:]]
+
+
+def _set_opcode(model, index):
+    model.subgraphs[0].operators[0].opcodeIndex = index
+
+
+def _set_buffer(model, index):
+    model.subgraphs[0].tensors[0].buffer = index
+
+
+def _flatten_weights(model):
+    subgraph = model.subgraphs[0]
+    conv = next(operator for operator in subgraph.operators if len(operator.inputs) == 3)
+    subgraph.tensors[conv.inputs[1]].shape = [8]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda model: _set_first_input(model, 9999), "names a tensor outside"),
+        (lambda model: _set_opcode(model, 77), "names operator code 77"),
+        (lambda model: _set_buffer(model, 5000), "names buffer 5000"),
+        (_flatten_weights, "with weights of shape \\[8\\]"),
+    ],
+)
+def test_a_file_whose_indices_point_nowhere_is_a_value_error_naming_it(hand_counted, damage, message):
+    # The generated reader accepts these (the long fuzz run found the first); each read would be an IndexError.
+    _, flatbuffers = hand_counted
+    damaged = _repacked(flatbuffers["fp32"], damage)
+    with pytest.raises(ValueError, match=f"model bytes: damaged TFLite flatbuffer \\(.*{message}"):
+        analyze_graph(damaged)

@@ -36,7 +36,8 @@ from .files import write_json
 
 logger = logging.getLogger(__name__)
 
-COUNTED_OPERATORS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# The operators whose MACs and parameters are counted, and the rank of their weights tensor.
+WEIGHTS_RANK = {"CONV_2D": 4, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 2}
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 
 
@@ -67,7 +68,42 @@ def _parse(content, where):
         raise ValueError(f"{where}: damaged TFLite flatbuffer ({type(error).__name__}: {error})") from error
     if not parsed.subgraphs:
         raise ValueError(f"{where}: the TFLite flatbuffer has no subgraph")
+    problem = _broken_reference(parsed)
+    if problem:
+        raise ValueError(f"{where}: damaged TFLite flatbuffer ({problem})")
     return parsed
+
+
+def _broken_reference(parsed):
+    """The first index in the tree that points outside its table, or None.
+
+    The generated reader checks nothing: a damaged file can parse into
+    operators that name missing tensors or operator codes, and tensors that
+    name missing buffers (found by fuzzing, tests/test_fuzz.py).
+    """
+    codes, buffers = len(parsed.operatorCodes or []), len(parsed.buffers or [])
+    for graph_index, subgraph in enumerate(parsed.subgraphs):
+        tensors = subgraph.tensors or []
+        for tensor_index, tensor in enumerate(tensors):
+            if not 0 <= tensor.buffer < max(buffers, 1):
+                return f"subgraph {graph_index} tensor {tensor_index} names buffer {tensor.buffer} of {buffers}"
+        ends = [("input", index) for index in (subgraph.inputs if subgraph.inputs is not None else [])]
+        ends += [("output", index) for index in (subgraph.outputs if subgraph.outputs is not None else [])]
+        for kind, index in ends:
+            if not 0 <= int(index) < len(tensors):
+                return f"subgraph {graph_index} {kind} names tensor {index} of {len(tensors)}"
+        for operator_index, operator in enumerate(subgraph.operators or []):
+            if not 0 <= operator.opcodeIndex < codes:
+                code = operator.opcodeIndex
+                return f"subgraph {graph_index} operator {operator_index} names operator code {code} of {codes}"
+            inputs = list(operator.inputs if operator.inputs is not None else [])
+            outputs = list(operator.outputs if operator.outputs is not None else [])
+            # -1: an optional input left out (a convolution without bias).
+            if any(not -1 <= int(index) < len(tensors) for index in inputs) or any(
+                not 0 <= int(index) < len(tensors) for index in outputs
+            ):
+                return f"subgraph {graph_index} operator {operator_index} names a tensor outside its {len(tensors)}"
+    return None
 
 
 def _as_parsed(model):
@@ -105,6 +141,10 @@ def operator_counts(model):
         for operator in (subgraph.operators or [])
     )
     return dict(sorted(counts.items()))
+
+
+def _shape(tensor):
+    return tensor.shape if tensor.shape is not None else []
 
 
 def _elements(shape):
@@ -146,10 +186,16 @@ def layer_costs(model):
         operators = [(operator_name(parsed, operator, names), operator) for operator in (subgraph.operators or [])]
         producers = {int(output): pair for pair in operators for output in pair[1].outputs}
         for name, operator in operators:
-            if name not in COUNTED_OPERATORS:
+            if name not in WEIGHTS_RANK:
                 continue
-            output_shape = [int(size) for size in subgraph.tensors[operator.outputs[0]].shape]
-            weights_shape = [int(size) for size in subgraph.tensors[operator.inputs[1]].shape]
+            outputs = operator.outputs if operator.outputs is not None else []
+            inputs = operator.inputs if operator.inputs is not None else []
+            if len(outputs) < 1 or len(inputs) < 2 or inputs[1] < 0:
+                raise ValueError(f"{name} without its output or weights")
+            output_shape = [int(size) for size in _shape(subgraph.tensors[outputs[0]])]
+            weights_shape = [int(size) for size in _shape(subgraph.tensors[inputs[1]])]
+            if len(weights_shape) != WEIGHTS_RANK[name]:
+                raise ValueError(f"{name} with weights of shape {weights_shape}")
             output_elements = _elements(output_shape)
             if name == "CONV_2D":
                 macs = output_elements * weights_shape[1] * weights_shape[2] * weights_shape[3]
@@ -178,7 +224,10 @@ def analyze_graph(model):
     """Operators with counts, parameters and MACs of a ``.tflite`` path or flatbuffer bytes."""
     content, where = read_flatbuffer(model)
     parsed = _parse(content, where)
-    layers = layer_costs(parsed)
+    try:
+        layers = layer_costs(parsed)
+    except ValueError as error:
+        raise ValueError(f"{where}: damaged TFLite flatbuffer ({error})") from error
     operators = operator_counts(parsed)
     macs_by_operator = collections.Counter()
     for layer in layers:
