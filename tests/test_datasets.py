@@ -343,6 +343,19 @@ def test_truncated_archives_name_the_file(tmp_path):
             readers.read_image_folder(cut)
 
 
+def test_a_zip_member_name_flagged_utf8_that_is_not_names_the_file(tmp_path):
+    # Found by the long fuzz run: zipfile's UnicodeDecodeError escaped instead of an error naming the archive.
+    source = SOURCES["zip"](tmp_path, image_folder_members(per_class=2))
+    content = bytearray(source.read_bytes())
+    assert content[:4] == b"PK\x03\x04"
+    content[7] |= 0x08  # general purpose flags, high byte: bit 11, "the name is UTF-8"
+    content[30] = 0x89  # the first member's name, in its local header: not UTF-8
+    damaged = tmp_path / "names.zip"
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(DatasetError, match="names.zip.*truncated or corrupt"):
+        readers.read_image_folder(damaged)
+
+
 # --------------------------------------------------------------------------- fetch and prepare
 
 

@@ -187,7 +187,16 @@ def _zip_files(path, budget):
                     continue
                 budget.take(info.filename, info.file_size)
                 yield info.filename, archive.read(info)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError) as error:
+    # UnicodeDecodeError: a member name flagged UTF-8 that is not (found by the long fuzz run).
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        NotImplementedError,
+        UnicodeDecodeError,
+    ) as error:
         raise DatasetError(f"{path}: cannot read the archive ({error}); the file is truncated or corrupt") from error
 
 
