@@ -129,6 +129,11 @@ def _set_buffer(model, index):
     model.subgraphs[0].tensors[0].buffer = index
 
 
+def _drop_outputs(model):
+    for operator in model.subgraphs[0].operators:
+        operator.outputs = None
+
+
 def _flatten_weights(model):
     subgraph = model.subgraphs[0]
     conv = next(operator for operator in subgraph.operators if len(operator.inputs) == 3)
@@ -142,6 +147,7 @@ def _flatten_weights(model):
         (lambda model: _set_opcode(model, 77), "names operator code 77"),
         (lambda model: _set_buffer(model, 5000), "names buffer 5000"),
         (_flatten_weights, "with weights of shape \\[8\\]"),
+        (_drop_outputs, "without its output"),
     ],
 )
 def test_a_file_whose_indices_point_nowhere_is_a_value_error_naming_it(hand_counted, damage, message):

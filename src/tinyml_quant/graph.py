@@ -87,8 +87,8 @@ def _broken_reference(parsed):
         for tensor_index, tensor in enumerate(tensors):
             if not 0 <= tensor.buffer < max(buffers, 1):
                 return f"subgraph {graph_index} tensor {tensor_index} names buffer {tensor.buffer} of {buffers}"
-        ends = [("input", index) for index in (subgraph.inputs if subgraph.inputs is not None else [])]
-        ends += [("output", index) for index in (subgraph.outputs if subgraph.outputs is not None else [])]
+        ends = [("input", index) for index in _listed(subgraph.inputs)]
+        ends += [("output", index) for index in _listed(subgraph.outputs)]
         for kind, index in ends:
             if not 0 <= int(index) < len(tensors):
                 return f"subgraph {graph_index} {kind} names tensor {index} of {len(tensors)}"
@@ -96,8 +96,7 @@ def _broken_reference(parsed):
             if not 0 <= operator.opcodeIndex < codes:
                 code = operator.opcodeIndex
                 return f"subgraph {graph_index} operator {operator_index} names operator code {code} of {codes}"
-            inputs = list(operator.inputs if operator.inputs is not None else [])
-            outputs = list(operator.outputs if operator.outputs is not None else [])
+            inputs, outputs = _listed(operator.inputs), _listed(operator.outputs)
             # -1: an optional input left out (a convolution without bias).
             if any(not -1 <= int(index) < len(tensors) for index in inputs) or any(
                 not 0 <= int(index) < len(tensors) for index in outputs
@@ -143,8 +142,13 @@ def operator_counts(model):
     return dict(sorted(counts.items()))
 
 
+def _listed(values):
+    """A vector field of the parsed tree as a list: the reader gives None for an absent one."""
+    return [] if values is None else list(values)
+
+
 def _shape(tensor):
-    return tensor.shape if tensor.shape is not None else []
+    return _listed(tensor.shape)
 
 
 def _elements(shape):
@@ -170,7 +174,7 @@ def _constant_source(parsed, subgraph, producers, tensor_index):
     if _is_constant(parsed, tensor):
         return tensor
     producer = producers.get(tensor_index)
-    if producer is not None and producer[0] == "DEQUANTIZE":
+    if producer is not None and producer[0] == "DEQUANTIZE" and _listed(producer[1].inputs):
         source = subgraph.tensors[producer[1].inputs[0]]
         if _is_constant(parsed, source):
             return source
@@ -184,12 +188,11 @@ def layer_costs(model):
     layers = []
     for subgraph in parsed.subgraphs:
         operators = [(operator_name(parsed, operator, names), operator) for operator in (subgraph.operators or [])]
-        producers = {int(output): pair for pair in operators for output in pair[1].outputs}
+        producers = {int(output): pair for pair in operators for output in _listed(pair[1].outputs)}
         for name, operator in operators:
             if name not in WEIGHTS_RANK:
                 continue
-            outputs = operator.outputs if operator.outputs is not None else []
-            inputs = operator.inputs if operator.inputs is not None else []
+            outputs, inputs = _listed(operator.outputs), _listed(operator.inputs)
             if len(outputs) < 1 or len(inputs) < 2 or inputs[1] < 0:
                 raise ValueError(f"{name} without its output or weights")
             output_shape = [int(size) for size in _shape(subgraph.tensors[outputs[0]])]
@@ -204,7 +207,7 @@ def layer_costs(model):
             else:
                 macs = output_elements * weights_shape[-1]
             parameters = 0
-            for index in [int(position) for position in operator.inputs[1:3]]:
+            for index in [int(position) for position in inputs[1:3]]:
                 constant = _constant_source(parsed, subgraph, producers, index)
                 if constant is not None:
                     parameters += _elements(constant.shape)
