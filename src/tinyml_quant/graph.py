@@ -153,7 +153,7 @@ def _shape(tensor):
 
 def _elements(shape):
     count = 1
-    for size in shape if shape is not None else ():
+    for size in _listed(shape):
         count *= int(size)
     return count
 

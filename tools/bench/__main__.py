@@ -418,7 +418,8 @@ def bench_paper(args, report_, config, data_path, scratch, threads):
     rows = []
     for model_name in ARCHITECTURES:
         architecture = paper["architectures"][model_name]
-        settings = {**study.training_settings(paper["training"], "cifar10", model_name), "epochs": 2}
+        paper_settings = study.training_settings(paper["training"], "cifar10", model_name)
+        settings = {**paper_settings, "epochs": 2}
         log(f"paper preset: {model_name} {architecture} ({args.paper_images} images, 2 epochs)")
         run = in_child(
             training.train_step,
@@ -433,7 +434,7 @@ def bench_paper(args, report_, config, data_path, scratch, threads):
         )
         images_per_s = training.images_per_second(run)
         epoch_s = epoch_images / images_per_s
-        paper_epochs = study.training_settings(paper["training"], "cifar10", model_name)["epochs"]
+        paper_epochs = paper_settings["epochs"]
         report_.figure("paper preset", "cifar10_epoch_s", epoch_s, "s", model_name)
         rows.append(
             [
