@@ -174,6 +174,14 @@ def test_training_settings_take_the_most_specific_override():
     assert custom["augmentation"] == cifar10_augmentation != training["augmentation"]
 
 
+def test_training_settings_without_overrides_are_a_copy_of_the_shared_ones():
+    training = {"epochs": 3, "augmentation": {"flip": True}}
+    settings = study.training_settings(training, "mnist", "custom")
+    assert settings == training
+    settings["augmentation"]["flip"] = False  # a job's changes stay in the job
+    assert training["augmentation"] == {"flip": True}
+
+
 @pytest.mark.parametrize(
     ("preset", "epochs"), [("smoke", {"mnist": 3, "cifar10": 3}), ("paper", {"mnist": 20, "cifar10": 200})]
 )

@@ -320,18 +320,20 @@ def test_a_png_header_claiming_a_huge_size_is_refused(tmp_path):
         readers.decode_image(bytes(content), "x.png")
 
 
-def test_an_archive_with_too_many_members_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["tar", "zip", "folder"])
+def test_a_source_with_too_many_members_is_refused(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(readers, "MAX_MEMBERS", 5)
-    write_zip(tmp_path / "many.zip", image_folder_members())
-    with pytest.raises(DatasetError, match="many.zip: more than 5 members.*bomb"):
-        readers.read_image_folder(tmp_path / "many.zip")
+    source = SOURCES[kind](tmp_path, image_folder_members())
+    with pytest.raises(DatasetError, match=f"{source.name}: more than 5 members.*bomb"):
+        readers.read_image_folder(source)
 
 
-def test_a_member_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["tar", "zip", "folder"])
+def test_a_member_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 50)
-    write_tar(tmp_path / "big.tar.gz", image_folder_members())
-    with pytest.raises(DatasetError, match="member 'train/cat/0.png' is \\d+ bytes, more than the 50 allowed"):
-        readers.read_image_folder(tmp_path / "big.tar.gz")
+    source = SOURCES[kind](tmp_path, image_folder_members())
+    with pytest.raises(DatasetError, match="member '(train|test)/cat/0.png' is \\d+ bytes, more than the 50 allowed"):
+        readers.read_image_folder(source)
 
 
 def test_truncated_archives_name_the_file(tmp_path):
@@ -367,6 +369,16 @@ def test_image_folder_fetch_verifies_the_given_checksum_and_records_it(tmp_path)
     with pytest.raises(DatasetError, match=r"checksum mismatch.*\(image_folders.parts.sha256\)"):
         datasets.fetch_image_folder("parts", str(source), tmp_path / "n" / "manifest.json", sha256="0" * 64)
     assert not (tmp_path / "n").exists()
+
+
+def test_a_folders_digest_covers_every_files_path_and_content(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "0.png").write_bytes(b"zero")
+    (tmp_path / "b.png").write_bytes(b"bee")
+    expected = hashlib.sha256()
+    for name, content in (("b.png", b"bee"), ("train/a/0.png", b"zero")):  # in name order
+        expected.update(name.encode() + b"\0" + hashlib.sha256(content).hexdigest().encode())
+    assert datasets.folder_digest(tmp_path) == expected.hexdigest()
 
 
 def test_prepare_carves_a_missing_test_split_and_says_so(tmp_path):

@@ -20,6 +20,7 @@ BOARD = board_from_config(ENTRY)
         (874 * KB + 1, 224 * KB, "over flash by 1 KB"),  # one byte over reads as 1 KB, never 0 KB
         (900 * KB, 10 * KB, "over flash by 26 KB"),
         (10 * KB, 300 * KB, "over RAM by 76 KB"),
+        (874 * KB, 224 * KB + 1, "over RAM by 1 KB"),
         (1000 * KB, 1000 * KB, "over flash by 126 KB and over RAM by 776 KB"),
     ],
 )
@@ -35,10 +36,10 @@ def test_unsupported_variant_needs_no_arena():
     ("arguments", "message"),
     [
         ((10, 10, "crashed", BOARD), "unknown TFLite Micro status"),
-        ((10, None, "runs", BOARD), "arena_bytes"),
-        ((-1, 10, "runs", BOARD), "file_bytes"),
-        ((10, 10.5, "runs", BOARD), "arena_bytes"),
-        ((True, 10, "runs", BOARD), "file_bytes"),
+        ((10, None, "runs", BOARD), "^arena_bytes must be"),
+        ((-1, 10, "runs", BOARD), "^file_bytes must be"),
+        ((10, 10.5, "runs", BOARD), "^arena_bytes must be"),
+        ((True, 10, "runs", BOARD), "^file_bytes must be"),
     ],
 )
 def test_bad_input_is_a_value_error(arguments, message):
@@ -99,24 +100,48 @@ def test_verdicts_on_every_configured_board():
 def test_fit_table_from_the_results_table(tmp_path):
     results = pd.DataFrame(
         {
-            "dataset_name": ["toy (test)"] * 3,
-            "model": ["custom"] * 3,
-            "scheme": ["int8", "float16", "fp32"],
-            "file_bytes": [40 * KB, 50 * KB, 2000 * KB],
-            "arena_bytes": [30 * KB, None, 30 * KB],
-            "tflm_status": ["runs", "unsupported on TFLite Micro", "runs"],
+            "dataset_name": ["toy (test)"] * 3 + ["another"],
+            "model": ["custom"] * 3 + ["resnet_v1"],
+            "scheme": ["int8", "float16", "fp32", "int8"],
+            "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 512],
+            "arena_bytes": [30 * KB, None, 30 * KB, 300 * KB],
+            "tflm_status": ["runs", "unsupported on TFLite Micro", "runs", "runs"],
         }
     )
     results.to_csv(tmp_path / "results.csv", index=False)
     entry = {**ENTRY, "label": "Test board"}
     table = run_fit_table(tmp_path / "results.csv", [entry], tmp_path / "fit.csv", tmp_path / "fit.md")
-    assert table["Test board"].tolist() == ["fits", "unsupported", "over flash by 1126 KB"]
-    assert pd.read_csv(tmp_path / "fit.csv")["Test board"].tolist() == table["Test board"].tolist()
-    markdown = (tmp_path / "fit.md").read_text()
-    assert (
-        "## toy (test)" in markdown
-        and "over flash by 1126 KB" in markdown
-        and "| Test board | 1024 | 256 |" in markdown
+    expected = pd.DataFrame(
+        {
+            "dataset_name": ["toy (test)"] * 3 + ["another"],
+            "model": ["custom"] * 3 + ["resnet_v1"],
+            "scheme": ["int8", "float16", "fp32", "int8"],
+            "flash_kb": [40.0, 50.0, 2000.0, 0.5],
+            "arena_kb": [30.0, None, 30.0, 300.0],
+            "Test board": ["fits", "unsupported", "over flash by 1126 KB", "over RAM by 76 KB"],
+        }
+    )
+    pd.testing.assert_frame_equal(table, expected)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "fit.csv"), expected)
+    # The whole report, written out here rather than built from the code under test:
+    # datasets in name order, KB to one decimal, "-" for a variant without an arena.
+    assert (tmp_path / "fit.md").read_text() == (
+        "# Will it fit? Every TFLite variant on every board\n\n"
+        "A variant fits when its `.tflite` file + the flash allowance <= flash and its TFLite Micro arena "
+        "+ the RAM allowance <= RAM (KB = 1024 bytes).\n\n"
+        "| board | flash (KB) | RAM (KB) | flash allowance (KB) | RAM allowance (KB) |\n"
+        "| --- | ---: | ---: | ---: | ---: |\n"
+        "| Test board | 1024 | 256 | 150 | 32 |\n"
+        "\n## another\n\n"
+        "| model     | scheme   |   flash (KB) |   arena (KB) | Test board        |\n"
+        "|:----------|:---------|-------------:|-------------:|:------------------|\n"
+        "| resnet_v1 | int8     |          0.5 |        300.0 | over RAM by 76 KB |\n"
+        "\n## toy (test)\n\n"
+        "| model   | scheme   |   flash (KB) |   arena (KB) | Test board            |\n"
+        "|:--------|:---------|-------------:|-------------:|:----------------------|\n"
+        "| custom  | int8     |         40.0 |         30.0 | fits                  |\n"
+        "| custom  | float16  |         50.0 |            - | unsupported           |\n"
+        "| custom  | fp32     |       2000.0 |         30.0 | over flash by 1126 KB |\n"
     )
 
 

@@ -82,6 +82,12 @@ def test_the_plan_recovers_int8_only_past_the_threshold_or_when_asked(threshold,
     assert plan["firmware_schemes"] == ["fp32", "int8", "int16x8"]
 
 
+def test_a_loss_under_one_point_keeps_its_decimals():
+    evaluations = {"fp32": {"accuracy": 0.9}, "int8": {"accuracy": 0.8996}}
+    plan = deployment_plan(evaluations, MICRO, 0.03, False, ["int8"])
+    assert plan["loss_points"] == 0.04 and plan["recover"] is True
+
+
 def test_the_plan_without_int8_recovers_nothing():
     plan = deployment_plan({"fp32": {"accuracy": 0.9}}, {"fp32": {"status": "runs"}}, 0.0, True, [])
     assert plan == {"firmware_schemes": ["fp32"], "recover": False, "reason": "", "loss_points": None}

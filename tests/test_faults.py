@@ -98,13 +98,77 @@ def test_an_image_folder_url_is_downloaded_verified_and_marked_unverified_withou
     archive = SOURCES["zip"](folder, image_folder_members())
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
+    cached = cache / "parts" / "a.zip"
     unverified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json", download_folder=cache)
     assert unverified["variant"] == "image folder, unverified download"
+    assert unverified["sha256_given"] is False and unverified["files"]["a.zip"]["verified"] is False
     verified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
-    assert verified["variant"] == "image folder" and verified["files"]["a.zip"]["sha256"] == digest
+    assert verified == {
+        "dataset": "parts",
+        "source": base_url + "a.zip",
+        "variant": "image folder",
+        "format": "image_folder",
+        "files": {
+            "a.zip": {
+                "path": str(cached.resolve()),
+                "sha256": digest,
+                "checksum_of": "file",
+                "verified": True,
+                "origin": base_url + "a.zip",
+            }
+        },
+        "sha256_given": True,
+    }
+    assert json.loads((tmp_path / "v.json").read_text()) == verified
     with pytest.raises(DatasetError, match="checksum mismatch.*image_folders.parts.sha256"):
-        datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "w.json", "0" * 64, tmp_path / "c2")
-    assert not (tmp_path / "c2" / "parts" / "a.zip").exists()
+        datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "w.json", "0" * 64, cache)
+    assert not cached.exists(), "the archive that does not match is not kept"
+    # With its checksum given, a cached archive that matches is used again: nothing is downloaded.
+    datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
+    archive.unlink()
+    assert datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "x.json", digest, cache) == verified
+
+
+def test_the_download_folder_defaults_to_data_downloads(tmp_path, monkeypatch, file_server):
+    from test_datasets import SOURCES, image_folder_members
+
+    folder, base_url = file_server
+    SOURCES["zip"](folder, image_folder_members())
+    monkeypatch.chdir(tmp_path)
+    datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json")
+    assert (tmp_path / "data" / "downloads" / "parts" / "a.zip").is_file()
+
+
+def test_a_url_without_a_file_name_is_refused_as_no_archive(tmp_path, file_server):
+    _, base_url = file_server
+    with pytest.raises(DatasetError, match=r"parts/archive: not a \.tar\.gz, \.tgz or \.zip archive"):
+        datasets.fetch_image_folder("parts", base_url, tmp_path / "u.json", download_folder=tmp_path)
+
+
+def test_every_failed_url_is_named(tmp_path, file_server):
+    _, base_url = file_server
+    with pytest.raises(DatasetError) as refused:
+        datasets.download([base_url + "first.bin", base_url + "second.bin"], tmp_path / "out" / "x.bin")
+    assert str(refused.value) == (
+        f"could not download x.bin: {base_url}first.bin: HTTP Error 404: File not found; "
+        f"{base_url}second.bin: HTTP Error 404: File not found "
+        "(offline? set data.mirror or TINYML_DATASET_MIRROR to a local mirror)"
+    )
+    assert not list((tmp_path / "out").iterdir()), "no partial file is left"
+
+
+def test_a_server_that_never_answers_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.bin"
+        started = time.monotonic()
+        with pytest.raises(DatasetError, match="could not download x.bin: .*timed out"):
+            datasets.download([url], tmp_path / "x.bin")
+    assert time.monotonic() - started < 10
 
 
 def test_raw_file_damaged_after_fetch_leaves_no_prepared_dataset(tmp_path, mirror):

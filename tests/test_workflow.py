@@ -39,12 +39,14 @@ def test_lint_finds_nothing():
     assert "Congratulations" in result.stdout + result.stderr
 
 
+@pytest.mark.style
 def test_snakefmt_formatting():
     files = [str(REPOSITORY / "Snakefile"), *map(str, sorted((REPOSITORY / "rules").glob("*.smk")))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.style
 @pytest.mark.parametrize("command", [["format", "--check"], ["check"]])
 def test_ruff_formatting_and_lint(command):
     result = subprocess.run(

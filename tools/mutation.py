@@ -20,6 +20,8 @@ for the same result.
 """
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 import yaml
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+STATS = REPOSITORY / "mutants" / "mutmut-stats.json"
 EQUIVALENT = REPOSITORY / "tools" / "mutation_equivalent.yaml"
 TARGET = 0.85
 # mutmut's result names: killed by a test, or not; a timeout counts as killed (the mutant hung).
@@ -36,9 +39,27 @@ KILLED = {"killed", "timeout", "segfault"}
 SURVIVED = {"survived", "no tests", "suspicious"}
 
 
-def mutmut(*arguments, check=True):
+def environment():
+    """This process's environment, with the dataset mirror named for the mutated copy.
+
+    mutmut runs the tests in ``mutants/``, one folder deeper than the checkout, where the
+    tests' default (``../shared/datasets`` beside the checkout) does not exist: without
+    this, the tests that read the mirror would skip and kill nothing.
+    """
+    variables = dict(os.environ)
+    if not variables.get("TINYML_DATASET_MIRROR", "").strip():
+        variables["TINYML_DATASET_MIRROR"] = str(REPOSITORY.parent / "shared" / "datasets")
+    return variables
+
+
+def mutmut(*arguments, check=True, capture=True):
     return subprocess.run(
-        [sys.executable, "-m", "mutmut", *arguments], cwd=REPOSITORY, capture_output=True, text=True, check=check
+        [sys.executable, "-m", "mutmut", *arguments],
+        cwd=REPOSITORY,
+        env=environment(),
+        capture_output=capture,
+        text=True,
+        check=check,
     )
 
 
@@ -51,6 +72,30 @@ def results():
         if name and status:
             statuses[name] = status
     return statuses
+
+
+def widen_to_test_modules(stats_path=STATS):
+    """Let every mutated function be tested by whole test modules, not the single tests mutmut saw call it.
+
+    mutmut records which test was running when a function was called. A
+    module-scoped fixture (one conversion, one firmware bundle) runs during
+    the first test that asks for it, so the function is recorded for that
+    test alone, and the other tests that check the fixture's result never see
+    its mutants. Widening each function's tests to every test of the same
+    modules undoes that; mutmut still stops at the first failing test.
+    Returns how many (function, test) pairs were added.
+    """
+    stats = json.loads(stats_path.read_text())
+    tests_by_module = defaultdict(set)
+    for test in stats["duration_by_test"]:
+        tests_by_module[test.partition("::")[0]].add(test)
+    added = 0
+    for function, tests in stats["tests_by_mangled_function_name"].items():
+        wider = set(tests).union(*(tests_by_module[test.partition("::")[0]] for test in tests))
+        added += len(wider) - len(tests)
+        stats["tests_by_mangled_function_name"][function] = sorted(wider)
+    stats_path.write_text(json.dumps(stats, indent=4))
+    return added
 
 
 def module_of(mutant):
@@ -110,13 +155,21 @@ def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="only write the report of the last run")
+    parser.add_argument("mutants", nargs="*", help="only these mutants (mutmut's names, wildcards allowed)")
     parser.add_argument("--seconds", type=float, default=None, help="the run's wall time, for the report")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if not args.report:
-        run = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=REPOSITORY, check=False)
+        run = mutmut("run", *args.mutants, check=False, capture=False)
         if run.returncode not in (0, 1):
             return run.returncode
+        # Second pass: the survivors again, each against whole test modules (see widen_to_test_modules).
+        survivors = [name for name, status in results().items() if status in SURVIVED]
+        if survivors:
+            print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(survivors)} survivors")
+            run = mutmut("run", *survivors, check=False, capture=False)
+            if run.returncode not in (0, 1):
+                return run.returncode
     seconds = args.seconds if args.seconds is not None else time.perf_counter() - started
     per_module = write_report(results(), seconds)
     for module, counts in sorted(per_module.items()):

@@ -168,6 +168,10 @@ def is_url(source):
     return urllib.parse.urlparse(str(source)).scheme in ("http", "https", "ftp")
 
 
+# Seconds a download may wait for the server to answer (each read): a silent server is an error, not a hang.
+DOWNLOAD_TIMEOUT_S = 60
+
+
 def download(urls, destination):
     """Download the first of ``urls`` that answers to ``destination`` (atomically); return that URL."""
     errors = []
@@ -176,7 +180,7 @@ def download(urls, destination):
             logger.info("downloading %s", url)
             with (
                 atomic_path(destination) as temporary,
-                urllib.request.urlopen(url, timeout=60) as response,
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
                 open(temporary, "wb") as out,
             ):
                 shutil.copyfileobj(response, out)
@@ -267,7 +271,7 @@ def fetch_image_folder(dataset, source, manifest_path, sha256=None, download_fol
         actual, what = sha256_of(path), "file"
     if sha256 and actual != sha256:
         if is_url(source):
-            path.unlink(missing_ok=True)
+            path.unlink()  # the download (or the cached copy) that does not match
         raise DatasetError(
             f"{path}: checksum mismatch: sha256 {actual}, expected {sha256} (image_folders.{dataset}.sha256)"
         )

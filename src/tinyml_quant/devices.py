@@ -145,14 +145,16 @@ def fit_markdown(table, boards):
             f"| {board.label} | {board.flash_bytes // KB} | {board.ram_bytes // KB} | "
             f"{board.flash_allowance_bytes // KB} | {board.ram_allowance_bytes // KB} |"
         )
-    for dataset_name, part in table.groupby("dataset_name", sort=True):
+    for dataset_name, part in table.groupby("dataset_name"):
         shown = part.drop(columns="dataset_name").assign(
             flash_kb=part.flash_kb.map("{:.1f}".format),
             arena_kb=part.arena_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}"),
         )
         shown = shown.rename(columns={"flash_kb": "flash (KB)", "arena_kb": "arena (KB)"})
         lines.append(f"\n## {dataset_name}\n")
-        lines.append(shown.to_markdown(index=False))
+        # The numbers are already formatted: tabulate must not parse them back (it drops "40.0" to "40").
+        alignment = ["right" if column.endswith("(KB)") else "left" for column in shown.columns]
+        lines.append(shown.to_markdown(index=False, disable_numparse=True, colalign=alignment))
     return "\n".join(lines) + "\n"
 
 

@@ -99,10 +99,15 @@ class _Budget:
     members: int = 0
     total_bytes: int = 0
 
-    def take(self, name, size):
+    def count(self):
+        """One more member; a folder is one and takes no bytes."""
         self.members += 1
         if self.members > MAX_MEMBERS:
             raise DatasetError(f"{self.source}: more than {MAX_MEMBERS} members; refused as a possible archive bomb")
+
+    def take(self, name, size):
+        """One more file, ``name``, of ``size`` bytes."""
+        self.count()
         if size > MAX_MEMBER_BYTES:
             raise DatasetError(
                 f"{self.source}: member {name!r} is {size} bytes, more than the {MAX_MEMBER_BYTES} allowed per file"
@@ -151,7 +156,7 @@ def _tar_files(path, budget):
                 if reason:
                     raise DatasetError(f"{path}: unsafe archive member {member.name!r}: {reason}")
                 if member.isdir():
-                    budget.take(member.name, 0)
+                    budget.count()
                     yield member.name.rstrip("/"), None
                     continue
                 if not member.isfile():
@@ -182,7 +187,7 @@ def _zip_files(path, budget):
                 if info.flag_bits & 0x1:
                     raise DatasetError(f"{path}: archive member {info.filename!r} is encrypted")
                 if info.is_dir():
-                    budget.take(info.filename, 0)
+                    budget.count()
                     yield info.filename.rstrip("/"), None
                     continue
                 budget.take(info.filename, info.file_size)
@@ -201,12 +206,13 @@ def _zip_files(path, budget):
 
 
 def _folder_files(path, budget):
-    for folder, subfolders, files in os.walk(path, followlinks=False):
+    # os.walk does not follow a linked folder; the loop below refuses one anyway.
+    for folder, subfolders, files in os.walk(path):
         relative = Path(folder).relative_to(path)
         for name in sorted(subfolders):
             if (Path(folder) / name).is_symlink():
                 raise DatasetError(f"{path}: {relative / name} is a link; only regular files and folders are read")
-            budget.take(str(relative / name), 0)
+            budget.count()
             yield (relative / name).as_posix(), None
         subfolders.sort()
         for name in sorted(files):
