@@ -197,8 +197,32 @@ def test_a_presets_epochs_reach_every_model(preset, epochs):
 def test_a_config_that_is_not_yaml_names_its_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("training:\n  epochs: 3\n  batch_size: [1, 2\nplots: {}\n")
-    with pytest.raises(study.ConfigError, match=r"broken.yaml, line 4, column 6: not valid YAML"):
+    with pytest.raises(study.ConfigError) as refused:
         study.load_yaml(path)
+    assert str(refused.value) == f"{path}, line 4, column 6: not valid YAML (expected ',' or ']', but got ':')"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # The YAML reader's own error has no line mark: the file is named, and the position in the reason.
+        (b"epochs: \x073\n", "{path}: not valid YAML (unacceptable character #x0007: special characters"),
+        (b"epochs: \xff3\n", "{path}: not UTF-8 text ('utf-8' codec can't decode byte 0xff in position 8"),
+    ],
+)
+def test_a_config_that_is_not_text_names_its_file(tmp_path, content, message):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(content)
+    with pytest.raises(study.ConfigError) as refused:
+        study.load_yaml(path)
+    assert str(refused.value).startswith(message.format(path=path))
+
+
+def test_resolving_paths_leaves_the_given_config_as_it_was(tmp_path):
+    config = merged({"image_folders": {"parts": {"source": "parts.zip"}}})
+    resolved = study.resolve(config, tmp_path, {})
+    assert resolved["image_folders"]["parts"]["source"] == str(tmp_path / "parts.zip")
+    assert config["image_folders"]["parts"]["source"] == "parts.zip"
 
 
 def test_the_schema_knows_exactly_the_built_in_architectures_and_their_knobs():

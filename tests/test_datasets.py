@@ -7,6 +7,7 @@ import json
 import stat
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,143 @@ def test_cifar10_labels_out_of_range_are_refused(tmp_path):
     write_tar(tmp_path / "c.tar.gz", members)
     with pytest.raises(DatasetError, match="test labels outside 0..9"):
         readers.read_cifar10_binary(tmp_path / "c.tar.gz")
+
+
+def cifar10_members(folder="b", empty=(), extra=()):
+    record = np.zeros((1, readers.CIFAR10_RECORD_BYTES), np.uint8)
+    record[0, 0] = 3
+    names = ("test_batch.bin", *(f"data_batch_{i}.bin" for i in range(1, 6)))
+    return [*extra, *((f"{folder}/{name}", b"" if name in empty else record.tobytes()) for name in names)]
+
+
+def test_cifar10_labels_are_int64_and_an_empty_batch_is_no_records(tmp_path):
+    write_tar(tmp_path / "c.tar.gz", cifar10_members(empty=("test_batch.bin",)))
+    splits = readers.read_cifar10_binary(tmp_path / "c.tar.gz")
+    assert splits["train"][1].dtype == np.int64 and splits["train"][1].tolist() == [3] * 5
+    assert splits["test"][0].shape == (0, 32, 32, 3) and splits["test"][1].shape == (0,)
+
+
+def test_a_cifar10_folder_named_like_a_batch_is_not_the_batch(tmp_path):
+    write_tar(tmp_path / "c.tar.gz", cifar10_members(extra=[("b/data_batch_1.bin/", None)]))
+    assert len(readers.read_cifar10_binary(tmp_path / "c.tar.gz")["train"][1]) == 5
+    members = [member for member in cifar10_members() if not member[0].endswith("data_batch_2.bin")]
+    write_tar(tmp_path / "d.tar.gz", [*members, ("b/data_batch_2.bin/", None)])
+    with pytest.raises(DatasetError, match="d.tar.gz: archive member data_batch_2.bin is missing"):
+        readers.read_cifar10_binary(tmp_path / "d.tar.gz")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "empty name or NUL byte"),
+        ("train/a\x00b.png", "empty name or NUL byte"),
+        ("/etc/passwd", "absolute path"),
+        ("\\server\\share", "absolute path"),
+        ("C:", "absolute path"),
+        ("C:/x.png", "absolute path"),
+        ("train\\cat\\0.png", "backslash in the name"),
+        ("train/../../x.png", "'..' in the path"),
+        ("train/cat/0.png", None),
+        ("./train/cat/", None),
+    ],
+)
+def test_member_names_that_could_escape_are_named_with_the_reason(name, reason):
+    assert readers._unsafe_name_reason(name) == reason
+
+
+def test_the_budget_allows_exactly_its_limits(monkeypatch):
+    monkeypatch.setattr(readers, "MAX_MEMBERS", 3)
+    monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 10)
+    monkeypatch.setattr(readers, "MAX_TOTAL_BYTES", 20)
+    budget = readers._Budget(Path("src"))
+    budget.take("a", 10)  # one member at the per-file limit
+    budget.take("b", 10)  # the total at its limit
+    budget.count()  # the third member
+    assert (budget.members, budget.total_bytes) == (3, 20)
+    with pytest.raises(DatasetError, match="src: more than 3 members"):
+        budget.count()
+    with pytest.raises(DatasetError, match="member 'c' is 11 bytes, more than the 10 allowed per file"):
+        readers._Budget(Path("src")).take("c", 11)
+    spread = readers._Budget(Path("src"))
+    spread.take("d", 10)
+    spread.take("e", 10)
+    with pytest.raises(DatasetError, match="src: more than 20 bytes in all"):
+        spread.take("f", 1)  # the sum of the members, not the last one, is over
+
+
+@pytest.mark.parametrize(("name", "kind"), [("a.tar.gz", "tar"), ("A.TGZ", "tar"), ("b.tgz", "tar"), ("c.ZIP", "zip")])
+def test_the_source_kind_comes_from_the_name(tmp_path, name, kind):
+    assert readers.source_kind(tmp_path / name) == kind
+
+
+def test_a_tar_gz_that_is_not_gzip_is_refused(tmp_path):
+    with tarfile.open(tmp_path / "plain.tar.gz", "w") as archive:  # an uncompressed tar under a .tar.gz name
+        info = tarfile.TarInfo("train/cat/0.png")
+        content = image_bytes()
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    with pytest.raises(DatasetError, match="plain.tar.gz: cannot read the archive"):
+        readers.read_image_folder(tmp_path / "plain.tar.gz")
+
+
+def test_every_source_kind_lists_the_same_members(tmp_path):
+    members = image_folder_members(classes=("maX", "dog"))
+    folders = [("train/", None), ("train/maX/", None), ("test/", None)]
+    listed = {}
+    for kind in ("tar", "zip"):
+        (tmp_path / kind).mkdir()
+        source = SOURCES[kind](tmp_path / kind, folders + members)
+        listed[kind] = [(name, content) for name, content in readers.iter_files(source)]
+    source = SOURCES["folder"](tmp_path / "folder", members)
+    listed["folder"] = list(readers.iter_files(source))
+    expected_files = sorted(members)
+    for kind, found in listed.items():
+        assert sorted(item for item in found if item[1] is not None) == expected_files, kind
+        assert {name for name, content in found if content is None} >= {"train", "train/maX", "test"}, kind
+
+
+def test_an_encrypted_zip_member_is_refused(tmp_path):
+    write_zip(tmp_path / "locked.zip", image_folder_members())
+    content = bytearray((tmp_path / "locked.zip").read_bytes())
+    central = content.index(b"PK\x01\x02")  # the first member's central directory entry
+    content[central + 8] |= 0x01  # general purpose flags, bit 0: encrypted
+    (tmp_path / "locked.zip").write_bytes(bytes(content))
+    with pytest.raises(DatasetError, match="locked.zip: archive member 'train/cat/0.png' is encrypted"):
+        readers.read_image_folder(tmp_path / "locked.zip")
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_file_beside_the_wrapper_folder_is_refused_not_skipped(tmp_path, kind):
+    members = [(f"x/{name}", content) for name, content in image_folder_members()] + [("LICENSE", b"text")]
+    source = SOURCES[kind](tmp_path, members)
+    with pytest.raises(DatasetError, match="'LICENSE' is not laid out"):
+        readers.read_image_folder(source)
+
+
+def test_a_tar_of_dot_reads_like_its_folder(tmp_path):
+    folder = SOURCES["folder"](tmp_path, image_folder_members())
+    with tarfile.open(tmp_path / "dot.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname=".")  # tar czf dot.tar.gz -C a .
+    (from_tar, names), (from_folder, _) = (
+        readers.read_image_folder(tmp_path / "dot.tar.gz"),
+        readers.read_image_folder(folder),
+    )
+    assert names == ["cat", "dog"]
+    np.testing.assert_array_equal(from_tar["train"][0], from_folder["train"][0])
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_system_files_first_are_skipped_and_the_rest_read(tmp_path, kind):
+    members = [("__MACOSX/train/._0.png", b"resource fork"), ("train/.DS_Store", b"finder"), *image_folder_members()]
+    splits, names = readers.read_image_folder(SOURCES[kind](tmp_path, members))
+    assert names == ["cat", "dog"] and len(splits["train"][1]) == 4 and len(splits["test"][1]) == 4
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_folder_inside_a_class_folder_is_refused(tmp_path, kind):
+    source = SOURCES[kind](tmp_path, image_folder_members() + [("train/cat/deeper/", None)])
+    with pytest.raises(DatasetError, match="'train/cat/deeper/?' is not laid out"):
+        readers.read_image_folder(source)
 
 
 # --------------------------------------------------------------------------- image folders

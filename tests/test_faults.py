@@ -195,6 +195,27 @@ def test_failed_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_tables_are_written_without_the_index_to_six_significant_digits(tmp_path):
+    files.write_csv(tmp_path / "t.csv", pd.DataFrame({"model": ["a", "b"], "accuracy": [1 / 3, 1e-7]}))
+    assert (tmp_path / "t.csv").read_text() == "model,accuracy\na,0.333333\nb,1e-07\n"
+
+
+def test_json_is_written_sorted_indented_and_ended(tmp_path):
+    files.write_json(tmp_path / "r.json", {"b": 1, "a": [2]})
+    assert (tmp_path / "r.json").read_text() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+    assert files.read_json(tmp_path / "r.json") == {"a": [2], "b": 1}
+
+
+def test_copies_go_to_their_own_destinations_or_none_at_all(tmp_path):
+    (tmp_path / "x").write_text("ex")
+    (tmp_path / "y").write_text("why")
+    files.copy_files([tmp_path / "x", tmp_path / "y"], [tmp_path / "out" / "1", tmp_path / "out" / "2"])
+    assert [(tmp_path / "out" / name).read_text() for name in ("1", "2")] == ["ex", "why"]
+    with pytest.raises(ValueError, match="^2 files to copy to 1 destinations$"):
+        files.copy_files([tmp_path / "x", tmp_path / "y"], [tmp_path / "out" / "3"])
+    assert not (tmp_path / "out" / "3").exists()
+
+
 @pytest.fixture
 def failing_rename(monkeypatch):
     """Every atomic rename fails, as a full disk or a kill between write and rename would leave it."""

@@ -32,6 +32,8 @@ def load_yaml(path):
         mark = getattr(error, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error})") from error
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from error
 
@@ -162,7 +164,8 @@ def study_pairs(config):
     for dataset in config["datasets"]:
         for model in config["models"]:
             trained = config["trained_models"].get(model)
-            if (trained is None and model in ARCHITECTURES) or (trained is not None and trained["dataset"] == dataset):
+            # check() has refused names that are neither built-in nor trained models.
+            if trained is None or trained["dataset"] == dataset:
                 pairs.append((dataset, model))
     return pairs
 

@@ -157,7 +157,7 @@ def _tar_files(path, budget):
                     raise DatasetError(f"{path}: unsafe archive member {member.name!r}: {reason}")
                 if member.isdir():
                     budget.count()
-                    yield member.name.rstrip("/"), None
+                    yield member.name, None  # tarfile already strips a folder name's trailing "/"
                     continue
                 if not member.isfile():
                     raise DatasetError(
@@ -297,19 +297,16 @@ def decode_image(content, where, channels=None, image_size=None):
 
 
 def _layout_parts(member):
-    """``(split, class, file)`` of a member name, or None for names outside the layout."""
-    parts = PurePosixPath(member).parts
-    if parts and parts[0] == ".":
-        parts = parts[1:]
-    return parts
+    """A member name's parts (``PurePosixPath`` drops a leading ``./`` and a trailing ``/``)."""
+    return PurePosixPath(member).parts
 
 
 def _strip_wrapper(names):
-    """The one top folder that wraps ``train/`` and ``test/`` (``tar czf x.tar.gz x/``), or ''."""
+    """The one top folder that wraps ``train/`` and ``test/`` (``tar czf x.tar.gz x/``), or None."""
     tops = {parts[0] for parts in map(_layout_parts, names) if len(parts) > 1}
     if len(tops) == 1 and not tops & set(SPLITS):
         return next(iter(tops))
-    return ""
+    return None
 
 
 def read_image_folder(path, class_names=None, channels=None, image_size=None):
