@@ -86,6 +86,10 @@ def test_schema_refuses_bad_values(change, culprits):
         ({"training": {"per_model": {"vgg": {"epochs": 2}}}}, "training.per_model.vgg: not a built-in model"),
         ({"training": {"per_dataset": {"svhn": {"epochs": 2}}}}, "training.per_dataset.svhn: not a dataset"),
         (
+            {"training": {"per_dataset": {"mnist": {"per_model": {"vgg": {"epochs": 2}}}}}},
+            "training.per_dataset.mnist.per_model.vgg: not a built-in model",
+        ),
+        (
             {"boards": [{**DEFAULTS["boards"][0], "ram_allowance_kb": 300}]},
             "boards[0] (arduino_nano_33_ble_sense).ram_allowance_kb: 300 is more than ram_kb 256",
         ),
@@ -106,6 +110,50 @@ def test_config_checks_refuse_what_the_schema_cannot_see(change, culprit):
     with pytest.raises(study.ConfigError) as raised:
         checked(change)
     assert culprit in str(raised.value)
+
+
+def test_every_problem_is_listed_in_one_error():
+    with pytest.raises(study.ConfigError) as raised:
+        checked({"models": ["custom", "vgg"], "datasets": ["mnist", "svhn"]})
+    assert str(raised.value) == (
+        "invalid configuration:\n"
+        "  datasets: 'svhn' is neither built-in (['cifar10', 'mnist']) nor declared in image_folders ([])\n"
+        "  models: 'vgg' is neither built-in "
+        f"({sorted(ARCHITECTURES)}) nor declared in trained_models ([])"
+    )
+
+
+def test_minimal_training_settings_need_no_override_blocks():
+    problems = []
+    study._check_training({"training": {"epochs": 1}, "image_folders": {}}, problems)
+    assert problems == []
+
+
+def test_sources_the_checks_accept(tmp_path):
+    (tmp_path / "parts.tgz").write_bytes(b"")
+    (tmp_path / "saved" / "variables").mkdir(parents=True)
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "folder_without_model").mkdir()
+    config = checked(
+        {
+            "datasets": ["parts"],
+            "models": ["mine"],
+            "image_folders": {"parts": {"source": "parts.tgz", "sha256": "0" * 64}},  # a local archive takes one
+            "trained_models": {"mine": {"file": "saved", "dataset": "parts"}},
+        },
+        tmp_path,
+    )
+    assert study.study_pairs(config) == [("parts", "mine")]
+    with pytest.raises(study.ConfigError, match="folder_without_model is neither a .keras file nor a SavedModel"):
+        checked(
+            {"models": ["mine"], "trained_models": {"mine": {"file": "folder_without_model", "dataset": "mnist"}}},
+            tmp_path,
+        )
+
+
+def test_no_mirror_stays_no_mirror(tmp_path):
+    assert study.resolve(merged({"data": {"mirror": ""}}), tmp_path, {})["data"]["mirror"] == ""
+    assert study.resolve(merged({"data": {"mirror": "m"}}), tmp_path, {})["data"]["mirror"] == str(tmp_path / "m")
 
 
 def test_a_trained_model_must_name_a_dataset_of_the_study(tmp_path):

@@ -89,6 +89,65 @@ def test_idx_round_trip(tmp_path):
     np.testing.assert_array_equal(readers.read_idx(tmp_path / "x.gz"), array)
 
 
+def write_gzip(path, content):
+    with gzip.open(path, "wb") as handle:
+        handle.write(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x00\x08", "not an unsigned-byte IDX file (bad magic number)"),
+        (b"\x01\x00\x08\x01\x00\x00\x00\x00", "not an unsigned-byte IDX file (bad magic number)"),
+        (b"\x00\x00\x09\x01\x00\x00\x00\x00", "not an unsigned-byte IDX file (bad magic number)"),
+        (b"\x00\x00\x08\x00", "IDX header is truncated or has no dimensions"),
+        (b"\x00\x00\x08\x00\x07", "IDX header is truncated or has no dimensions"),
+        (b"\x00\x00\x08\x02\x00\x00\x00\x01", "IDX header is truncated or has no dimensions"),
+        (
+            b"\x00\x00\x08\x03" + b"\xff" * 12,  # a header whose product overflows 64 bits, counted exactly
+            f"IDX header says shape {(2**32 - 1,) * 3} ({(2**32 - 1) ** 3} values) but the file holds 0",
+        ),
+    ],
+)
+def test_idx_headers_that_cannot_be_are_refused_with_the_reason(tmp_path, content, message):
+    path = write_gzip(tmp_path / "x.gz", content)
+    with pytest.raises(DatasetError) as refused:
+        readers.read_idx(path)
+    assert str(refused.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (2**24, 0), (0, 2**24)])
+def test_idx_dimensions_are_four_byte_big_endian_and_may_be_empty(tmp_path, shape):
+    header = bytes([0, 0, 0x08, len(shape)]) + b"".join(size.to_bytes(4, "big") for size in shape)
+    assert readers.read_idx(write_gzip(tmp_path / "x.gz", header)).shape == shape
+
+
+def test_an_idx_file_at_the_size_limit_is_read_and_one_byte_more_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_TOTAL_BYTES", 20)
+    header = bytes([0, 0, 0x08, 1])
+    at_limit = write_gzip(tmp_path / "at.gz", header + (12).to_bytes(4, "big") + bytes(12))
+    assert readers.read_idx(at_limit).shape == (12,)
+    over = write_gzip(tmp_path / "over.gz", header + (13).to_bytes(4, "big") + bytes(13))
+    with pytest.raises(DatasetError, match="over.gz: decompresses to more than 20 bytes"):
+        readers.read_idx(over)
+
+
+def test_an_idx_bomb_is_refused_without_inflating_it(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(readers, "MAX_TOTAL_BYTES", 1000)
+    bomb = write_gzip(tmp_path / "bomb.gz", bytes([0, 0, 0x08, 1]) + bytes(64 * 2**20))  # 64 MiB of zeros
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="bomb.gz: decompresses to more than 1000 bytes"):
+            readers.read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated to refuse it"
+
+
 def test_idx_header_disagreeing_with_data_names_the_file(tmp_path):
     path = tmp_path / "bad-idx.gz"
     header = bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big")

@@ -81,10 +81,11 @@ def check(config):
         boards_from_config(config["boards"])
     except ValueError as error:
         problems.append(str(error))
-    pairs = set(study_pairs(config)) if not problems else set()
-    for pair in config["diagnostics"]["always_recover"]:
-        if pairs and tuple(pair.split("/")) not in pairs:
-            problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
+    if not problems:  # the study's pairs are only known once its names are
+        pairs = set(study_pairs(config))
+        for pair in config["diagnostics"]["always_recover"]:
+            if tuple(pair.split("/")) not in pairs:
+                problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
@@ -118,15 +119,14 @@ def _check_names(config, problems):
             problems.append(
                 f"trained_models.{name}.dataset: {entry['dataset']!r} is not in datasets {config['datasets']}"
             )
-    if not problems and not study_pairs(config):
-        problems.append("models: no model runs on any dataset of this study")
 
 
 def _check_sources(config, problems):
     for name, entry in config["image_folders"].items():
         source = entry["source"]
-        is_folder = not is_url(source) and Path(source).is_dir()
-        if not is_url(source) and not Path(source).exists():
+        local = not is_url(source)
+        is_folder = local and Path(source).is_dir()
+        if local and not Path(source).exists():
             problems.append(f"image_folders.{name}.source: {source} does not exist")
         elif is_folder and "sha256" in entry:
             problems.append(f"image_folders.{name}.sha256: a checksum applies to an archive, {source} is a folder")

@@ -55,7 +55,8 @@ _IDX_UNSIGNED_BYTE = 0x08
 def read_idx(path):
     """Parse a gzip-compressed IDX file of unsigned bytes (MNIST's format) into a numpy array."""
     try:
-        with gzip.open(path, "rb") as handle:
+        with gzip.open(path) as handle:  # binary mode, gzip's default
+            # One byte past the limit is enough to know a file is over it: a bomb is never inflated whole.
             content = handle.read(MAX_TOTAL_BYTES + 1)
     except (EOFError, OSError, zlib.error) as error:
         raise DatasetError(f"{path}: cannot decompress ({error}); the file is truncated or corrupt") from error
