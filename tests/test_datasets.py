@@ -578,6 +578,117 @@ def test_a_folders_digest_covers_every_files_path_and_content(tmp_path):
     assert datasets.folder_digest(tmp_path) == expected.hexdigest()
 
 
+@pytest.mark.parametrize(
+    ("source", "remote"),
+    [
+        ("https://example.org/a.zip", True),
+        ("ftp://example.org/a.zip", True),
+        ("http://h/a.tgz", True),
+        ("file:///data/a.zip", False),
+        ("/data/a.zip", False),
+        ("a.zip", False),
+    ],
+)
+def test_what_is_downloaded_and_what_is_read_where_it_is(source, remote):
+    assert datasets.is_url(source) is remote
+
+
+def fetched_folder(tmp_path, members):
+    source = SOURCES["folder"](tmp_path, members)
+    datasets.fetch_image_folder("parts", str(source), tmp_path / "manifest.json")
+    return tmp_path / "manifest.json"
+
+
+def test_prepare_passes_the_image_folder_settings_to_the_reader(tmp_path):
+    manifest = fetched_folder(tmp_path, image_folder_members(size=(6, 4)))
+    settings = {"class_names": ["dog", "cat"], "channels": 1, "image_size": [3, 5]}
+    datasets.prepare(manifest, tmp_path / "parts.npz", image_folder=settings)
+    prepared = datasets.load_prepared(tmp_path / "parts.npz")
+    assert prepared.class_names == ["dog", "cat"] and prepared.x_train.shape == (4, 3, 5, 1)
+    assert prepared.y_train.tolist() == [1, 1, 0, 0]  # cat's images first, read in folder order
+
+
+def carved_pairs(count, test_count, seed):
+    """(class, index) of the images a carved test split holds: seeded, independent of the code under test."""
+    in_read_order = [(name, index) for name in ("cat", "dog") for index in range(count // 2)]
+    chosen = np.sort(np.random.default_rng(seed).permutation(count)[:test_count])
+    return sorted(in_read_order[position] for position in chosen)
+
+
+def pairs_of(images, labels, class_names):
+    # image_folder_members colours image i with red = i * 40 % 256, unique for i < 7
+    red_to_index = {index * 40 % 256: index for index in range(7)}
+    return sorted((class_names[label], red_to_index[int(image[0, 0, 0])]) for image, label in zip(images, labels))
+
+
+def test_a_carved_test_split_defaults_to_20_percent_with_seed_0(tmp_path):
+    manifest = fetched_folder(tmp_path, image_folder_members(per_class=7, splits=("train",)))
+    provenance = datasets.prepare(manifest, tmp_path / "parts.npz")
+    prepared = datasets.load_prepared(tmp_path / "parts.npz")
+    assert provenance["name"] == "parts (image folder, test carved from train (20%, seed 0))"
+    assert pairs_of(prepared.x_test, prepared.y_test, prepared.class_names) == carved_pairs(14, 3, 0)
+    assert len(prepared.y_train) == 11
+
+
+def test_a_tiny_test_fraction_still_carves_one_image(tmp_path):
+    manifest = fetched_folder(tmp_path, image_folder_members(per_class=7, splits=("train",)))
+    datasets.prepare(manifest, tmp_path / "parts.npz", image_folder={"test_fraction": 0.01, "split_seed": 5})
+    prepared = datasets.load_prepared(tmp_path / "parts.npz")
+    assert pairs_of(prepared.x_test, prepared.y_test, prepared.class_names) == carved_pairs(14, 1, 5)
+
+
+def test_a_subset_defaults_to_seed_0(tmp_path):
+    manifest = fetched_folder(tmp_path, image_folder_members(per_class=7))
+    provenance = datasets.prepare(manifest, tmp_path / "parts.npz", max_train_images=5)
+    prepared = datasets.load_prepared(tmp_path / "parts.npz")
+    assert provenance["subset_seed"] == 0 and len(prepared.y_test) == 14
+    assert pairs_of(prepared.x_train, prepared.y_train, prepared.class_names) == carved_pairs(14, 5, 0)
+
+
+def handmade_manifest(tmp_path, dataset, format, files):
+    """A manifest as fetch writes it, for files made here (checksums of the files themselves)."""
+    records = {
+        path.name: {
+            "path": str(path),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "checksum_of": "file",
+            "verified": True,
+            "origin": str(path),
+        }
+        for path in files
+    }
+    manifest = {"dataset": dataset, "source": "test", "variant": "handmade", "format": format, "files": records}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "manifest.json"
+
+
+def test_prepare_reads_the_cifar10_binary_format(tmp_path):
+    write_tar(tmp_path / "c.tar.gz", cifar10_members())
+    manifest = handmade_manifest(tmp_path, "cifar10", "cifar_binary", [tmp_path / "c.tar.gz"])
+    provenance = datasets.prepare(manifest, tmp_path / "c.npz")
+    assert provenance["name"] == "cifar10 (handmade)" and (provenance["train_images"], provenance["test_images"]) == (
+        5,
+        1,
+    )
+
+
+def test_idx_files_that_are_not_images_and_labels_are_refused(tmp_path):
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+    arrays = (np.zeros((2, 784)), np.zeros(2), np.zeros((1, 28, 28)))
+    for name, array in zip(names, arrays):
+        write_idx(tmp_path / name, array)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(1))
+    files = [tmp_path / name for name in (*names, "t10k-labels-idx1-ubyte.gz")]
+    manifest = handmade_manifest(tmp_path, "mnist", "idx", files)
+    with pytest.raises(DatasetError, match="manifest.json: train IDX files are not images and labels"):
+        datasets.prepare(manifest, tmp_path / "m.npz")
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros((2, 1)))
+    manifest = handmade_manifest(tmp_path, "mnist", "idx", files)
+    with pytest.raises(DatasetError, match="manifest.json: train IDX files are not images and labels"):
+        datasets.prepare(manifest, tmp_path / "m.npz")
+
+
 def test_prepare_carves_a_missing_test_split_and_says_so(tmp_path):
     source = SOURCES["folder"](tmp_path, image_folder_members(per_class=10, splits=("train",)))
     datasets.fetch_image_folder("parts", str(source), tmp_path / "manifest.json")
@@ -610,7 +721,16 @@ def test_mirror_fetch_and_prepare_mnist(tmp_path, mirror):
     assert prepared.x_train.shape == (500, 28, 28, 1) and prepared.x_test.shape == (200, 28, 28, 1)
     assert prepared.class_names == [str(d) for d in range(10)]
     assert provenance["name"] == prepared.name == "mnist (official)"
-    assert set(np.unique(prepared.y_train)) == set(range(10))
+    assert set(np.unique(prepared.y_train)) == set(range(10)) and prepared.y_train.dtype == np.int64
+    first = datasets.BUILTIN_DATASETS["mnist"].mirror.files[0]
+    path = (mirror / "mnist" / first.name).resolve()
+    assert manifest["files"][first.name] == {
+        "path": str(path),
+        "sha256": first.sha256,
+        "checksum_of": "decompressed content",  # MNIST's gzip headers differ between copies, their content does not
+        "verified": True,
+        "origin": str(path),
+    }
 
 
 def test_a_bad_mirror_file_leaves_no_manifest(tmp_path, mirror):

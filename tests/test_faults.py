@@ -47,12 +47,12 @@ def file_server(tmp_path):
     server.server_close()
 
 
-def serve_as_official(monkeypatch, base_url, name, expected_content):
+def serve_as_official(monkeypatch, base_url, name, expected_content, checksum_of_content=False):
     """Make the online MNIST source one file at ``base_url``, expected to hold ``expected_content``."""
     official = Source(
         variant="official",
         format="idx",
-        files=(SourceFile(name, hashlib.sha256(expected_content).hexdigest()),),
+        files=(SourceFile(name, hashlib.sha256(expected_content).hexdigest(), checksum_of_content),),
         urls=(base_url,),
     )
     mnist = datasets.BUILTIN_DATASETS["mnist"]
@@ -72,6 +72,26 @@ def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
     (folder / "labels.bin").unlink()
     again = datasets.fetch_builtin("mnist", tmp_path / "n" / "manifest.json", download_folder=tmp_path / "cache")
     assert again["files"]["labels.bin"]["origin"].startswith("cached download")
+
+
+def test_a_cached_download_checked_on_its_content_is_not_fetched_again(tmp_path, monkeypatch, file_server):
+    import gzip
+
+    folder, base_url = file_server
+    (folder / "labels.gz").write_bytes(gzip.compress(b"the real labels"))
+    serve_as_official(monkeypatch, base_url, "labels.gz", b"the real labels", checksum_of_content=True)
+    monkeypatch.chdir(tmp_path)  # the default download folder, data/downloads, is relative to where the workflow runs
+    first = datasets.fetch_builtin("mnist", tmp_path / "m.json")
+    assert first["files"]["labels.gz"]["checksum_of"] == "decompressed content"
+    assert (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").is_file()
+    (folder / "labels.gz").unlink()
+    again = datasets.fetch_builtin("mnist", tmp_path / "n.json")
+    assert again["files"]["labels.gz"]["origin"].startswith("cached download")
+    (folder / "labels.gz").write_bytes(gzip.compress(b"other labels"))
+    (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").write_bytes(gzip.compress(b"stale labels"))
+    with pytest.raises(DatasetError, match="labels.gz: checksum mismatch for the decompressed content"):
+        datasets.fetch_builtin("mnist", tmp_path / "o.json")
+    assert not (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").exists()
 
 
 def test_download_with_wrong_checksum_keeps_nothing(tmp_path, monkeypatch, file_server):

@@ -194,13 +194,14 @@ def download(urls, destination):
     )
 
 
-def _file_record(path, sha256, checksum_of_content=False, verified=True, origin=None):
+def _file_record(path, sha256, checksum_of, verified, origin):
+    """A manifest's record of one fetched file; ``checksum_of`` says what ``sha256`` is of."""
     return {
         "path": str(Path(path).resolve()),
         "sha256": sha256,
-        "checksum_of": "decompressed content" if checksum_of_content else "file",
+        "checksum_of": checksum_of,
         "verified": verified,
-        "origin": origin or str(Path(path).resolve()),
+        "origin": origin,
     }
 
 
@@ -221,7 +222,7 @@ def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downl
             path = Path(mirror) / source.mirror_folder / expected.name
             if not path.is_file():
                 raise DatasetError(f"{path}: not found in the dataset mirror {mirror}")
-            origin = None
+            origin = str(path.resolve())
         else:
             path = Path(download_folder) / dataset / expected.name
             if not (path.is_file() and sha256_of(path, expected.checksum_of_content) == expected.sha256):
@@ -232,9 +233,10 @@ def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downl
             verify(path, expected)
         except DatasetError:
             if not mirror:
-                path.unlink(missing_ok=True)
+                path.unlink()  # the download that does not match
             raise
-        files[expected.name] = _file_record(path, expected.sha256, expected.checksum_of_content, origin=origin)
+        checksum_of = "decompressed content" if expected.checksum_of_content else "file"
+        files[expected.name] = _file_record(path, expected.sha256, checksum_of, verified=True, origin=origin)
     manifest = {
         "dataset": dataset,
         "source": f"mirror {Path(mirror).resolve()}" if mirror else "official download",
@@ -276,8 +278,7 @@ def fetch_image_folder(dataset, source, manifest_path, sha256=None, download_fol
             f"{path}: checksum mismatch: sha256 {actual}, expected {sha256} (image_folders.{dataset}.sha256)"
         )
     verified = bool(sha256) or not is_url(source)
-    record = _file_record(path, actual, verified=verified, origin=str(source))
-    record["checksum_of"] = what
+    record = _file_record(path, actual, what, verified=verified, origin=str(source))
     manifest = {
         "dataset": dataset,
         "source": str(source),
@@ -305,7 +306,7 @@ def check_split(images, labels, num_classes, where):
         raise DatasetError(f"{where}: labels outside 0..{num_classes - 1} ({labels.min()}..{labels.max()})")
 
 
-def _verified_path(name, record):
+def _verified_path(record):
     path = Path(record["path"])
     if record["checksum_of"] == "folder digest":
         actual = folder_digest(path)
@@ -336,7 +337,7 @@ def prepare(
     """
     manifest = read_json(manifest_path)
     dataset = manifest["dataset"]
-    paths = {name: _verified_path(name, record) for name, record in manifest["files"].items()}
+    paths = {name: _verified_path(record) for name, record in manifest["files"].items()}
     settings = image_folder or {}
     notes = []
     if dataset in BUILTIN_DATASETS:
