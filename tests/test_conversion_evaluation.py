@@ -192,6 +192,18 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
     assert metrics["agreement_with_fp32"] == pytest.approx(np.mean(predictions == 0))
     assert metrics["agreement_with_fp32"] < 0.6
     assert metrics["accuracy"] == pytest.approx(np.mean(predictions == test_labels))
+    assert metrics["timing"] == "LiteRT on the host CPU, 1 thread(s), batches of 25"
+    # The reference itself agrees with itself; int16x8 on two threads runs two interpreters side by side.
+    (tmp_path / "fp32.tflite").write_bytes(flatbuffers["fp32"])
+    variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
+    arguments = (tmp_path / "toy.npz", variant, 1, 25, tmp_path / "f.json", tmp_path / "f.npy", None)
+    assert run_evaluation(tmp_path / "fp32.tflite", *arguments)["agreement_with_fp32"] == 1.0
+    (tmp_path / "int16x8.tflite").write_bytes(flatbuffers["int16x8"])
+    variant = {"dataset": "toy", "model": "custom", "scheme": "int16x8"}
+    arguments = (tmp_path / "toy.npz", variant, 2, 25, tmp_path / "i.json", tmp_path / "i.npy", tmp_path / "f.npy")
+    side_by_side = run_evaluation(tmp_path / "int16x8.tflite", *arguments)
+    assert side_by_side["timing"] == "LiteRT on the host CPU, 2 one-thread interpreters side by side, batches of 25"
+    assert side_by_side["threads"] == 2 and side_by_side["input_type"] == "float32"
     np.save(tmp_path / "short.npy", reference[:5])
     with pytest.raises(ValueError, match="short.npy: holds 5 predictions"):
         run_evaluation(
@@ -204,3 +216,28 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
             tmp_path / "p2.npy",
             tmp_path / "short.npy",
         )
+
+
+def test_the_conversion_job_calibrates_on_its_seeded_images_with_its_threads(trained, tmp_path, monkeypatch):
+    import json
+
+    from tinyml_quant import training
+    from tinyml_quant.conversion import run_conversion
+
+    model, test_images, test_labels, train_images = trained
+    model.save(tmp_path / "model.keras")
+    np.savez(
+        tmp_path / "toy.npz",
+        x_train=train_images,
+        y_train=np.zeros(len(train_images), np.int64),
+        x_test=test_images,
+        y_test=test_labels,
+        class_names=np.asarray(["a", "b", "c", "d"]),
+        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
+    )
+    pinned = []
+    monkeypatch.setattr(training, "configure_tensorflow", lambda threads, seed=None: pinned.append(threads))
+    settings = {"calibration_images": 20, "calibration_seed": 3}
+    run_conversion(tmp_path / "model.keras", tmp_path / "toy.npz", "int8", settings, 2, tmp_path / "int8.tflite")
+    expected = convert(model, "int8", calibration_images(train_images, 20, seed=3))
+    assert (tmp_path / "int8.tflite").read_bytes() == expected and pinned == [2]

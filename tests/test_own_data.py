@@ -117,6 +117,50 @@ def test_a_model_trained_on_unit_range_inputs_gets_its_scale_inside(users_model)
     assert metrics["source"].startswith("imported from")
 
 
+def test_the_import_record_and_its_accuracy(users_model):
+    import keras
+
+    dataset = toy_dataset()
+    model, metrics = import_trained_model(users_model, dataset, "trained_models.users", input_scale=1 / 255)
+    reference = keras.models.load_model(users_model).predict(dataset.x_test / 255, verbose=0)
+    accuracy = float(np.mean(reference.argmax(axis=1) == dataset.y_test))  # an independent count
+    assert metrics == {
+        "dataset": "parts",
+        "dataset_name": "parts (test)",
+        "model": "users",
+        "source": f"imported from {users_model}",
+        "parameters": model.count_params(),
+        "test_images": 30,
+        "test_accuracy": pytest.approx(accuracy),
+        "preprocessing": {"input_scale": 1 / 255, "input_offset": 0.0, "applied": "inside the model"},
+    }
+    assert model.name == "users_cnn_with_preprocessing" and model.inputs[0].name == "image"
+
+
+def test_declared_preprocessing_scales_then_offsets_and_is_absent_when_neutral(users_model):
+    import keras
+
+    from tinyml_quant.importing import with_preprocessing
+
+    plain = keras.models.load_model(users_model)
+    assert with_preprocessing(plain, 1.0, 0.0) is plain
+    shifted = with_preprocessing(plain, 1.0, -0.5)
+    pixels = toy_dataset().x_test[:4].astype("float32") / 255
+    np.testing.assert_allclose(shifted.predict(pixels, verbose=0), plain.predict(pixels - 0.5, verbose=0), atol=1e-5)
+
+
+def test_a_model_with_two_outputs_is_refused(tmp_path):
+    import keras
+
+    from tinyml_quant.importing import check_fits
+
+    inputs = keras.Input((16, 16, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(3)(flat), keras.layers.Dense(3)(flat)])
+    with pytest.raises(ModelMismatch, match="^trained_models.two: the model has 1 inputs and 2 outputs; one each$"):
+        check_fits(model, toy_dataset(), "trained_models.two")
+
+
 @pytest.mark.parametrize(
     "dataset, message",
     [
@@ -142,6 +186,8 @@ def test_a_savedmodel_folder_is_imported_too(users_model, tmp_path):
     keras.models.load_model(users_model).export(tmp_path / "saved", verbose=False)
     imported, metrics = import_trained_model(tmp_path / "saved", toy_dataset(), "trained_models.users", 1 / 255)
     reference, _ = import_trained_model(users_model, toy_dataset(), "trained_models.users", 1 / 255)
+    unwrapped = imported.get_layer("saved")  # the SavedModel, named after its folder, behind the preprocessing
+    assert unwrapped.inputs[0].name == "image" and unwrapped.inputs[0].dtype == "float32"
     pixels = toy_dataset().x_test[:4].astype("float32")
     np.testing.assert_allclose(imported.predict(pixels, verbose=0), reference.predict(pixels, verbose=0), atol=1e-5)
     from tinyml_quant.conversion import convert

@@ -72,7 +72,7 @@ def dequantize_output(values, detail):
 # Schemes whose LiteRT kernels use one thread whatever ``num_threads`` says: int16x8 runs
 # TFLite's reference integer kernels (no XNNPACK delegate, no multi-threaded kernels), so a
 # job with more threads evaluates with that many interpreters side by side instead
-# (``python -m tinyml_quant.bench`` measures both ways for every scheme).
+# (``python -m tools.bench`` measures both ways for every scheme).
 SINGLE_THREADED_SCHEMES = (INTEGER_16X8,)
 
 
