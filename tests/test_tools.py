@@ -145,3 +145,39 @@ def test_every_benchmark_step_run_in_a_child_is_importable_there():
     assert calls
     for call in calls:
         assert isinstance(call.args[0], ast.Attribute), f"line {call.lineno}: in_child of a function of __main__"
+
+
+def test_mutation_scores_count_equivalents_apart_and_flag_unfinished_modules():
+    from collections import Counter
+
+    from tools.mutation import score_rows, summary
+
+    statuses = {
+        "tinyml_quant.files.x_a__mutmut_1": "killed",
+        "tinyml_quant.files.x_a__mutmut_2": "timeout",
+        "tinyml_quant.files.x_a__mutmut_3": "survived",
+        "tinyml_quant.files.x_a__mutmut_4": "survived",
+        "tinyml_quant.micro.x_b__mutmut_1": "killed",
+        "tinyml_quant.micro.x_b__mutmut_2": "not checked",
+    }
+    per_module = summary(statuses, {"tinyml_quant.files.x_a__mutmut_4": "changes nothing"})
+    assert per_module["files"] == Counter(killed=2, survived=1, equivalent=1)
+    assert score_rows(per_module) == [
+        "| files | 4 | 2 | 1 | 1 | 0 | 66.7% | NO |",
+        "| micro | 2 | 1 | 0 | 0 | 1 | 100.0% | not run to completion |",
+    ]
+
+
+def test_mutation_widens_each_functions_tests_to_their_modules(tmp_path):
+    import json
+
+    from tools.mutation import widen_to_test_modules
+
+    stats = {
+        "duration_by_test": {"tests/test_a.py::one": 1, "tests/test_a.py::two": 1, "tests/test_b.py::three": 1},
+        "tests_by_mangled_function_name": {"tinyml_quant.files.x_a": ["tests/test_a.py::one"]},
+    }
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    assert widen_to_test_modules(tmp_path / "stats.json") == 1
+    widened = json.loads((tmp_path / "stats.json").read_text())["tests_by_mangled_function_name"]
+    assert widened == {"tinyml_quant.files.x_a": ["tests/test_a.py::one", "tests/test_a.py::two"]}
