@@ -204,6 +204,20 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
     side_by_side = run_evaluation(tmp_path / "int16x8.tflite", *arguments)
     assert side_by_side["timing"] == "LiteRT on the host CPU, 2 one-thread interpreters side by side, batches of 25"
     assert side_by_side["threads"] == 2 and side_by_side["input_type"] == "float32"
+    assert side_by_side["dataset_name"] == "toy" and side_by_side["test_images"] == len(test_labels)
+    assert side_by_side["file_bytes"] == len(flatbuffers["int16x8"])
+    np.save(tmp_path / "objects.npy", np.asarray([object()] * len(test_labels)), allow_pickle=True)
+    arguments = (
+        tmp_path / "toy.npz",
+        variant,
+        1,
+        25,
+        tmp_path / "o.json",
+        tmp_path / "o.npy",
+        tmp_path / "objects.npy",
+    )
+    with pytest.raises(ValueError, match="allow_pickle=False"):  # a reference file is never unpickled
+        run_evaluation(tmp_path / "int16x8.tflite", *arguments)
     np.save(tmp_path / "short.npy", reference[:5])
     with pytest.raises(ValueError, match="short.npy: holds 5 predictions"):
         run_evaluation(

@@ -169,6 +169,23 @@ def test_refused_operator_is_read_from_tflm_messages():
     assert refused_operator("something else") == (None, None)
 
 
+def test_a_refusal_is_recorded_with_tflm_own_words_one_clean_line_each():
+    from tinyml_quant.micro import _unsupported
+
+    message = (
+        "  dequantize_common.cc:42 input->type == kTfLiteInt8 was not true.\r\n"
+        "\r\nNode DEQUANTIZE (number 3) failed to prepare with status 1\r\n"
+    )
+    assert _unsupported({"arena_bytes": 1024}, message) == {
+        "status": UNSUPPORTED,
+        "arena_bytes": None,
+        "unsupported_operator": "DEQUANTIZE",
+        "unsupported_node": 3,
+        "tflm_error": "dequantize_common.cc:42 input->type == kTfLiteInt8 was not true.\n"
+        "Node DEQUANTIZE (number 3) failed to prepare with status 1",
+    }
+
+
 def test_corrupt_file_is_a_value_error_naming_it(flatbuffers, tmp_path):
     path = tmp_path / "corrupt.tflite"
     path.write_bytes(flatbuffers["fp32"][:200])
