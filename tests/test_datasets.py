@@ -510,6 +510,39 @@ def test_an_image_claiming_a_huge_size_is_refused_before_decoding(tmp_path, monk
         readers.decode_image(image_bytes(size=(20, 20)), "x.png")
 
 
+def test_an_image_at_the_pixel_limit_is_read(monkeypatch):
+    monkeypatch.setattr(readers, "MAX_IMAGE_PIXELS", 64)
+    assert readers.decode_image(image_bytes(size=(8, 8)), "x.png").shape == (8, 8, 3)
+    with pytest.raises(DatasetError, match="claims 8x9 pixels"):
+        readers.decode_image(image_bytes(size=(8, 9)), "y.png")
+
+
+def png_of(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA"])
+def test_bilevel_and_grey_with_alpha_images_are_one_channel(mode):
+    pixels = readers.decode_image(png_of(Image.new(mode, (4, 3), 1 if mode == "1" else 90)), "g.png")
+    assert pixels.shape == (3, 4, 1) and pixels.dtype == np.uint8
+
+
+def test_sixteen_bit_images_are_refused():
+    sixteen_bit = Image.new("I;16", (4, 3))
+    assert Image.open(io.BytesIO(png_of(sixteen_bit))).mode.startswith("I")
+    with pytest.raises(DatasetError, match="deep.png: I.* \\(16-bit or float\\) images are not supported"):
+        readers.decode_image(png_of(sixteen_bit), "deep.png")
+
+
+def test_resizing_is_pil_bilinear():
+    gradient = Image.linear_gradient("L").resize((7, 5)).convert("RGB")
+    content = png_of(gradient)
+    expected = np.asarray(Image.open(io.BytesIO(content)).convert("RGB").resize((4, 3), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(readers.decode_image(content, "r.png", image_size=(3, 4)), expected)
+
+
 def test_a_png_header_claiming_a_huge_size_is_refused(tmp_path):
     content = bytearray(image_bytes(size=(8, 8)))
     content[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")  # IHDR width and height
