@@ -141,7 +141,7 @@ def test_the_resolver_file_in_full():
 
 
 @pytest.mark.parametrize(
-    ("arena", "margin", "expected"), [(1000, 10, 1104), (1024, 0, 1024), (1, 0, 16), (100, 50, 160)]
+    ("arena", "margin", "expected"), [(1000, 10, 1104), (1024, 0, 1024), (1, 0, 16), (100, 50, 160), (1001, 100, 2016)]
 )
 def test_the_arena_gets_its_margin_rounded_up_to_16_bytes(arena, margin, expected):
     assert arena_with_margin(arena, margin) == expected
