@@ -670,12 +670,18 @@ def test_a_tiny_test_fraction_still_carves_one_image(tmp_path):
     assert pairs_of(prepared.x_test, prepared.y_test, prepared.class_names) == carved_pairs(14, 1, 5)
 
 
-def test_a_subset_defaults_to_seed_0(tmp_path):
+def test_a_subset_defaults_to_seed_0_and_the_test_subset_takes_the_next_seed(tmp_path):
     manifest = fetched_folder(tmp_path, image_folder_members(per_class=7))
-    provenance = datasets.prepare(manifest, tmp_path / "parts.npz", max_train_images=5)
+    provenance = datasets.prepare(manifest, tmp_path / "parts.npz", max_train_images=5, max_test_images=3)
     prepared = datasets.load_prepared(tmp_path / "parts.npz")
-    assert provenance["subset_seed"] == 0 and len(prepared.y_test) == 14
+    assert provenance["subset_seed"] == 0
     assert pairs_of(prepared.x_train, prepared.y_train, prepared.class_names) == carved_pairs(14, 5, 0)
+    assert pairs_of(prepared.x_test, prepared.y_test, prepared.class_names) == carved_pairs(14, 3, 1)
+
+
+def test_a_split_that_is_not_nhwc_images_is_refused():
+    with pytest.raises(DatasetError, match="^here: images are uint8 \\(2, 28, 3\\), expected uint8 NHWC"):
+        datasets.check_split(np.zeros((2, 28, 3), np.uint8), np.zeros(2, np.int64), 10, "here")
 
 
 def handmade_manifest(tmp_path, dataset, format, files):
@@ -716,6 +722,10 @@ def test_idx_files_that_are_not_images_and_labels_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="manifest.json: train IDX files are not images and labels"):
         datasets.prepare(manifest, tmp_path / "m.npz")
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(2, 10))  # MNIST has classes 0..9
+    manifest = handmade_manifest(tmp_path, "mnist", "idx", files)
+    with pytest.raises(DatasetError, match=r"manifest.json \(train\): labels outside 0..9 \(10..10\)"):
+        datasets.prepare(manifest, tmp_path / "m.npz")
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros((2, 1)))
     manifest = handmade_manifest(tmp_path, "mnist", "idx", files)
     with pytest.raises(DatasetError, match="manifest.json: train IDX files are not images and labels"):

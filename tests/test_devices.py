@@ -61,6 +61,15 @@ def test_a_board_that_cannot_be_is_refused_naming_the_key(change, message):
         boards_from_config([{**ENTRY, **change}])
 
 
+def test_a_board_entry_is_named_by_position_and_takes_its_defaults():
+    with pytest.raises(ValueError, match=r"^boards\[0\] \(\?\): name is missing$"):
+        board_from_config({key: value for key, value in ENTRY.items() if key != "name"})
+    with pytest.raises(ValueError, match=r"^boards\[1\] \(second\).ram_kb: must be a non-negative integer"):
+        boards_from_config([ENTRY, {**ENTRY, "name": "second", "ram_kb": -1}])
+    board = board_from_config({**ENTRY, "flash_allowance_kb": 0, "ram_allowance_kb": 0})  # no allowance is fine
+    assert board.label == "test_board" and board.budget_bytes("flash") == 1024 * KB
+
+
 def test_a_board_at_exactly_its_memory_is_allowed():
     board = board_from_config({**ENTRY, "ram_allowance_kb": 256, "flash_allowance_kb": 1024})
     assert board.budget_bytes("ram") == 0 and board.budget_bytes("flash") == 0
@@ -68,7 +77,7 @@ def test_a_board_at_exactly_its_memory_is_allowed():
 
 
 def test_an_empty_board_list_and_a_repeated_name_are_refused():
-    with pytest.raises(ValueError, match="boards: the list is empty"):
+    with pytest.raises(ValueError, match="^boards: the list is empty; the fit table needs at least one board$"):
         boards_from_config([])
     with pytest.raises(ValueError, match=r"boards\[1\].name: 'test_board' is used by an earlier board"):
         boards_from_config([ENTRY, {**ENTRY, "label": "another"}])
@@ -103,7 +112,7 @@ def test_fit_table_from_the_results_table(tmp_path):
             "dataset_name": ["toy (test)"] * 3 + ["another"],
             "model": ["custom"] * 3 + ["resnet_v1"],
             "scheme": ["int8", "float16", "fp32", "int8"],
-            "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 512],
+            "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 1000],
             "arena_bytes": [30 * KB, None, 30 * KB, 300 * KB],
             "tflm_status": ["runs", "unsupported on TFLite Micro", "runs", "runs"],
         }
@@ -116,7 +125,7 @@ def test_fit_table_from_the_results_table(tmp_path):
             "dataset_name": ["toy (test)"] * 3 + ["another"],
             "model": ["custom"] * 3 + ["resnet_v1"],
             "scheme": ["int8", "float16", "fp32", "int8"],
-            "flash_kb": [40.0, 50.0, 2000.0, 0.5],
+            "flash_kb": [40.0, 50.0, 2000.0, 1000 / 1024],
             "arena_kb": [30.0, None, 30.0, 300.0],
             "Test board": ["fits", "unsupported", "over flash by 1126 KB", "over RAM by 76 KB"],
         }
@@ -135,7 +144,7 @@ def test_fit_table_from_the_results_table(tmp_path):
         "\n## another\n\n"
         "| model     | scheme   |   flash (KB) |   arena (KB) | Test board        |\n"
         "|:----------|:---------|-------------:|-------------:|:------------------|\n"
-        "| resnet_v1 | int8     |          0.5 |        300.0 | over RAM by 76 KB |\n"
+        "| resnet_v1 | int8     |          1.0 |        300.0 | over RAM by 76 KB |\n"
         "\n## toy (test)\n\n"
         "| model   | scheme   |   flash (KB) |   arena (KB) | Test board            |\n"
         "|:--------|:---------|-------------:|-------------:|:----------------------|\n"

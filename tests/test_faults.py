@@ -66,6 +66,7 @@ def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
     manifest = datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert manifest["source"] == "official download"
     assert manifest["files"]["labels.bin"]["origin"] == base_url + "labels.bin"
+    assert manifest["files"]["labels.bin"]["checksum_of"] == "file"
     assert (tmp_path / "cache" / "mnist" / "labels.bin").read_bytes() == b"the real labels"
     assert json.loads((tmp_path / "m" / "manifest.json").read_text()) == manifest
     # A second fetch (another study) verifies the cached file and downloads nothing.
