@@ -705,10 +705,17 @@ def test_prepare_reads_the_cifar10_binary_format(tmp_path):
     write_tar(tmp_path / "c.tar.gz", cifar10_members())
     manifest = handmade_manifest(tmp_path, "cifar10", "cifar_binary", [tmp_path / "c.tar.gz"])
     provenance = datasets.prepare(manifest, tmp_path / "c.npz")
-    assert provenance["name"] == "cifar10 (handmade)" and (provenance["train_images"], provenance["test_images"]) == (
-        5,
-        1,
-    )
+    assert provenance == {
+        "dataset": "cifar10",
+        "name": "cifar10 (handmade)",
+        "source": "test",
+        "variant": "handmade",
+        "files": json.loads(manifest.read_text())["files"],
+        "train_images": 5,
+        "test_images": 1,
+        "subset_seed": None,
+        "image_shape": [32, 32, 3],
+    }
 
 
 def test_idx_files_that_are_not_images_and_labels_are_refused(tmp_path):

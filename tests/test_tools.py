@@ -159,12 +159,14 @@ def test_mutation_scores_count_equivalents_apart_and_flag_unfinished_modules():
         "tinyml_quant.files.x_a__mutmut_4": "survived",
         "tinyml_quant.micro.x_b__mutmut_1": "killed",
         "tinyml_quant.micro.x_b__mutmut_2": "not checked",
+        "tinyml_quant.training.x_c__mutmut_1": "not checked",
     }
     per_module = summary(statuses, {"tinyml_quant.files.x_a__mutmut_4": "changes nothing"})
     assert per_module["files"] == Counter(killed=2, survived=1, equivalent=1)
     assert score_rows(per_module) == [
         "| files | 4 | 2 | 1 | 1 | 0 | 66.7% | NO |",
         "| micro | 2 | 1 | 0 | 0 | 1 | 100.0% | not run to completion |",
+        "| training | 1 | 0 | 0 | 0 | 1 | - | not run to completion |",
     ]
 
 
