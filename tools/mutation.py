@@ -125,10 +125,8 @@ def score_rows(per_module):
     for module, counts in sorted(per_module.items()):
         judged = counts["killed"] + counts["survived"]
         score = f"{100 * counts['killed'] / judged:.1f}%" if judged else "-"
-        if counts[NOT_RUN]:
-            verdict = "not run to completion"
-        else:
-            verdict = "yes" if counts["killed"] >= TARGET * judged else "NO"
+        met = "yes" if counts["killed"] >= TARGET * judged else "NO"
+        verdict = "not run to completion" if counts[NOT_RUN] else met
         rows.append(
             f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['equivalent']} | "
             f"{counts['survived']} | {counts[NOT_RUN]} | {score} | {verdict} |"
@@ -138,9 +136,7 @@ def score_rows(per_module):
 
 def changed_lines(diff):
     """The removed and added lines of ``mutmut show``'s diff, without its file headers."""
-    return "\n".join(
-        line for line in diff.splitlines() if line[:1] in "-+" and not line.startswith(("---", "+++"))
-    )
+    return "\n".join(line for line in diff.splitlines() if line[:1] in "-+" and not line.startswith(("---", "+++")))
 
 
 def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
