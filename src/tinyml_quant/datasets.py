@@ -53,6 +53,11 @@ class SourceFile:
     sha256: str
     checksum_of_content: bool = False
 
+    @property
+    def checksum_of(self):
+        """What ``sha256`` is of, as manifests and errors say it."""
+        return "decompressed content" if self.checksum_of_content else "file"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -159,8 +164,9 @@ def verify(path, expected):
     """Raise DatasetError naming ``path`` unless its checksum is the expected one."""
     actual = sha256_of(path, content=expected.checksum_of_content)
     if actual != expected.sha256:
-        what = "decompressed content" if expected.checksum_of_content else "file"
-        raise DatasetError(f"{path}: checksum mismatch for the {what}: sha256 {actual}, expected {expected.sha256}")
+        raise DatasetError(
+            f"{path}: checksum mismatch for the {expected.checksum_of}: sha256 {actual}, expected {expected.sha256}"
+        )
     return actual
 
 
@@ -235,8 +241,7 @@ def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downl
             if not mirror:
                 path.unlink()  # the download that does not match
             raise
-        checksum_of = "decompressed content" if expected.checksum_of_content else "file"
-        files[expected.name] = _file_record(path, expected.sha256, checksum_of, verified=True, origin=origin)
+        files[expected.name] = _file_record(path, expected.sha256, expected.checksum_of, verified=True, origin=origin)
     manifest = {
         "dataset": dataset,
         "source": f"mirror {Path(mirror).resolve()}" if mirror else "official download",
