@@ -255,3 +255,17 @@ def test_the_conversion_job_calibrates_on_its_seeded_images_with_its_threads(tra
     run_conversion(tmp_path / "model.keras", tmp_path / "toy.npz", "int8", settings, 2, tmp_path / "int8.tflite")
     expected = convert(model, "int8", calibration_images(train_images, 20, seed=3))
     assert (tmp_path / "int8.tflite").read_bytes() == expected and pinned == [2]
+
+
+def test_the_trained_model_is_loaded_without_its_training_state(trained, tmp_path):
+    """Conversion needs the graph and the weights only: the optimizer and loss, which an
+    imported model may have built from classes this project cannot rebuild, are not restored."""
+    from tinyml_quant.conversion import load_keras_model
+
+    model = trained[0]
+    assert model.compiled
+    model.save(tmp_path / "model.keras")
+    loaded = load_keras_model(tmp_path / "model.keras")
+    assert not loaded.compiled and getattr(loaded, "optimizer", None) is None
+    for saved, restored in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, restored)

@@ -295,8 +295,10 @@ def test_damaged_saved_model_is_an_error_naming_it(tmp_path):
 
     damaged = tmp_path / "model.keras"
     damaged.write_bytes(b"PK\x03\x04 not really a zip archive")
-    with pytest.raises(ValueError, match="model.keras: cannot load the trained model"):
+    with pytest.raises(ValueError, match="model.keras: cannot load the trained model") as raised:
         run_conversion(damaged, tmp_path / "unused.npz", "fp32", {}, 1, tmp_path / "fp32.tflite")
+    cause = raised.value.__cause__
+    assert f"({type(cause).__name__}: {cause})" in str(raised.value)  # Keras's own reason, by its type
     assert not (tmp_path / "fp32.tflite").exists()
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tinyml_quant import micro
 from tinyml_quant.conversion import convert
+from tinyml_quant.datasets import seeded_subset
 from tinyml_quant.latency import measure_latency, run_latency
 from tinyml_quant.micro import (
     UNSUPPORTED,
@@ -203,17 +204,33 @@ def test_image_of_the_wrong_shape_is_a_value_error(flatbuffers):
 # --------------------------------------------------------------------------- entry point
 
 
-def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path):
+def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path, monkeypatch):
     tflite_path = tmp_path / "fp32.tflite"
     tflite_path.write_bytes(flatbuffers["fp32"])
     dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
+    measured = []
+
+    def recording_measure_micro(model, sample_images, sample_labels):
+        measured.append((model, sample_images, sample_labels))
+        return measure_micro(model, sample_images, sample_labels)
+
+    monkeypatch.setattr(micro, "measure_micro", recording_measure_micro)
     returned = run_micro_measurement(tflite_path, dataset_path, VARIANT, 5, 0, tmp_path / "out" / "micro.json")
     written = json.loads((tmp_path / "out" / "micro.json").read_text())
     assert written == json.loads(json.dumps(returned))
     assert written["status"] == "runs" and written["arena_bytes"] > 0
     assert written["agreement"]["images"] == 5 and written["agreement"]["top1_agreement"] == 1.0
     assert written["dataset_name"] == "synthetic (test)" and written["sample"] == "5 test images, seed 0"
+    assert written["tflite_path"] == str(tflite_path)
+    method = "smallest arena that allocates, by binary search over TFLM interpreter construction"
+    assert written["arena_method"] == method
     assert {key: written[key] for key in VARIANT} == VARIANT
+    # The sample is the seeded subset of the test split, images with their own labels.
+    ((model, sample_images, sample_labels),) = measured
+    sample = seeded_subset(len(images), 5, 0)
+    assert model == tflite_path
+    np.testing.assert_array_equal(sample_images, images[sample])
+    np.testing.assert_array_equal(sample_labels, (np.arange(len(images)) % 4)[sample])
 
 
 # --------------------------------------------------------------------------- host latency
