@@ -186,3 +186,134 @@ def test_a_batch_larger_than_the_training_images_names_the_setting():
     toy = toy_dataset(count=20)
     with pytest.raises(ValueError, match=r"training.batch_size \(32\) is larger than the 18 training images"):
         train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS, 1)
+
+
+def test_a_training_job_writes_the_model_its_history_and_metrics_it_can_back_up(tmp_path):
+    """Every value of a finished job's three files, against the saved model and an independent count."""
+    import csv
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from tinyml_quant import __version__
+
+    toy = toy_dataset()
+    save_prepared(
+        tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
+    )
+    paths = [tmp_path / "job" / name for name in ("model.keras", "history.csv", "test_metrics.json")]
+    run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, TOY_SETTINGS, 1, *paths)
+    model = keras.models.load_model(paths[0], compile=False)
+    with open(paths[1], newline="") as handle:
+        history = list(csv.DictReader(handle))
+    metrics = json.loads(paths[2].read_text())
+
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert set(history[0]) == {"epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds"}
+    assert all(float(row["seconds"]) > 0 and 0 <= float(row["val_accuracy"]) <= 1 for row in history)
+    assert metrics["final_epoch"] == {key: float(value) for key, value in history[-1].items()}
+    assert metrics["epoch_seconds_median"] == pytest.approx(np.median([float(row["seconds"]) for row in history]))
+    predictions = model.predict(toy.x_test.astype("float32"), verbose=0).argmax(axis=1)
+    held_out = int(round(len(toy.y_train) * TOY_SETTINGS["validation_split"]))
+    assert {key: value for key, value in metrics.items() if key not in ("final_epoch", "epoch_seconds_median")} == {
+        "dataset": "toy",
+        "dataset_name": "toy (random)",
+        "model": "custom",
+        "source": "trained here",
+        "parameters": model.count_params(),
+        "test_images": len(toy.y_test),
+        "test_accuracy": pytest.approx(np.mean(predictions == toy.y_test)),
+        "training_images": len(toy.y_train) - held_out,
+        "seed": TOY_SETTINGS["seed"],
+        "settings": TOY_SETTINGS,
+        "architecture": {"base_filters": 4},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__},
+    }
+
+
+def test_training_batches_are_the_seeded_shuffle_of_the_training_split_one_hot():
+    from tinyml_quant.training import make_datasets
+
+    images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
+    labels = np.arange(40) % 3
+    settings = {**TOY_SETTINGS, "batch_size": 8, "validation_split": 0.25, "augmentation": {}}
+    train_index, validation_index = split_validation(40, 0.25, TOY_SETTINGS["seed"])
+
+    def epoch(train):
+        batches = [(batch_images.numpy(), batch_labels.numpy()) for batch_images, batch_labels in train]
+        return [image[0, 0, 0] for batch_images, _ in batches for image in batch_images], batches
+
+    train, validation, count = make_datasets(images, labels, settings, 3)
+    assert count == 30
+    order, batches = epoch(train)
+    assert [len(batch_images) for batch_images, _ in batches] == [8, 8, 8]  # the last 6 images wait for an epoch
+    assert set(order) <= set(train_index) and len(set(order)) == 24
+    assert order != sorted(order), "the training images were not shuffled"
+    for batch_images, batch_labels in batches:
+        assert batch_images.dtype == np.float32
+        np.testing.assert_array_equal(batch_labels, np.eye(3)[batch_images[:, 0, 0, 0].astype(int) % 3])
+    assert epoch(train)[0] != order, "each epoch reshuffles"
+    assert epoch(make_datasets(images, labels, settings, 3)[0])[0] == order  # the same seed, the same order
+    reseeded = make_datasets(images, labels, {**settings, "seed": TOY_SETTINGS["seed"] + 1}, 3)[0]
+    assert epoch(reseeded)[0] != order
+    held_out = [(batch_images.numpy(), batch_labels.numpy()) for batch_images, batch_labels in validation]
+    validation_images = np.concatenate([batch_images for batch_images, _ in held_out])
+    np.testing.assert_array_equal(validation_images, images[validation_index].astype(np.float32))
+    np.testing.assert_array_equal(
+        np.concatenate([batch_labels for _, batch_labels in held_out]), np.eye(3)[labels[validation_index]]
+    )
+    assert make_datasets(images, labels, {**settings, "validation_split": 0.0}, 3)[1:] == (None, 40)
+
+
+def test_adam_and_sgd_follow_the_schedule_and_zero_weight_decay_is_none():
+    import keras
+
+    settings = {**TOY_SETTINGS, "learning_rate": 0.3, "weight_decay": 0.0}
+    adam = make_optimizer(settings, 10)
+    assert isinstance(adam, keras.optimizers.Adam) and adam.weight_decay is None
+    assert float(adam.learning_rate) == pytest.approx(0.3)  # no warm-up: the peak from the first step
+    sgd = make_optimizer({**settings, "optimizer": "sgd", "nesterov": False, "weight_decay": 1e-4}, 10)
+    assert float(sgd.learning_rate) == pytest.approx(0.3) and not sgd.nesterov and sgd.weight_decay == 1e-4
+    decayed = make_optimizer({**settings, "weight_decay": 1e-4}, 10)
+    assert isinstance(decayed, keras.optimizers.Adam) and decayed.weight_decay == 1e-4
+
+
+def test_a_warmup_longer_than_the_training_ends_one_step_before_the_end():
+    schedule = learning_rate_schedule({**TOY_SETTINGS, "learning_rate": 0.1, "warmup_epochs": 5, "epochs": 2}, 10)
+    rates = [float(schedule(step)) for step in range(21)]
+    assert rates[0] == 0.0 and rates[19] == pytest.approx(0.1)
+    assert rates[10] == pytest.approx(0.1 * 10 / 19)
+    single_step = learning_rate_schedule({**TOY_SETTINGS, "epochs": 1}, 0)
+    assert float(single_step(0)) == pytest.approx(TOY_SETTINGS["learning_rate"])
+
+
+CONFIGURE_PROGRAM = """
+import json
+import tensorflow as tf
+from tensorflow.python.framework.config import is_op_determinism_enabled  # no public getter
+from tinyml_quant.training import configure_tensorflow
+configure_tensorflow(3, seed=5)
+print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads(),
+                  is_op_determinism_enabled(),
+                  float(tf.random.uniform([]))]))
+tf.random.set_seed(5)  # what the seed should have done
+print(json.dumps(float(tf.random.uniform([]))))
+configure_tensorflow(1)
+print(json.dumps(tf.config.threading.get_intra_op_parallelism_threads()))
+"""
+
+
+def test_tensorflow_gets_its_threads_and_seeded_determinism_in_a_fresh_process():
+    """Thread pools can be set only before TensorFlow's first use: hence a process of its own."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CONFIGURE_PROGRAM], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, seeded, after_use = [json.loads(line) for line in result.stdout.splitlines()[-3:]]
+    assert first == [3, 3, True, seeded]
+    assert after_use == 3, "a process that used TensorFlow keeps its pools"
+    assert "cannot change it to 1" in result.stderr
