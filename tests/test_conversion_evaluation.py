@@ -269,3 +269,107 @@ def test_the_trained_model_is_loaded_without_its_training_state(trained, tmp_pat
     assert not loaded.compiled and getattr(loaded, "optimizer", None) is None
     for saved, restored in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, restored)
+
+
+class RecordingInterpreter:
+    """LiteRT's interpreter interface around a known function, recording what ``predict`` asks of it.
+
+    The output of image ``i`` (all pixels ``i``) is int8 ``[i, 2i, -i]`` with scale 0.5 and
+    zero point -1; each ``invoke`` costs 1 + its first pixel seconds on its thread's clock.
+    """
+
+    def __init__(self, clock):
+        self.clock, self.shape, self.resizes, self.allocations, self.inputs = clock, [1, 2, 2, 1], [], 0, []
+
+    def get_input_details(self):
+        return [{"index": 0, "shape": np.array(self.shape), "dtype": np.float32, "quantization": (0.0, 0)}]
+
+    def get_output_details(self):
+        return [{"index": 5, "shape": np.array([self.shape[0], 3]), "dtype": np.int8, "quantization": (0.5, -1)}]
+
+    def resize_tensor_input(self, index, shape):
+        assert index == 0
+        self.resizes.append(list(shape))
+        self.shape = list(shape)
+
+    def allocate_tensors(self):
+        self.allocations += 1
+
+    def set_tensor(self, index, value):
+        assert index == 0 and value.shape == tuple(self.shape) and value.dtype == np.float32
+        self.inputs.append(value.copy())
+
+    def invoke(self):
+        self.clock.now = getattr(self.clock, "now", 0.0) + 1 + float(self.inputs[-1][0, 0, 0, 0])
+        pixel = self.inputs[-1][:, 0, 0, 0].astype(np.int8)
+        self.output = np.stack([pixel, 2 * pixel, -pixel], axis=1)
+
+    def get_tensor(self, index):
+        assert index == 5
+        return self.output
+
+
+def test_predict_pads_the_last_batch_dequantizes_and_times_the_busiest_interpreter(monkeypatch):
+    import threading
+    import time
+
+    clock = threading.local()  # one clock per thread: side-by-side interpreters each time their own invokes
+    monkeypatch.setattr(time, "perf_counter", lambda: getattr(clock, "now", 0.0))
+    images = np.arange(7, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)
+    expected = (np.stack([np.arange(7), 2 * np.arange(7), -np.arange(7)], axis=1) + 1) * 0.5
+
+    alone = RecordingInterpreter(clock)
+    outputs, seconds = predict(alone, images, batch_size=3)
+    np.testing.assert_array_equal(outputs, expected)
+    assert outputs.dtype == np.float32
+    assert seconds == (1 + 0) + (1 + 3) + (1 + 6)  # batches starting at images 0, 3 and 6
+    assert alone.resizes == [[3, 2, 2, 1]] and alone.allocations == 1
+    np.testing.assert_array_equal(alone.inputs[2], np.concatenate([images[6:], np.zeros((2, 2, 2, 1))]))
+    predict(alone, images, batch_size=3)
+    assert alone.resizes == [[3, 2, 2, 1]], "a model already at the batch size is not resized again"
+
+    pair = [RecordingInterpreter(clock) for _ in range(2)]
+    outputs, seconds = predict(pair, images, batch_size=3)
+    np.testing.assert_array_equal(outputs, expected)
+    assert seconds == (1 + 0) + (1 + 6)  # the first interpreter takes batches 0 and 2, the second batch 1
+    assert [len(each.inputs) for each in pair] == [2, 1]
+    four = [RecordingInterpreter(clock) for _ in range(4)]
+    outputs, seconds = predict(four, images, batch_size=3)
+    np.testing.assert_array_equal(outputs, expected)
+    assert seconds == 1 + 6 and [len(each.inputs) for each in four] == [1, 1, 1, 0]
+    assert four[3].resizes == [], "only as many interpreters as batches are prepared"
+
+    outputs, _ = predict(RecordingInterpreter(clock), images, batch_size=50)
+    np.testing.assert_array_equal(outputs, expected)  # one batch of all seven images, not fifty
+    with pytest.raises(ValueError, match=r"images of shape \(3, 2, 1\) do not fit the model's input \(2, 2, 1\)"):
+        predict(RecordingInterpreter(clock), np.zeros((4, 3, 2, 1), np.float32))
+
+
+def test_the_evaluation_record_gives_the_mean_invoke_time_per_image(trained, flatbuffers, tmp_path, monkeypatch):
+    import itertools
+    import json
+    import time
+
+    from tinyml_quant.evaluation import run_evaluation
+
+    _, test_images, test_labels, _ = trained
+    np.savez(
+        tmp_path / "toy.npz",
+        x_train=test_images,
+        y_train=test_labels,
+        x_test=test_images,
+        y_test=test_labels,
+        class_names=np.asarray(["a", "b", "c", "d"]),
+        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
+    )
+    (tmp_path / "fp32.tflite").write_bytes(flatbuffers["fp32"])
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))  # every invoke takes one second
+    variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
+    outputs = (tmp_path / "m.json", tmp_path / "p.npy", None)
+    metrics = run_evaluation(tmp_path / "fp32.tflite", tmp_path / "toy.npz", variant, 1, 30, *outputs)
+    assert len(test_labels) == 100
+    assert metrics["mean_inference_ms"] == 1000.0 * 4 / 100  # four batches of 30 (the last padded) for 100 images
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics
+    predictions = np.load(tmp_path / "p.npy", allow_pickle=False)
+    assert predictions.dtype == np.int16 and len(predictions) == 100

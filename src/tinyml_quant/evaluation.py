@@ -99,7 +99,7 @@ def predict(interpreter, images, batch_size=1):
     """
     interpreters = list(interpreter) if isinstance(interpreter, (list, tuple)) else [interpreter]
     input_detail = interpreters[0].get_input_details()[0]
-    expected = tuple(input_detail["shape"][1:])
+    expected = tuple(int(size) for size in input_detail["shape"][1:])  # plain ints: the message prints them
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {expected}")
     batch_size = max(1, min(batch_size, len(images)))
