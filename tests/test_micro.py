@@ -1,6 +1,7 @@
 """TFLite Micro measurement (arena, unsupported variants, agreement with LiteRT) and host latency."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -79,6 +80,53 @@ def test_arena_is_the_smallest_that_allocates(flatbuffers, int8_measurement):
     assert int8_measurement["largest_failing_arena_bytes"] == arena - 1
     assert allocates(flatbuffers["int8"], arena)
     assert not allocates(flatbuffers["int8"], arena - 1)
+
+
+def test_the_measurement_record_in_full(flatbuffers, int8_measurement):
+    from tflite_micro import __version__ as tflm_version
+
+    record = dict(int8_measurement)
+    assert record.pop("agreement")["images"] == 12 and 0 < record.pop("measurement_seconds") < 60
+    assert record == {
+        "status": "runs",
+        "arena_bytes": record["arena_bytes"],
+        "flash_bytes": len(flatbuffers["int8"]),
+        "unsupported_operator": None,
+        "unsupported_node": None,
+        "tflm_error": None,
+        "largest_failing_arena_bytes": record["arena_bytes"] - 1,
+        "arena_probes": 21,  # the first, generous arena (1 MiB), then 20 halvings of the interval down to 1 byte
+        "worker_restarts": 0,
+        "crashed_probe_bytes": [],
+        "tflm_version": tflm_version,
+    }
+
+
+@pytest.fixture(scope="module")
+def wide_activations():
+    """An fp32 model whose one activation (256 x 256 x 16 floats, 4 MiB) needs more than the first arena."""
+    import keras
+
+    inputs = keras.Input((256, 256, 3))
+    features = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    return convert(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(features)), "fp32")
+
+
+def test_the_arena_grows_past_the_first_guess_up_to_its_limit(wide_activations):
+    with pytest.raises(RuntimeError, match="model bytes: TFLite Micro could not allocate the model in 1048576 bytes"):
+        measure_micro(wide_activations, max_arena_bytes=micro.FIRST_ARENA_BYTES)
+    result = measure_micro(wide_activations, max_arena_bytes=16 << 20)
+    assert 4 << 20 < result["arena_bytes"] < 16 << 20
+    assert result["largest_failing_arena_bytes"] == result["arena_bytes"] - 1
+    # 1 MiB and 4 MiB fail, 16 MiB allocates; then halvings of the 12 MiB between the last two.
+    assert result["arena_probes"] == 3 + math.ceil(math.log2(12 << 20))
+    assert allocates(wide_activations, result["arena_bytes"]) and not allocates(wide_activations, 4 << 20)
+
+
+@pytest.mark.parametrize("limit", [micro.FIRST_ARENA_BYTES - 1, float(1 << 30), None])
+def test_the_arena_limit_is_an_integer_no_smaller_than_the_first_guess(flatbuffers, limit):
+    with pytest.raises(ValueError, match=rf"max_arena_bytes must be an integer of at least 1048576, got {limit!r}"):
+        measure_micro(flatbuffers["int8"], max_arena_bytes=limit)
 
 
 def test_flash_bytes_are_the_file_length(flatbuffers, int8_measurement):
