@@ -189,6 +189,68 @@ def test_search_resumes_after_a_crashed_probe(flatbuffers, monkeypatch):
     assert resumed["arena_bytes"] == expected["arena_bytes"]
 
 
+def scripted_children(monkeypatch, *children):
+    """Replace the TFLM child process by scripted ``(events, returncode, stderr)``, one per start; record requests."""
+    requests = []
+
+    def run_worker(request, folder):
+        requests.append(request)
+        return children[min(len(requests), len(children)) - 1]
+
+    monkeypatch.setattr(micro, "_run_worker", run_worker)
+    return requests
+
+
+def probe(arena_bytes, allocates=None):
+    if allocates is None:
+        return {"event": "probe", "arena_bytes": arena_bytes}
+    return {"event": "result", "arena_bytes": arena_bytes, "allocates": allocates, "message": ""}
+
+
+def test_a_child_that_fails_without_a_crash_is_an_error_naming_the_model(flatbuffers, tmp_path, monkeypatch):
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(flatbuffers["int8"])
+    scripted_children(monkeypatch, ([], 1, "ModuleNotFoundError: No module named 'tflite_micro'\n"))
+    message = (
+        f"{path}: the TFLite Micro child process failed: TFLite Micro's process ended with exit status 1: "
+        "ModuleNotFoundError: No module named 'tflite_micro'"
+    )
+    with pytest.raises(RuntimeError) as raised:
+        measure_micro(path)
+    assert str(raised.value) == message
+    scripted_children(monkeypatch, ([], -9, "Killed"))  # killed before it logged anything: not TFLM's crash
+    with pytest.raises(RuntimeError, match="process ended with signal 9: Killed"):
+        measure_micro(path)
+
+
+def test_a_crash_at_every_arena_or_in_invoke_is_unsupported_not_an_error(flatbuffers, monkeypatch):
+    first = micro.FIRST_ARENA_BYTES
+    requests = scripted_children(monkeypatch, ([probe(first)], -11, "Segmentation fault"))
+    result = measure_micro(flatbuffers["int8"], max_arena_bytes=first * micro.GROWTH - 1)
+    assert result["status"] == UNSUPPORTED and result["arena_bytes"] is None
+    assert result["tflm_error"] == "TFLite Micro's process ended with signal 11: Segmentation fault"
+    assert (result["unsupported_operator"], result["crashed_probe_bytes"], len(requests)) == (None, [], 1)
+    # With room to grow, the same crash is a failed probe, and the next child starts above it.
+    requests = scripted_children(
+        monkeypatch,
+        ([probe(first)], -11, "Segmentation fault"),
+        ([probe(4 * first), probe(4 * first, True), {"event": "invoke"}], -6, "Aborted"),
+    )
+    result = measure_micro(flatbuffers["int8"], max_arena_bytes=first * micro.GROWTH)
+    assert [(request["low"], request["high"]) for request in requests] == [(0, None), (first, None)]
+    assert result["status"] == UNSUPPORTED and result["tflm_error"].endswith("signal 6: Aborted")
+    assert result["crashed_probe_bytes"] == [first] and result["worker_restarts"] == 1
+    assert result["arena_probes"] == 2  # the crashed one and the one that allocated
+
+
+def test_a_child_crashing_at_every_start_is_given_up_after_the_restart_limit(flatbuffers, monkeypatch):
+    requests = scripted_children(monkeypatch, ([probe(micro.FIRST_ARENA_BYTES, True), probe(5)], -11, ""))
+    with pytest.raises(RuntimeError, match=f"model bytes: TFLite Micro crashed {micro.WORKER_RESTARTS + 1} times"):
+        measure_micro(flatbuffers["int8"])
+    assert len(requests) == micro.WORKER_RESTARTS + 1
+    assert requests[1]["low"] == 5 and requests[1]["high"] == micro.FIRST_ARENA_BYTES
+
+
 # --------------------------------------------------------------------------- unsupported
 
 
