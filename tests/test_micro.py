@@ -334,6 +334,44 @@ def test_a_resumed_search_with_known_bounds_confirms_its_upper_bound(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        # One of TFLM's wordings each, so that every one of them is needed.
+        "Failed to allocate tail memory. Requested: 7000, available 6088",
+        "Arena size is too small for all buffers. Needed 6088 but only 6000 was available.\n88 bytes required",
+        "missing: 12",
+        "Too many buffers (max is 128)",
+    ],
+)
+def test_tflm_memory_messages_are_told_from_refusals(message):
+    assert micro.is_memory_failure(message)
+
+
+@pytest.mark.parametrize("message", ["", None, "Node DEQUANTIZE (number 0) failed to prepare", "missing: many"])
+def test_a_refusal_or_no_message_is_not_a_memory_failure(message):
+    assert not micro.is_memory_failure(message)
+
+
+@pytest.mark.parametrize("arena_bytes", [-1, 1.5, True, "100"])
+def test_a_probe_size_is_a_non_negative_integer(flatbuffers, arena_bytes):
+    with pytest.raises(ValueError, match=f"arena_bytes must be a non-negative integer, got {arena_bytes!r}$"):
+        allocates(flatbuffers["int8"], arena_bytes)
+
+
+def test_a_missing_file_and_outputs_of_another_shape_are_named(tmp_path):
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'absent.tflite'}: cannot read the TFLite file"):
+        measure_micro(tmp_path / "absent.tflite")
+    with pytest.raises(ValueError, match=r"^TFLM gave outputs of shape \(2, 3\), LiteRT \(2, 4\)$"):
+        compare_outputs(np.zeros((2, 3), np.int8), np.zeros((2, 4), np.int8), {"quantization": (1.0, 0)})
+
+
+def test_a_probe_child_that_cannot_start_is_an_error_not_a_no(flatbuffers, monkeypatch):
+    monkeypatch.setattr(micro, "_WORKER_CODE", "import sys; sys.exit('no TFLM here')")
+    with pytest.raises(RuntimeError, match="child process failed: TFLite Micro's process ended with exit status 1"):
+        allocates(flatbuffers["int8"], 1 << 20)
+
+
 # --------------------------------------------------------------------------- unsupported
 
 
