@@ -373,3 +373,32 @@ def test_the_evaluation_record_gives_the_mean_invoke_time_per_image(trained, fla
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     predictions = np.load(tmp_path / "p.npy", allow_pickle=False)
     assert predictions.dtype == np.int16 and len(predictions) == 100
+
+
+def test_each_scheme_stores_the_tensor_types_it_promises(flatbuffers):
+    def types(scheme):
+        interpreter = load_interpreter(flatbuffers[scheme])
+        stored = {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
+        return interpreter.get_input_details()[0]["dtype"], stored
+
+    assert types("fp32") == (np.float32, {"float32", "int32"})
+    input_type, stored = types("dynamic_range")
+    assert input_type == np.float32 and "int8" in stored and "float16" not in stored
+    input_type, stored = types("float16")
+    assert input_type == np.float32 and "float16" in stored and "int8" not in stored
+    input_type, stored = types("int8")
+    assert input_type == np.int8 and "float32" not in stored and "int16" not in stored
+    input_type, stored = types("int16x8")
+    assert input_type == np.float32 and {"int16", "int8"} <= stored
+
+
+def test_conversion_settings_are_refused_with_their_names(trained):
+    model, _, _, train_images = trained
+    with pytest.raises(ValueError, match=r"^unknown scheme 'int4'; known schemes: \['fp32', 'dynamic_range', "):
+        convert(model, "int4")
+    with pytest.raises(ValueError, match="^scheme int16x8 needs representative images for calibration$"):
+        convert(model, "int16x8", train_images[:0].astype(np.float32))
+    with pytest.raises(ValueError, match="^calibration_images must be at least 1, got 0$"):
+        calibration_images(train_images, 0, seed=0)
+    chosen = calibration_images(train_images, 3, seed=4)
+    assert chosen.dtype == np.float32 and len(chosen) == 3
