@@ -108,3 +108,108 @@ def test_the_float_fallback_keeps_the_worst_layers_float(trained):
     reference, _ = predict(load_interpreter(paths["fp32"]), test_images, 20)
     outputs, _ = predict(interpreter, test_images, 20)
     assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
+
+
+def test_the_output_layers_error_equals_one_computed_from_the_evaluated_outputs(trained):
+    """The last matched layer is the model's output: its figures, recomputed from what evaluation sees."""
+    _, test_images, _, _, paths = trained
+    table = layer_errors(paths["int8"], paths["fp32"], test_images[:8])
+    output = table.iloc[-1]
+    assert output.tensor == load_interpreter(paths["int8"]).get_output_details()[0]["name"]
+    reference = predict(load_interpreter(paths["fp32"]), test_images[:8], 8)[0].astype(np.float64)
+    quantized = predict(load_interpreter(paths["int8"]), test_images[:8], 8)[0].astype(np.float64)
+    error = quantized - reference
+    assert output.rmse == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-5)
+    assert output.rmse_in_steps == pytest.approx(output.rmse / (1 / 256))  # softmax's int8 scale
+    cosine = np.sum(quantized * reference) / np.sqrt(np.sum(quantized**2) * np.sum(reference**2))
+    assert output.cosine_similarity == pytest.approx(cosine, rel=1e-6)
+    assert output.snr_db == pytest.approx(10 * np.log10(np.sum(reference**2) / np.sum(error**2)), rel=1e-5)
+    assert list(table.depth) == pytest.approx([layer / (len(table) - 1) for layer in range(len(table))])
+    assert set(table.dtype) == {"int8"}
+
+
+def write_toy_dataset(path, images, labels):
+    import json
+
+    np.savez(
+        path,
+        x_train=images,
+        y_train=labels,
+        x_test=images,
+        y_test=labels,
+        class_names=np.asarray(["a", "b", "c", "d"]),
+        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
+    )
+    return path
+
+
+def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(trained, tmp_path):
+    import pandas as pd
+
+    from tinyml_quant.datasets import seeded_subset
+    from tinyml_quant.layer_error import run_layer_error
+
+    _, test_images, labels, _, paths = trained
+    dataset = write_toy_dataset(tmp_path / "toy.npz", test_images, labels)
+    variant = {"dataset": "toy", "model": "resnet_v1", "scheme": "int8"}
+    returned = run_layer_error(paths["int8"], paths["fp32"], dataset, 6, 2, variant, tmp_path / "errors.csv")
+    written = pd.read_csv(tmp_path / "errors.csv")
+    expected = layer_errors(paths["int8"], paths["fp32"], test_images[seeded_subset(len(labels), 6, 2)])
+    assert list(written.columns) == ["dataset", "model", "scheme", "images", *expected.columns]
+    assert (written[["dataset", "model", "scheme"]] == ["toy", "resnet_v1", "int8"]).all().all()
+    assert (written.images == 6).all() and len(returned) == len(written)
+    pd.testing.assert_frame_equal(written[expected.columns], expected, check_exact=False, rtol=1e-5)  # six digits
+
+
+def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(trained, tmp_path):
+    import json
+
+    from tinyml_quant.datasets import seeded_subset
+    from tinyml_quant.recovery import run_recovery
+
+    model, test_images, labels, _, paths = trained
+    model.save(tmp_path / "model.keras")
+    dataset = write_toy_dataset(tmp_path / "toy.npz", test_images, labels)
+    (tmp_path / "int8.json").write_text(
+        json.dumps({"dataset": "toy", "model": "resnet_v1", "accuracy": 0.5, "file_bytes": 1234})
+    )
+    (tmp_path / "fp32.json").write_text(json.dumps({"dataset": "toy", "model": "resnet_v1", "accuracy": 0.75}))
+    calibration = {"calibration_images": 30, "calibration_seed": 1}
+    outputs = (tmp_path / "recovered.tflite", tmp_path / "recovered.json")
+    record = run_recovery(
+        tmp_path / "model.keras",
+        dataset,
+        tmp_path / "int8.json",
+        tmp_path / "fp32.json",
+        calibration,
+        2,
+        10,
+        3,
+        12,
+        16,
+        1,
+        "asked for",
+        *outputs,
+    )
+    assert json.loads(outputs[1].read_text()) == json.loads(json.dumps(record))
+    debug_sample = test_images[seeded_subset(len(labels), 10, 3)]
+    worst = worst_layers(model, calibration_images(test_images, 30, 1), debug_sample, 2)
+    assert record["float_layers"] == worst
+    recovered, _ = predict(load_interpreter(outputs[0]), test_images, 16)
+    micro = record.pop("micro")
+    assert record == {
+        "dataset": "toy",
+        "model": "resnet_v1",
+        "scheme": "int8",
+        "reason": "asked for",
+        "float_layers": worst,
+        "debug_images": 10,
+        "reference_accuracy": 0.75,
+        "quantized_accuracy": 0.5,
+        "accuracy": pytest.approx(np.mean(recovered.argmax(1) == labels)),
+        "test_images": len(labels),
+        "file_bytes": outputs[0].stat().st_size,
+        "quantized_file_bytes": 1234,
+    }
+    assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement"}
+    assert micro["status"] == "runs" and micro["agreement"]["images"] == 12
