@@ -183,3 +183,31 @@ def test_mutation_widens_each_functions_tests_to_their_modules(tmp_path):
     assert widen_to_test_modules(tmp_path / "stats.json") == 1
     widened = json.loads((tmp_path / "stats.json").read_text())["tests_by_mangled_function_name"]
     assert widened == {"tinyml_quant.files.x_a": ["tests/test_a.py::one", "tests/test_a.py::two"]}
+
+
+def test_mutation_refreshes_the_copies_mutmut_would_mutate_wrongly_or_not_at_all(tmp_path):
+    import os
+
+    from tools.mutation import refresh_mutated_sources
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mutmut]\nonly_mutate = ["src/p/edited.py", "src/p/listed.py", "src/p/same.py", "src/p/new.py"]\n'
+    )
+    for name in ("edited", "listed", "same", "new"):
+        (tmp_path / "src" / "p").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / "p" / f"{name}.py").write_text(f"{name} = 1\n")
+    copies = tmp_path / "mutants" / "src" / "p"
+    copies.mkdir(parents=True)
+    for name in ("edited", "listed", "same"):
+        (copies / f"{name}.py").write_text("trampolined = True\n")
+        os.utime(copies / f"{name}.py", (2_000_000_000, 2_000_000_000))
+    for name in ("edited", "same"):
+        (copies / f"{name}.py.meta").write_text("{}")
+    os.utime(tmp_path / "src" / "p" / "edited.py", (2_000_000_100, 2_000_000_100))  # edited after mutation
+    assert refresh_mutated_sources(tmp_path) == ["src/p/edited.py", "src/p/listed.py"]
+    for name in ("edited", "listed"):
+        assert (copies / f"{name}.py").read_text() == f"{name} = 1\n"
+        # The source's own time: mutmut takes an equal time for "copied, not yet mutated".
+        assert (copies / f"{name}.py").stat().st_mtime == (tmp_path / "src" / "p" / f"{name}.py").stat().st_mtime
+    assert (copies / "same.py").read_text() == "trampolined = True\n"
+    assert not (copies / "new.py").exists()

@@ -22,9 +22,11 @@ for the same result.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -51,6 +53,32 @@ def environment():
     if not variables.get("TINYML_DATASET_MIRROR", "").strip():
         variables["TINYML_DATASET_MIRROR"] = str(REPOSITORY.parent / "shared" / "datasets")
     return variables
+
+
+def refresh_mutated_sources(repository=REPOSITORY):
+    """Put the plain source back in ``mutants/`` for every module mutmut would mutate wrongly or not at all.
+
+    mutmut regenerates a module's mutants when its copy in ``mutants/`` is not
+    newer than the source, and measures covered lines (``mutate_only_covered_lines``)
+    on the copies *before* regenerating. Two cases go wrong: a module edited since
+    the last run is measured on its old mutated copy, whose lines are not the
+    source's (config once fell from 344 mutants to 32); and a module newly listed
+    in ``only_mutate`` has a plain copy newer than its source, so it is never
+    mutated. A plain copy with the source's own time (``copy2``, as mutmut's first
+    copy) fixes both; mutmut keeps the results of the functions whose code is unchanged.
+    Returns the modules refreshed.
+    """
+    settings = tomllib.loads((repository / "pyproject.toml").read_text())["tool"]["mutmut"]
+    refreshed = []
+    for name in settings["only_mutate"]:
+        source, copy = repository / name, repository / "mutants" / name
+        if not copy.exists():
+            continue  # mutmut copies it itself
+        never_mutated = not copy.with_name(copy.name + ".meta").exists()
+        if never_mutated or source.stat().st_mtime > copy.stat().st_mtime:
+            shutil.copy2(source, copy)
+            refreshed.append(name)
+    return refreshed
 
 
 def mutmut(*arguments, check=True, capture=True):
@@ -176,6 +204,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if not args.report:
+        for name in refresh_mutated_sources():
+            print(f"{name}: changed or newly listed since the last run; its mutants are made again")
         run = mutmut("run", *args.mutants, check=False, capture=False)
         if run.returncode not in (0, 1):
             return run.returncode
