@@ -23,3 +23,19 @@ def fitted(model, images, labels, epochs=3, batch_size=50):
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(images[:usable].astype("float32"), labels[:usable], epochs=epochs, batch_size=batch_size, verbose=0)
     return model
+
+
+def save_as_prepared(path, images, labels, train_images=None, dataset="toy", name="toy"):
+    """A prepared dataset file of four classes whose test split is ``images`` and ``labels``.
+
+    Its training split is ``train_images`` (labelled 0) when given, else the test split again.
+    """
+    from tinyml_quant.datasets import save_prepared
+
+    if train_images is None:
+        train_images, train_labels = images, labels
+    else:
+        train_labels = np.zeros(len(train_images), np.int64)
+    provenance = {"dataset": dataset, "name": name}
+    save_prepared(path, train_images, train_labels, images, labels, ["a", "b", "c", "d"], provenance)
+    return path

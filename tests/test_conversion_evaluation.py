@@ -13,7 +13,7 @@ from tinyml_quant.evaluation import (
     quantize_input,
 )
 
-from synthetic import brightest_quadrant, fitted
+from synthetic import brightest_quadrant, fitted, save_as_prepared
 
 
 @pytest.fixture(scope="module")
@@ -160,20 +160,11 @@ def test_garbage_tflite_file_is_a_clear_error(tmp_path, flatbuffers):
 
 def test_the_agreement_column_compares_with_the_reference_predictions(trained, flatbuffers, tmp_path):
     """run_evaluation's agreement is with the fp32 variant's predictions, not with its own."""
-    import json
 
     from tinyml_quant.evaluation import run_evaluation
 
     _, test_images, test_labels, _ = trained
-    np.savez(
-        tmp_path / "toy.npz",
-        x_train=test_images,
-        y_train=test_labels,
-        x_test=test_images,
-        y_test=test_labels,
-        class_names=np.asarray(["a", "b", "c", "d"]),
-        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
-    )
+    save_as_prepared(tmp_path / "toy.npz", test_images, test_labels)
     (tmp_path / "int8.tflite").write_bytes(flatbuffers["int8"])
     reference = np.zeros(len(test_labels), np.int16)  # a reference that says class 0 everywhere
     np.save(tmp_path / "fp32.npy", reference)
@@ -233,22 +224,13 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
 
 
 def test_the_conversion_job_calibrates_on_its_seeded_images_with_its_threads(trained, tmp_path, monkeypatch):
-    import json
 
     from tinyml_quant import training
     from tinyml_quant.conversion import run_conversion
 
     model, test_images, test_labels, train_images = trained
     model.save(tmp_path / "model.keras")
-    np.savez(
-        tmp_path / "toy.npz",
-        x_train=train_images,
-        y_train=np.zeros(len(train_images), np.int64),
-        x_test=test_images,
-        y_test=test_labels,
-        class_names=np.asarray(["a", "b", "c", "d"]),
-        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
-    )
+    save_as_prepared(tmp_path / "toy.npz", test_images, test_labels, train_images=train_images)
     pinned = []
     monkeypatch.setattr(training, "configure_tensorflow", lambda threads, seed=None: pinned.append(threads))
     settings = {"calibration_images": 20, "calibration_seed": 3}
@@ -353,15 +335,7 @@ def test_the_evaluation_record_gives_the_mean_invoke_time_per_image(trained, fla
     from tinyml_quant.evaluation import run_evaluation
 
     _, test_images, test_labels, _ = trained
-    np.savez(
-        tmp_path / "toy.npz",
-        x_train=test_images,
-        y_train=test_labels,
-        x_test=test_images,
-        y_test=test_labels,
-        class_names=np.asarray(["a", "b", "c", "d"]),
-        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
-    )
+    save_as_prepared(tmp_path / "toy.npz", test_images, test_labels)
     (tmp_path / "fp32.tflite").write_bytes(flatbuffers["fp32"])
     ticks = itertools.count()
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))  # every invoke takes one second

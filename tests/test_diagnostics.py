@@ -9,7 +9,7 @@ from tinyml_quant.evaluation import load_interpreter, predict
 from tinyml_quant.layer_error import layer_errors
 from tinyml_quant.recovery import float_fallback, worst_layers
 
-from synthetic import brightest_quadrant, fitted
+from synthetic import brightest_quadrant, fitted, save_as_prepared
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +128,6 @@ def test_the_output_layers_error_equals_one_computed_from_the_evaluated_outputs(
     assert set(table.dtype) == {"int8"}
 
 
-def write_toy_dataset(path, images, labels):
-    import json
-
-    np.savez(
-        path,
-        x_train=images,
-        y_train=labels,
-        x_test=images,
-        y_test=labels,
-        class_names=np.asarray(["a", "b", "c", "d"]),
-        provenance=np.asarray(json.dumps({"dataset": "toy", "name": "toy"})),
-    )
-    return path
-
-
 def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(trained, tmp_path):
     import pandas as pd
 
@@ -150,7 +135,7 @@ def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(tr
     from tinyml_quant.layer_error import run_layer_error
 
     _, test_images, labels, _, paths = trained
-    dataset = write_toy_dataset(tmp_path / "toy.npz", test_images, labels)
+    dataset = save_as_prepared(tmp_path / "toy.npz", test_images, labels)
     variant = {"dataset": "toy", "model": "resnet_v1", "scheme": "int8"}
     returned = run_layer_error(paths["int8"], paths["fp32"], dataset, 6, 2, variant, tmp_path / "errors.csv")
     written = pd.read_csv(tmp_path / "errors.csv")
@@ -169,7 +154,7 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
 
     model, test_images, labels, _, paths = trained
     model.save(tmp_path / "model.keras")
-    dataset = write_toy_dataset(tmp_path / "toy.npz", test_images, labels)
+    dataset = save_as_prepared(tmp_path / "toy.npz", test_images, labels)
     (tmp_path / "int8.json").write_text(
         json.dumps({"dataset": "toy", "model": "resnet_v1", "accuracy": 0.5, "file_bytes": 1234})
     )

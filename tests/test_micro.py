@@ -19,6 +19,8 @@ from tinyml_quant.micro import (
     run_micro_measurement,
 )
 
+from synthetic import save_as_prepared
+
 IMAGE_SHAPE = (16, 16, 1)
 
 
@@ -48,19 +50,8 @@ def flatbuffers(images):
 
 
 def write_prepared_dataset(path, images):
-    """A prepared dataset file as tinyml_quant.datasets.prepare writes it."""
-    labels = np.arange(len(images)) % 4
-    provenance = {"dataset": "synthetic", "name": "synthetic (test)"}
-    np.savez(
-        path,
-        x_train=images,
-        y_train=labels,
-        x_test=images,
-        y_test=labels,
-        class_names=np.asarray(["a", "b", "c", "d"]),
-        provenance=np.asarray(json.dumps(provenance)),
-    )
-    return path
+    """A prepared dataset of ``images`` in both splits, labelled 0, 1, 2, 3, 0, ..."""
+    return save_as_prepared(path, images, np.arange(len(images)) % 4, dataset="synthetic", name="synthetic (test)")
 
 
 VARIANT = {"dataset": "synthetic", "model": "custom", "scheme": "fp32"}
