@@ -161,13 +161,21 @@ def test_mutation_scores_count_equivalents_apart_and_flag_unfinished_modules():
         "tinyml_quant.micro.x_b__mutmut_2": "not checked",
         "tinyml_quant.training.x_c__mutmut_1": "not checked",
     }
-    per_module = summary(statuses, {"tinyml_quant.files.x_a__mutmut_4": "changes nothing"})
+    per_module = summary(statuses, {"tinyml_quant.files.x_a__mutmut_4": "changes nothing"}, ["files", "recovery"])
     assert per_module["files"] == Counter(killed=2, survived=1, equivalent=1)
     assert score_rows(per_module) == [
         "| files | 4 | 2 | 1 | 1 | 0 | 66.7% | NO |",
         "| micro | 2 | 1 | 0 | 0 | 1 | 100.0% | not run to completion |",
+        "| recovery | 0 | 0 | 0 | 0 | 0 | - | not run yet |",  # listed, never mutated
         "| training | 1 | 0 | 0 | 0 | 1 | - | not run to completion |",
     ]
+
+
+def test_the_mutation_report_lists_every_module_the_configuration_names():
+    from tools.mutation import listed_modules
+
+    assert listed_modules()[:2] == ["config", "conversion"]
+    assert {"layer_error", "micro", "recovery", "training"} <= set(listed_modules())
 
 
 def test_mutation_widens_each_functions_tests_to_their_modules(tmp_path):

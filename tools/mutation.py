@@ -55,6 +55,11 @@ def environment():
     return variables
 
 
+def mutated_paths(repository=REPOSITORY):
+    """``only_mutate`` of mutmut's settings in ``pyproject.toml``: the files it mutates."""
+    return tomllib.loads((repository / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+
+
 def refresh_mutated_sources(repository=REPOSITORY):
     """Put the plain source back in ``mutants/`` for every module mutmut would mutate wrongly or not at all.
 
@@ -68,9 +73,8 @@ def refresh_mutated_sources(repository=REPOSITORY):
     copy) fixes both; mutmut keeps the results of the functions whose code is unchanged.
     Returns the modules refreshed.
     """
-    settings = tomllib.loads((repository / "pyproject.toml").read_text())["tool"]["mutmut"]
     refreshed = []
-    for name in settings["only_mutate"]:
+    for name in mutated_paths(repository):
         source, copy = repository / name, repository / "mutants" / name
         if not copy.exists():
             continue  # mutmut copies it itself
@@ -132,8 +136,14 @@ def module_of(mutant):
     return mutant.split(".")[1]
 
 
-def summary(statuses, equivalent):
-    per_module = defaultdict(Counter)
+def listed_modules(repository=REPOSITORY):
+    """The modules ``only_mutate`` names, by module name (``readers``)."""
+    return [Path(name).stem for name in mutated_paths(repository)]
+
+
+def summary(statuses, equivalent, modules=()):
+    """Counts per module; every one of ``modules`` has a row, mutated yet or not."""
+    per_module = defaultdict(Counter, {module: Counter() for module in modules})
     for mutant, status in statuses.items():
         module = module_of(mutant)
         if status in KILLED:
@@ -155,6 +165,8 @@ def score_rows(per_module):
         score = f"{100 * counts['killed'] / judged:.1f}%" if judged else "-"
         met = "yes" if counts["killed"] >= TARGET * judged else "NO"
         verdict = "not run to completion" if counts[NOT_RUN] else met
+        if not counts.total():
+            verdict = "not run yet"
         rows.append(
             f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['equivalent']} | "
             f"{counts['survived']} | {counts[NOT_RUN]} | {score} | {verdict} |"
@@ -170,7 +182,7 @@ def changed_lines(diff):
 def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
     equivalent = yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
     equivalent = equivalent or {}
-    per_module = summary(statuses, equivalent)
+    per_module = summary(statuses, equivalent, listed_modules())
     survivors = []
     for mutant, status in sorted(statuses.items()):
         if status in SURVIVED:
