@@ -28,12 +28,13 @@ def fitted(model, images, labels, epochs=3, batch_size=50):
 def save_as_prepared(path, images, labels, train_images=None, dataset="toy", name="toy"):
     """A prepared dataset file of four classes whose test split is ``images`` and ``labels``.
 
-    Its training split is ``train_images`` (labelled 0) when given, else the test split again.
+    Its training split is ``train_images`` (labelled 0) when given, else the test images
+    inverted (255 - pixel), so that a job reading the wrong split gives another answer.
     """
     from tinyml_quant.datasets import save_prepared
 
     if train_images is None:
-        train_images, train_labels = images, labels
+        train_images, train_labels = 255 - images, labels
     else:
         train_labels = np.zeros(len(train_images), np.int64)
     provenance = {"dataset": dataset, "name": name}

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tinyml_quant.conversion import SCHEMES, calibration_images, convert
+from tinyml_quant.datasets import seeded_subset
 from tinyml_quant.evaluation import (
     classification_metrics,
     evaluation_interpreters,
@@ -295,7 +296,9 @@ def test_predict_pads_the_last_batch_dequantizes_and_times_the_busiest_interpret
     import threading
     import time
 
-    clock = threading.local()  # one clock per thread: side-by-side interpreters each time their own invokes
+    # time.perf_counter is replaced for the whole process while this test runs (monkeypatch restores it);
+    # one clock per thread: side-by-side interpreters each time their own invokes.
+    clock = threading.local()
     monkeypatch.setattr(time, "perf_counter", lambda: getattr(clock, "now", 0.0))
     images = np.arange(7, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)
     expected = (np.stack([np.arange(7), 2 * np.arange(7), -np.arange(7)], axis=1) + 1) * 0.5
@@ -321,8 +324,10 @@ def test_predict_pads_the_last_batch_dequantizes_and_times_the_busiest_interpret
     assert seconds == 1 + 6 and [len(each.inputs) for each in four] == [1, 1, 1, 0]
     assert four[3].resizes == [], "only as many interpreters as batches are prepared"
 
-    outputs, _ = predict(RecordingInterpreter(clock), images, batch_size=50)
-    np.testing.assert_array_equal(outputs, expected)  # one batch of all seven images, not fifty
+    whole = RecordingInterpreter(clock)
+    outputs, _ = predict(whole, images, batch_size=50)
+    np.testing.assert_array_equal(outputs, expected)
+    assert whole.resizes == [[7, 2, 2, 1]]  # one batch of all seven images, not fifty
     with pytest.raises(ValueError, match=r"images of shape \(3, 2, 1\) do not fit the model's input \(2, 2, 1\)"):
         predict(RecordingInterpreter(clock), np.zeros((4, 3, 2, 1), np.float32))
 
@@ -375,4 +380,5 @@ def test_conversion_settings_are_refused_with_their_names(trained):
     with pytest.raises(ValueError, match="^calibration_images must be at least 1, got 0$"):
         calibration_images(train_images, 0, seed=0)
     chosen = calibration_images(train_images, 3, seed=4)
-    assert chosen.dtype == np.float32 and len(chosen) == 3
+    assert chosen.dtype == np.float32
+    np.testing.assert_array_equal(chosen, train_images[seeded_subset(len(train_images), 3, 4)])

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from tinyml_quant import layer_error
 from tinyml_quant.conversion import calibration_images, convert
 from tinyml_quant.deployment import deployment_plan
-from tinyml_quant.evaluation import load_interpreter, predict
+from tinyml_quant.evaluation import dequantize_output, load_interpreter, predict
 from tinyml_quant.layer_error import layer_errors
 from tinyml_quant.recovery import float_fallback, worst_layers
 
@@ -110,14 +111,25 @@ def test_the_float_fallback_keeps_the_worst_layers_float(trained):
     assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
 
 
-def test_the_output_layers_error_equals_one_computed_from_the_evaluated_outputs(trained):
-    """The last matched layer is the model's output: its figures, recomputed from what evaluation sees."""
+def test_the_output_layers_error_equals_one_computed_from_the_two_models_outputs(trained):
+    """The last matched layer is the model's output: its figures, recomputed from both models' outputs."""
     _, test_images, _, _, paths = trained
     table = layer_errors(paths["int8"], paths["fp32"], test_images[:8])
     output = table.iloc[-1]
-    assert output.tensor == load_interpreter(paths["int8"]).get_output_details()[0]["name"]
-    reference = predict(load_interpreter(paths["fp32"]), test_images[:8], 8)[0].astype(np.float64)
-    quantized = predict(load_interpreter(paths["int8"]), test_images[:8], 8)[0].astype(np.float64)
+
+    def outputs(path):
+        """The model's dequantized outputs, on the same builtin kernels the layer error runs."""
+        interpreter = layer_error._interpreter(path)
+        detail = interpreter.get_output_details()[0]
+        values = []
+        for image in test_images[:8]:
+            layer_error._run(interpreter, image)
+            values.append(dequantize_output(interpreter.get_tensor(detail["index"]), detail).astype(np.float64))
+        return np.concatenate(values), detail["name"]
+
+    reference, _ = outputs(paths["fp32"])
+    quantized, name = outputs(paths["int8"])
+    assert output.tensor == name
     error = quantized - reference
     assert output.rmse == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-5)
     assert output.rmse_in_steps == pytest.approx(output.rmse / (1 / 256))  # softmax's int8 scale
@@ -178,8 +190,11 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
     )
     assert json.loads(outputs[1].read_text()) == json.loads(json.dumps(record))
     debug_sample = test_images[seeded_subset(len(labels), 10, 3)]
-    worst = worst_layers(model, calibration_images(test_images, 30, 1), debug_sample, 2)
-    assert record["float_layers"] == worst
+    worst = worst_layers(model, calibration_images(255 - test_images, 30, 1), debug_sample, 2)  # the training split
+    assert [layer["tensor"] for layer in record["float_layers"]] == [layer["tensor"] for layer in worst]
+    assert [layer["rmse_in_steps"] for layer in record.pop("float_layers")] == pytest.approx(
+        [layer["rmse_in_steps"] for layer in worst]
+    )
     recovered, _ = predict(load_interpreter(outputs[0]), test_images, 16)
     micro = record.pop("micro")
     assert record == {
@@ -187,7 +202,6 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
         "model": "resnet_v1",
         "scheme": "int8",
         "reason": "asked for",
-        "float_layers": worst,
         "debug_images": 10,
         "reference_accuracy": 0.75,
         "quantized_accuracy": 0.5,

@@ -1,7 +1,6 @@
 """TFLite Micro measurement (arena, unsupported variants, agreement with LiteRT) and host latency."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -78,17 +77,18 @@ def test_the_measurement_record_in_full(flatbuffers, int8_measurement):
 
     record = dict(int8_measurement)
     assert record.pop("agreement")["images"] == 12 and 0 < record.pop("measurement_seconds") < 60
+    arena = record.pop("arena_bytes")
+    assert isinstance(arena, int) and 0 < arena < micro.FIRST_ARENA_BYTES
+    # A probe that crashed TFLM (the module docstring says how often) restarts the child once each.
+    assert record.pop("worker_restarts") == len(record.pop("crashed_probe_bytes"))
     assert record == {
         "status": "runs",
-        "arena_bytes": record["arena_bytes"],
         "flash_bytes": len(flatbuffers["int8"]),
         "unsupported_operator": None,
         "unsupported_node": None,
         "tflm_error": None,
-        "largest_failing_arena_bytes": record["arena_bytes"] - 1,
+        "largest_failing_arena_bytes": arena - 1,
         "arena_probes": 21,  # the first, generous arena (1 MiB), then 20 halvings of the interval down to 1 byte
-        "worker_restarts": 0,
-        "crashed_probe_bytes": [],
         "tflm_version": tflm_version,
     }
 
@@ -109,8 +109,12 @@ def test_the_arena_grows_past_the_first_guess_up_to_its_limit(wide_activations):
     result = measure_micro(wide_activations, max_arena_bytes=16 << 20)
     assert 4 << 20 < result["arena_bytes"] < 16 << 20
     assert result["largest_failing_arena_bytes"] == result["arena_bytes"] - 1
-    # 1 MiB and 4 MiB fail, 16 MiB allocates; then halvings of the 12 MiB between the last two.
-    assert result["arena_probes"] == 3 + math.ceil(math.log2(12 << 20))
+    # 1 MiB and 4 MiB fail, 16 MiB allocates; then the bisection between the last two, replayed here.
+    low, high, bisections = 4 << 20, 16 << 20, 0
+    while high - low > 1:
+        middle, bisections = (low + high) // 2, bisections + 1
+        low, high = (low, middle) if middle >= result["arena_bytes"] else (middle, high)
+    assert result["arena_probes"] == 3 + bisections
     assert allocates(wide_activations, result["arena_bytes"]) and not allocates(wide_activations, 4 << 20)
 
 
@@ -192,7 +196,8 @@ def scripted_children(monkeypatch, *children):
     return requests
 
 
-def probe(arena_bytes, allocates=None):
+def probe_event(arena_bytes, allocates=None):
+    """A line of the child's progress log: a probe begun, or its result."""
     if allocates is None:
         return {"event": "probe", "arena_bytes": arena_bytes}
     return {"event": "result", "arena_bytes": arena_bytes, "allocates": allocates, "message": ""}
@@ -216,7 +221,7 @@ def test_a_child_that_fails_without_a_crash_is_an_error_naming_the_model(flatbuf
 
 def test_a_crash_at_every_arena_or_in_invoke_is_unsupported_not_an_error(flatbuffers, monkeypatch):
     first = micro.FIRST_ARENA_BYTES
-    requests = scripted_children(monkeypatch, ([probe(first)], -11, "Segmentation fault"))
+    requests = scripted_children(monkeypatch, ([probe_event(first)], -11, "Segmentation fault"))
     result = measure_micro(flatbuffers["int8"], max_arena_bytes=first * micro.GROWTH - 1)
     assert result["status"] == UNSUPPORTED and result["arena_bytes"] is None
     assert result["tflm_error"] == "TFLite Micro's process ended with signal 11: Segmentation fault"
@@ -224,8 +229,8 @@ def test_a_crash_at_every_arena_or_in_invoke_is_unsupported_not_an_error(flatbuf
     # With room to grow, the same crash is a failed probe, and the next child starts above it.
     requests = scripted_children(
         monkeypatch,
-        ([probe(first)], -11, "Segmentation fault"),
-        ([probe(4 * first), probe(4 * first, True), {"event": "invoke"}], -6, "Aborted"),
+        ([probe_event(first)], -11, "Segmentation fault"),
+        ([probe_event(4 * first), probe_event(4 * first, True), {"event": "invoke"}], -6, "Aborted"),
     )
     result = measure_micro(flatbuffers["int8"], max_arena_bytes=first * micro.GROWTH)
     assert [(request["low"], request["high"]) for request in requests] == [(0, None), (first, None)]
@@ -235,7 +240,7 @@ def test_a_crash_at_every_arena_or_in_invoke_is_unsupported_not_an_error(flatbuf
 
 
 def test_a_child_crashing_at_every_start_is_given_up_after_the_restart_limit(flatbuffers, monkeypatch):
-    requests = scripted_children(monkeypatch, ([probe(micro.FIRST_ARENA_BYTES, True), probe(5)], -11, ""))
+    requests = scripted_children(monkeypatch, ([probe_event(micro.FIRST_ARENA_BYTES, True), probe_event(5)], -11, ""))
     with pytest.raises(RuntimeError, match=f"model bytes: TFLite Micro crashed {micro.WORKER_RESTARTS + 1} times"):
         measure_micro(flatbuffers["int8"])
     assert len(requests) == micro.WORKER_RESTARTS + 1
@@ -342,6 +347,13 @@ def test_tflm_memory_messages_are_told_from_refusals(message):
 @pytest.mark.parametrize("message", ["", None, "Node DEQUANTIZE (number 0) failed to prepare", "missing: many"])
 def test_a_refusal_or_no_message_is_not_a_memory_failure(message):
     assert not micro.is_memory_failure(message)
+
+
+def test_an_empty_arena_is_a_no_and_a_probe_child_killed_before_it_logs_is_an_error(flatbuffers, monkeypatch):
+    assert allocates(flatbuffers["int8"], 0) is False  # TFLM ends its process: a crash counts as no
+    scripted_children(monkeypatch, ([], -9, "Killed"))
+    with pytest.raises(RuntimeError, match="the TFLite Micro child process failed: .* signal 9: Killed"):
+        allocates(flatbuffers["int8"], 1 << 20)
 
 
 @pytest.mark.parametrize("arena_bytes", [-1, 1.5, True, "100"])

@@ -171,11 +171,15 @@ def test_mutation_scores_count_equivalents_apart_and_flag_unfinished_modules():
     ]
 
 
-def test_the_mutation_report_lists_every_module_the_configuration_names():
-    from tools.mutation import listed_modules
+def test_the_mutation_report_has_a_row_for_every_module_the_configuration_names(tmp_path):
+    from tools.mutation import listed_modules, write_report
 
-    assert listed_modules()[:2] == ["config", "conversion"]
     assert {"layer_error", "micro", "recovery", "training"} <= set(listed_modules())
+    write_report({"tinyml_quant.files.x_a__mutmut_1": "killed"}, 3600, output=tmp_path / "mutation.md")
+    rows = [line for line in (tmp_path / "mutation.md").read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows[2:]] == sorted(listed_modules())
+    assert "| files | 1 | 1 | 0 | 0 | 0 | 100.0% | yes |" in rows
+    assert "| recovery | 0 | 0 | 0 | 0 | 0 | - | not run yet |" in rows
 
 
 def test_mutation_widens_each_functions_tests_to_their_modules(tmp_path):
@@ -199,23 +203,25 @@ def test_mutation_refreshes_the_copies_mutmut_would_mutate_wrongly_or_not_at_all
     from tools.mutation import refresh_mutated_sources
 
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.mutmut]\nonly_mutate = ["src/p/edited.py", "src/p/listed.py", "src/p/same.py", "src/p/new.py"]\n'
+        '[tool.mutmut]\nonly_mutate = ["src/p/new.py", "src/p/edited.py", "src/p/listed.py", "src/p/same.py"]\n'
     )
+    sources = tmp_path / "src" / "p"
+    sources.mkdir(parents=True)
     for name in ("edited", "listed", "same", "new"):
-        (tmp_path / "src" / "p").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "src" / "p" / f"{name}.py").write_text(f"{name} = 1\n")
+        (sources / f"{name}.py").write_text(f"{name} = 1\n")
+        os.utime(sources / f"{name}.py", (1_000_000_000, 1_000_000_000))
     copies = tmp_path / "mutants" / "src" / "p"
     copies.mkdir(parents=True)
     for name in ("edited", "listed", "same"):
         (copies / f"{name}.py").write_text("trampolined = True\n")
-        os.utime(copies / f"{name}.py", (2_000_000_000, 2_000_000_000))
+        os.utime(copies / f"{name}.py", (1_000_000_500, 1_000_000_500))  # mutated after the source was written
     for name in ("edited", "same"):
         (copies / f"{name}.py.meta").write_text("{}")
-    os.utime(tmp_path / "src" / "p" / "edited.py", (2_000_000_100, 2_000_000_100))  # edited after mutation
+    os.utime(sources / "edited.py", (1_000_000_900, 1_000_000_900))  # edited after mutation
     assert refresh_mutated_sources(tmp_path) == ["src/p/edited.py", "src/p/listed.py"]
     for name in ("edited", "listed"):
         assert (copies / f"{name}.py").read_text() == f"{name} = 1\n"
         # The source's own time: mutmut takes an equal time for "copied, not yet mutated".
-        assert (copies / f"{name}.py").stat().st_mtime == (tmp_path / "src" / "p" / f"{name}.py").stat().st_mtime
+        assert (copies / f"{name}.py").stat().st_mtime == (sources / f"{name}.py").stat().st_mtime
     assert (copies / "same.py").read_text() == "trampolined = True\n"
     assert not (copies / "new.py").exists()

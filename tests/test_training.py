@@ -188,7 +188,7 @@ def test_a_batch_larger_than_the_training_images_names_the_setting():
         train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS, 1)
 
 
-def test_a_training_job_writes_the_model_its_history_and_metrics_it_can_back_up(tmp_path):
+def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_model(tmp_path):
     """Every value of a finished job's three files, against the saved model and an independent count."""
     import csv
     import json
@@ -203,13 +203,14 @@ def test_a_training_job_writes_the_model_its_history_and_metrics_it_can_back_up(
         tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
     )
     paths = [tmp_path / "job" / name for name in ("model.keras", "history.csv", "test_metrics.json")]
-    run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, TOY_SETTINGS, 1, *paths)
+    settings = {**TOY_SETTINGS, "epochs": 3}  # three epoch times: their median is not their mean
+    run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, settings, 1, *paths)
     model = keras.models.load_model(paths[0], compile=False)
     with open(paths[1], newline="") as handle:
         history = list(csv.DictReader(handle))
     metrics = json.loads(paths[2].read_text())
 
-    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert [row["epoch"] for row in history] == ["1", "2", "3"]
     assert set(history[0]) == {"epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds"}
     assert all(float(row["seconds"]) > 0 and 0 <= float(row["val_accuracy"]) <= 1 for row in history)
     assert metrics["final_epoch"] == {key: float(value) for key, value in history[-1].items()}
@@ -226,7 +227,7 @@ def test_a_training_job_writes_the_model_its_history_and_metrics_it_can_back_up(
         "test_accuracy": pytest.approx(np.mean(predictions == toy.y_test)),
         "training_images": len(toy.y_train) - held_out,
         "seed": TOY_SETTINGS["seed"],
-        "settings": TOY_SETTINGS,
+        "settings": settings,
         "architecture": {"base_filters": 4},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__},
     }
@@ -264,6 +265,10 @@ def test_training_batches_are_the_seeded_shuffle_of_the_training_split_one_hot()
         np.concatenate([batch_labels for _, batch_labels in held_out]), np.eye(3)[labels[validation_index]]
     )
     assert make_datasets(images, labels, {**settings, "validation_split": 0.0}, 3)[1:] == (None, 40)
+    # With augmentation on, batches are shifted (zeros come in at the edges) and flipped copies.
+    augmented = {**settings, "augmentation": {"random_crop_padding": 1, "horizontal_flip": True}}
+    shifted = [batch.numpy() for batch, _ in make_datasets(images + 1, labels, augmented, 3)[0]]
+    assert any((batch == 0).any() for batch in shifted) and all(batch.max() <= 40 for batch in shifted)
 
 
 def test_adam_and_sgd_follow_the_schedule_and_zero_weight_decay_is_none():
@@ -273,13 +278,15 @@ def test_adam_and_sgd_follow_the_schedule_and_zero_weight_decay_is_none():
     adam = make_optimizer(settings, 10)
     assert isinstance(adam, keras.optimizers.Adam) and adam.weight_decay is None
     assert float(adam.learning_rate) == pytest.approx(0.3)  # no warm-up: the peak from the first step
+    adam.iterations.assign(10)
+    assert float(adam.learning_rate) == pytest.approx(0.15)  # halfway down the cosine of 2 epochs of 10 steps
     sgd = make_optimizer({**settings, "optimizer": "sgd", "nesterov": False, "weight_decay": 1e-4}, 10)
     assert float(sgd.learning_rate) == pytest.approx(0.3) and not sgd.nesterov and sgd.weight_decay == 1e-4
     decayed = make_optimizer({**settings, "weight_decay": 1e-4}, 10)
     assert isinstance(decayed, keras.optimizers.Adam) and decayed.weight_decay == 1e-4
 
 
-def test_a_warmup_longer_than_the_training_ends_one_step_before_the_end():
+def test_a_warmup_longer_than_the_training_ends_a_step_before_the_end_and_no_steps_count_as_one():
     schedule = learning_rate_schedule({**TOY_SETTINGS, "learning_rate": 0.1, "warmup_epochs": 5, "epochs": 2}, 10)
     rates = [float(schedule(step)) for step in range(21)]
     assert rates[0] == 0.0 and rates[19] == pytest.approx(0.1)
@@ -308,10 +315,18 @@ print(json.dumps(tf.config.threading.get_intra_op_parallelism_threads()))
 def test_tensorflow_gets_its_threads_and_seeded_determinism_in_a_fresh_process():
     """Thread pools can be set only before TensorFlow's first use: hence a process of its own."""
     import json
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
-    result = subprocess.run([sys.executable, "-c", CONFIGURE_PROGRAM], capture_output=True, text=True, timeout=300)
+    from tinyml_quant import training
+
+    # The package this test imported, not whatever is installed (under mutmut: the mutated copy).
+    environment = {**os.environ, "PYTHONPATH": str(Path(training.__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", CONFIGURE_PROGRAM], capture_output=True, text=True, timeout=300, env=environment
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     first, seeded, after_use = [json.loads(line) for line in result.stdout.splitlines()[-3:]]
     assert first == [3, 3, True, seeded]
