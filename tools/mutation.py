@@ -163,10 +163,12 @@ def score_rows(per_module):
     for module, counts in sorted(per_module.items()):
         judged = counts["killed"] + counts["survived"]
         score = f"{100 * counts['killed'] / judged:.1f}%" if judged else "-"
-        met = "yes" if counts["killed"] >= TARGET * judged else "NO"
-        verdict = "not run to completion" if counts[NOT_RUN] else met
         if not counts.total():
             verdict = "not run yet"
+        elif counts[NOT_RUN]:
+            verdict = "not run to completion"
+        else:
+            verdict = "yes" if counts["killed"] >= TARGET * judged else "NO"
         rows.append(
             f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['equivalent']} | "
             f"{counts['survived']} | {counts[NOT_RUN]} | {score} | {verdict} |"

@@ -30,6 +30,11 @@ def load_interpreter(model, threads=1):
     return interpreter
 
 
+def image_shape(detail):
+    """An input tensor's image shape (after the batch axis) as plain ints, as messages print them."""
+    return tuple(int(size) for size in detail["shape"][1:])
+
+
 def quantize_input(images, detail):
     """Float pixels to the input tensor's type, with the tensor's own scale and zero point."""
     dtype = detail["dtype"]
@@ -99,7 +104,7 @@ def predict(interpreter, images, batch_size=1):
     """
     interpreters = list(interpreter) if isinstance(interpreter, (list, tuple)) else [interpreter]
     input_detail = interpreters[0].get_input_details()[0]
-    expected = tuple(int(size) for size in input_detail["shape"][1:])  # plain ints: the message prints them
+    expected = image_shape(input_detail)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {expected}")
     batch_size = max(1, min(batch_size, len(images)))

@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert import __version__ as litert_version
 
 from .datasets import load_prepared
-from .evaluation import load_interpreter, quantize_input
+from .evaluation import image_shape, load_interpreter, quantize_input
 from .files import write_json
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def measure_latency(model, image=None, threads=1, invokes=50, warmup=5):
     _check_counts(threads, invokes, warmup)
     interpreter = load_interpreter(model, threads)
     input_detail = interpreter.get_input_details()[0]
-    expected = tuple(int(size) for size in input_detail["shape"][1:])
+    expected = image_shape(input_detail)
     if input_detail["shape"][0] != 1:
         interpreter.resize_tensor_input(input_detail["index"], [1, *expected])
         interpreter.allocate_tensors()

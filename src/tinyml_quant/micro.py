@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_prepared, seeded_subset
-from .evaluation import dequantize_output, load_interpreter, quantize_input
+from .evaluation import dequantize_output, image_shape, load_interpreter, quantize_input
 from .files import write_json
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def allocates(model, arena_bytes):
 def _litert_outputs(interpreter, images):
     """The quantized inputs both runtimes get, and LiteRT's raw (not dequantized) outputs for them."""
     input_detail = interpreter.get_input_details()[0]
-    expected = tuple(int(size) for size in input_detail["shape"][1:])
+    expected = image_shape(input_detail)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images of shape {tuple(images.shape[1:])} do not fit the model's input {expected}")
     model_inputs = np.ascontiguousarray(quantize_input(images, input_detail))
@@ -255,7 +255,7 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
         raise ValueError(f"max_arena_bytes must be an integer of at least {FIRST_ARENA_BYTES}, got {max_arena_bytes!r}")
     content, where, interpreter = _read_model(model)
     if images is None:
-        input_shape = tuple(int(size) for size in interpreter.get_input_details()[0]["shape"][1:])
+        input_shape = image_shape(interpreter.get_input_details()[0])
         images = np.zeros((1, *input_shape), np.float32)
     model_inputs, litert_outputs, output_detail = _litert_outputs(interpreter, np.asarray(images))
     result = {
