@@ -15,6 +15,25 @@ SMOKE_STUDY = "smoke"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def pytest_configure(config):
+    """Under mutmut's stats pass, keep recording in this process but not in the children tests start.
+
+    mutmut first runs the tests with ``MUTANT_UNDER_TEST=stats`` to record which
+    test calls which function. A child process (TFLite Micro's worker, a fresh
+    TensorFlow) imports the mutated package too and, with that variable, would try
+    to record as well, reading mutmut's settings from its working folder, a
+    temporary one: it fails, and so would the stats pass. Without the variable a
+    child runs the plain code; this process keeps recording through mutmut's own
+    in-process copy of the setting. Mutant runs (any other value) are left alone:
+    there the child must run the mutant too.
+    """
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        from mutmut.mutation.trampoline import set_mutant_under_test
+
+        set_mutant_under_test("stats")
+        del os.environ["MUTANT_UNDER_TEST"]
+
+
 def require(available, missing, how_to_enable):
     """Skip with ``how_to_enable`` when ``available`` is false; fail instead in CI."""
     if available:

@@ -339,12 +339,18 @@ def test_a_resumed_search_with_known_bounds_confirms_its_upper_bound(tmp_path):
         "missing: 12",
         "Too many buffers (max is 128)",
     ],
+    # Short ids: mutmut selects tests by id, and a message's newline cannot be passed as one.
+    ids=["tail memory", "arena too small", "bytes missing", "too many buffers"],
 )
 def test_tflm_memory_messages_are_told_from_refusals(message):
     assert micro.is_memory_failure(message)
 
 
-@pytest.mark.parametrize("message", ["", None, "Node DEQUANTIZE (number 0) failed to prepare", "missing: many"])
+@pytest.mark.parametrize(
+    "message",
+    ["", None, "Node DEQUANTIZE (number 0) failed to prepare", "missing: many"],
+    ids=["empty", "none", "refusal", "no byte count"],
+)
 def test_a_refusal_or_no_message_is_not_a_memory_failure(message):
     assert not micro.is_memory_failure(message)
 

@@ -315,6 +315,53 @@ print(json.dumps(tf.config.threading.get_intra_op_parallelism_threads()))
 def test_tensorflow_gets_its_threads_and_seeded_determinism_in_a_fresh_process():
     """Thread pools can be set only before TensorFlow's first use: hence a process of its own."""
     import json
+
+    result = run_in_fresh_process(CONFIGURE_PROGRAM)
+    first, seeded, after_use = [json.loads(line) for line in result.stdout.splitlines()[-3:]]
+    assert first == [3, 1, True, seeded], "seeded: three threads per op, one op at a time"
+    assert after_use == 3, "a process that used TensorFlow keeps its pools"
+    assert "cannot change it to 1" in result.stderr
+    unseeded = run_in_fresh_process(UNSEEDED_PROGRAM)
+    assert json.loads(unseeded.stdout.splitlines()[-1]) == [3, 3, False], "unseeded: ops may also run side by side"
+
+
+UNSEEDED_PROGRAM = """
+import json
+import tensorflow as tf
+from tensorflow.python.framework.config import is_op_determinism_enabled
+from tinyml_quant.training import configure_tensorflow
+configure_tensorflow(3)
+print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads(),
+                  is_op_determinism_enabled()]))
+"""
+
+# MobileNet v2 with the default recipe's weight decay and batch size, trained for five steps on
+# two threads: with two inter-op threads its weights differed in every run.
+REPRODUCIBILITY_PROGRAM = """
+import hashlib
+import numpy as np
+from tinyml_quant.datasets import PreparedDataset
+from tinyml_quant.training import train
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (672, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 4, 672)
+data = PreparedDataset(images[:640], labels[:640], images[640:], labels[640:], list("abcd"),
+                       {"dataset": "toy", "name": "toy"})
+settings = {"seed": 3, "epochs": 1, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.05,
+            "momentum": 0.9, "nesterov": True, "weight_decay": 0.005, "lr_schedule": "cosine", "warmup_epochs": 0,
+            "label_smoothing": 0.0, "validation_split": 0.0,
+            "augmentation": {"random_crop_padding": 0, "horizontal_flip": False}}
+model, _, _ = train(data, "mobilenet_v2", {"alpha": 0.35, "stem_stride": 1}, settings, threads=2)
+digest = hashlib.sha256()
+for weights in model.get_weights():
+    digest.update(np.ascontiguousarray(weights).tobytes())
+print(digest.hexdigest())
+"""
+
+
+def run_in_fresh_process(program):
+    """``program`` run by a new Python that imports the package under test (under mutmut: the mutated copy)."""
     import os
     import subprocess
     import sys
@@ -322,13 +369,15 @@ def test_tensorflow_gets_its_threads_and_seeded_determinism_in_a_fresh_process()
 
     from tinyml_quant import training
 
-    # The package this test imported, not whatever is installed (under mutmut: the mutated copy).
     environment = {**os.environ, "PYTHONPATH": str(Path(training.__file__).resolve().parents[1])}
     result = subprocess.run(
-        [sys.executable, "-c", CONFIGURE_PROGRAM], capture_output=True, text=True, timeout=300, env=environment
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, env=environment
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    first, seeded, after_use = [json.loads(line) for line in result.stdout.splitlines()[-3:]]
-    assert first == [3, 3, True, seeded]
-    assert after_use == 3, "a process that used TensorFlow keeps its pools"
-    assert "cannot change it to 1" in result.stderr
+    return result
+
+
+def test_the_same_seed_on_two_threads_gives_the_same_weights_in_every_process():
+    """Same seed, same machine, same thread count: the same weights, bit for bit, from separate processes."""
+    weights = [run_in_fresh_process(REPRODUCIBILITY_PROGRAM).stdout.split()[-1] for _ in range(2)]
+    assert weights[0] == weights[1]
