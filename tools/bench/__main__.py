@@ -119,7 +119,13 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
             input_shape=(32, 32, 3),
         )
         runs = {}
-        kinds = {"workflow": ({}, {}), "per_image": ({"kind": "per_image"}, {}), "bare": ({"kind": "bare"}, {})}
+        kinds = {
+            "workflow": ({}, {}),
+            "per_image": ({"kind": "per_image"}, {}),
+            "bare": ({"kind": "bare"}, {}),
+            # What one inter-op thread (seeded runs' reproducibility) costs.
+            f"{threads} inter-op threads": ({"inter_op_threads": threads}, {}),
+        }
         if label == "resnet_v1" or args.quick:
             kinds |= {
                 "oneDNN off": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),

@@ -68,7 +68,17 @@ def per_image_datasets(x_train, y_train, settings, num_classes):
     return train.batch(settings["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE), None, len(train_index)
 
 
-def train_step(kind, dataset_path, model_name, architecture, settings, threads, train_images, jit_compile=False):
+def train_step(
+    kind,
+    dataset_path,
+    model_name,
+    architecture,
+    settings,
+    threads,
+    train_images,
+    jit_compile=False,
+    inter_op_threads=None,
+):
     """Train ``model_name`` on ``train_images`` seeded training images; per-epoch wall seconds and images.
 
     ``kind``: "workflow" (``tinyml_quant.training.train`` as the rule runs it),
@@ -76,6 +86,9 @@ def train_step(kind, dataset_path, model_name, architecture, settings, threads, 
     plain ``model.fit`` on in-memory float32 arrays, no determinism, with
     Keras augmentation layers in front of the model: RandomTranslation by up to
     the crop padding, zero filled, nearest pixel, and RandomFlip).
+    ``inter_op_threads``: TensorFlow's pools fixed before the workflow's training
+    sets them (it keeps pools a process already has): the workflow's seeded
+    training with ops side by side, as it ran before seeded runs got one inter-op thread.
     """
     import keras
 
@@ -85,6 +98,12 @@ def train_step(kind, dataset_path, model_name, architecture, settings, threads, 
 
     dataset = _subset(load_prepared(dataset_path), train_images)
     timer = training.EpochTimer()
+    if inter_op_threads is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        tf.constant(0.0) + 1.0  # the first op fixes the pools
     if kind in ("workflow", "per_image"):
         original = training.make_datasets
         if kind == "per_image":
