@@ -225,3 +225,16 @@ def test_mutation_refreshes_the_copies_mutmut_would_mutate_wrongly_or_not_at_all
         assert (copies / f"{name}.py").stat().st_mtime == (sources / f"{name}.py").stat().st_mtime
     assert (copies / "same.py").read_text() == "trampolined = True\n"
     assert not (copies / "new.py").exists()
+
+
+def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
+    import json
+
+    from tools.mutation import forget_seen_tests
+
+    stats = tmp_path / "mutmut-stats.json"
+    assert forget_seen_tests(stats) is False and not stats.exists()
+    recorded = {"duration_by_test": {"tests/t.py::a": 1.5}, "tests_by_mangled_function_name": {"p.x_f": ["t::a"]}}
+    stats.write_text(json.dumps(recorded))
+    assert forget_seen_tests(stats) is True
+    assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
