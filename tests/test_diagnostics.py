@@ -62,6 +62,47 @@ def test_the_error_is_measured_against_the_reference_not_itself(trained):
         layer_errors(paths["fp32"], paths["fp32"], test_images[:2])
 
 
+@pytest.fixture(scope="module")
+def reshaped(tmp_path_factory):
+    """fp32 and int8 files of a padding, a convolution, a Reshape and a dense layer, and images for them.
+
+    The converter folds the padding into the convolution and computes the Reshape's
+    shape with integer operators (SHAPE, STRIDED_SLICE, PACK): indices, not layers.
+    """
+    import keras
+
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)
+    x = keras.layers.Reshape((72,))(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
+    images = np.random.default_rng(0).integers(0, 256, (24, 6, 6, 1)).astype(np.uint8)
+    representative = calibration_images(images, 16, seed=0)
+    folder = tmp_path_factory.mktemp("reshaped")
+    paths = {scheme: folder / f"{scheme}.tflite" for scheme in ("fp32", "int8")}
+    for scheme, path in paths.items():
+        path.write_bytes(convert(model, scheme, representative))
+    return paths, images
+
+
+def test_only_quantized_layers_count_not_shapes_or_pass_through_operators(reshaped):
+    paths, images = reshaped
+    operators = [operator["op_name"] for operator in load_interpreter(paths["int8"])._get_ops_details()]
+    assert {"SHAPE", "RESHAPE", "FULLY_CONNECTED"} <= set(operators), "the model no longer has what this test needs"
+    table = layer_errors(paths["int8"], paths["fp32"], images[:4])
+    assert list(table.operator) == ["CONV_2D", "FULLY_CONNECTED"]
+    assert set(table.dtype) == {"int8"} and (table.scale > 0).all()
+    assert list(table.depth) == [0.0, 1.0]
+
+
+def test_an_exact_layer_has_an_infinite_snr_and_an_all_zero_one_no_cosine():
+    exact = layer_error.error_figures(0.0, 8.0, 4.0, 2.0, 2, 0.5)
+    assert exact == {"scale": 0.5, "rmse": 0.0, "rmse_in_steps": 0.0, "cosine_similarity": 1.0, "snr_db": np.inf}
+    silent = layer_error.error_figures(2.0, 8.0, 0.0, 0.0, 8, 0.25)
+    assert silent["rmse"] == 0.5 and silent["rmse_in_steps"] == 2.0 and np.isnan(silent["cosine_similarity"])
+    assert silent["snr_db"] == pytest.approx(10 * np.log10(4.0))
+
+
 EVALUATIONS = {"fp32": {"accuracy": 0.90}, "int8": {"accuracy": 0.87}}
 MICRO = {scheme: {"status": "runs"} for scheme in ("fp32", "int8", "int16x8")} | {
     scheme: {"status": "unsupported on TFLite Micro"} for scheme in ("float16", "dynamic_range")
@@ -92,6 +133,27 @@ def test_a_loss_under_one_point_keeps_its_decimals():
 def test_the_plan_without_int8_recovers_nothing():
     plan = deployment_plan({"fp32": {"accuracy": 0.9}}, {"fp32": {"status": "runs"}}, 0.0, True, [])
     assert plan == {"firmware_schemes": ["fp32"], "recover": False, "reason": "", "loss_points": None}
+
+
+def test_the_worst_layers_have_the_largest_error_in_steps_by_the_debuggers_own_statistics(trained):
+    import io
+
+    import pandas as pd
+
+    from tinyml_quant.recovery import _debugger
+
+    model, test_images, _, representative, _ = trained
+    debugger = _debugger(model, representative, test_images[:16])
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    statistics = pd.read_csv(io.StringIO(dump.getvalue())).set_index("tensor_name")
+    in_steps = np.sqrt(statistics.mean_squared_error) / statistics.scale
+    largest = in_steps.sort_values(ascending=False).index[:3]
+    worst = worst_layers(model, representative, test_images[:16], 3)
+    assert [layer["tensor"] for layer in worst] == list(largest)
+    assert [layer["rmse_in_steps"] for layer in worst] == pytest.approx(list(in_steps[largest]))
+    assert [layer["operator"] for layer in worst] == list(statistics.op_name[largest])
 
 
 def test_the_float_fallback_keeps_the_worst_layers_float(trained):
@@ -140,7 +202,7 @@ def test_the_output_layers_error_equals_one_computed_from_the_two_models_outputs
     assert set(table.dtype) == {"int8"}
 
 
-def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(trained, tmp_path):
+def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(trained, tmp_path, caplog):
     import pandas as pd
 
     from tinyml_quant.datasets import seeded_subset
@@ -149,13 +211,16 @@ def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(tr
     _, test_images, labels, _, paths = trained
     dataset = save_as_prepared(tmp_path / "toy.npz", test_images, labels)
     variant = {"dataset": "toy", "model": "resnet_v1", "scheme": "int8"}
-    returned = run_layer_error(paths["int8"], paths["fp32"], dataset, 6, 2, variant, tmp_path / "errors.csv")
+    with caplog.at_level("INFO", logger="tinyml_quant.layer_error"):
+        returned = run_layer_error(paths["int8"], paths["fp32"], dataset, 6, 2, variant, tmp_path / "errors.csv")
     written = pd.read_csv(tmp_path / "errors.csv")
     expected = layer_errors(paths["int8"], paths["fp32"], test_images[seeded_subset(len(labels), 6, 2)])
     assert list(written.columns) == ["dataset", "model", "scheme", "images", *expected.columns]
     assert (written[["dataset", "model", "scheme"]] == ["toy", "resnet_v1", "int8"]).all().all()
     assert (written.images == 6).all() and len(returned) == len(written)
     pd.testing.assert_frame_equal(written[expected.columns], expected, check_exact=False, rtol=1e-5)  # six digits
+    worst = expected.loc[expected.rmse_in_steps.idxmax()]
+    assert f"largest error {worst.rmse_in_steps:.2f} steps at {worst.tensor}" in caplog.text
 
 
 def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(trained, tmp_path):

@@ -67,7 +67,10 @@ def layer_errors(quantized_model, reference_model, images):
         if operator["op_name"] in PASS_THROUGH or not len(operator["outputs"]):
             continue
         detail = quantized_details[operator["outputs"][0]]
-        if detail["name"] in reference_tensors and np.issubdtype(detail["dtype"], np.integer):
+        # A quantized output has a scale: integer tensors without one are indices and shapes
+        # (a Reshape's SHAPE, STRIDED_SLICE and PACK), not values carrying an error.
+        quantized_output = np.issubdtype(detail["dtype"], np.integer) and detail["quantization"][0] > 0
+        if quantized_output and detail["name"] in reference_tensors:
             layers.append((operator["op_name"], detail, reference_tensors[detail["name"]]))
     if not layers:
         raise ValueError(f"{quantized_model}: no quantized layer matches a tensor of {reference_model}")
@@ -87,10 +90,6 @@ def layer_errors(quantized_model, reference_model, images):
             counts[position] += values.size
     rows = []
     for position, (operator, detail, _) in enumerate(layers):
-        error_power, signal_power, dot, quantized_power = sums[position]
-        rmse = float(np.sqrt(error_power / counts[position]))
-        scale = float(detail["quantization"][0])
-        norms = np.sqrt(signal_power * quantized_power)
         rows.append(
             {
                 "layer": position,
@@ -98,14 +97,28 @@ def layer_errors(quantized_model, reference_model, images):
                 "operator": operator,
                 "tensor": detail["name"],
                 "dtype": np.dtype(detail["dtype"]).name,
-                "scale": scale,
-                "rmse": rmse,
-                "rmse_in_steps": rmse / scale if scale else float("nan"),
-                "cosine_similarity": float(dot / norms) if norms else float("nan"),
-                "snr_db": float(10 * np.log10(signal_power / error_power)) if error_power else float("inf"),
+                **error_figures(*sums[position], counts[position], float(detail["quantization"][0])),
             }
         )
     return pd.DataFrame(rows)
+
+
+def error_figures(error_power, signal_power, dot, quantized_power, count, scale):
+    """One layer's figures from its sums over all its values (see the module docstring).
+
+    Sums of squared error, squared fp32 output, their product with the quantized
+    output, and squared quantized output, over ``count`` values; ``scale`` > 0.
+    An exact layer has an infinite SNR; an all-zero output, no cosine (NaN).
+    """
+    rmse = float(np.sqrt(error_power / count))
+    norms = float(np.sqrt(signal_power * quantized_power))
+    return {
+        "scale": scale,
+        "rmse": rmse,
+        "rmse_in_steps": rmse / scale,
+        "cosine_similarity": float(dot / norms) if norms else float("nan"),
+        "snr_db": float(10 * np.log10(signal_power / error_power)) if error_power else float("inf"),
+    }
 
 
 def run_layer_error(quantized_path, reference_path, dataset_path, images, sample_seed, variant, output_path):
