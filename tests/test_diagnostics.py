@@ -277,3 +277,7 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
     }
     assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement"}
     assert micro["status"] == "runs" and micro["agreement"]["images"] == 12
+    # The agreement sample is the seeded one, with its labels: LiteRT's accuracy on it, recomputed.
+    sample = seeded_subset(len(labels), 12, 3)
+    litert_accuracy = np.mean(recovered[sample].argmax(1) == labels[sample])
+    assert micro["agreement"]["litert_accuracy"] == pytest.approx(litert_accuracy)
