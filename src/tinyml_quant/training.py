@@ -47,7 +47,7 @@ def configure_tensorflow(threads, seed=None):
     threads. Op determinism alone is not enough on CPU: with two inter-op threads,
     MobileNet v2 trained from the same seed on the same machine came out with
     different weights run after run (even with one intra-op thread), while with
-    one inter-op thread every run matched (README "Reproducibility").
+    one inter-op thread every run matched (README "Training recipes").
     """
     inter_op_threads = threads if seed is None else 1
     try:
