@@ -1,6 +1,7 @@
 """``python -m tools.bench``: run the benchmark's parts and write ``bench.md`` and ``bench.csv``."""
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -30,6 +31,9 @@ TARGETS = {
 }
 SMOKE = ("--configfile", "config/smoke.yaml")
 # Today's MobileNetV2 (stem stride 2, as keras.applications) for the speed comparison, and the default's.
+# Keras 3's other backends on CPU (title: package and KERAS_BACKEND value), measured where installed
+# (pyproject's "backends" extra; not a dependency of the study).
+OTHER_KERAS_BACKENDS = {"JAX": "jax", "PyTorch": "torch"}
 TRAINING_MODELS = {
     "resnet_v1": ("resnet_v1", {}),
     "mobilenet_v2": ("mobilenet_v2", {"stem_stride": 2}),
@@ -126,6 +130,11 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
             # What one inter-op thread (seeded runs' reproducibility) costs.
             f"{threads} inter-op threads": ({"inter_op_threads": threads}, {}),
         }
+        for title, package in OTHER_KERAS_BACKENDS.items():
+            if importlib.util.find_spec(package) is None:
+                log(f"training {label}: Keras {title} backend not measured ({package} is not installed)")
+            else:
+                kinds[f"Keras {title} backend"] = ({}, {"KERAS_BACKEND": package})
         if label == "resnet_v1" or args.quick:
             kinds |= {
                 "oneDNN off": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
@@ -247,7 +256,11 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
         + report.table(
             ["model", "forward MACs (M)", "images/s", "GFLOP/s", "of float32 limit", "vs bare fit", "vs before"], rows
         )
-        + "\nEvery variant tried (the workflow keeps the fastest that keeps its guarantees):\n\n"
+        + "\nEvery variant tried (the workflow keeps the fastest that keeps its guarantees). `workflow` is seeded "
+        "training as the rule runs it: op determinism and one inter-op thread; `N inter-op threads`: the same with "
+        "ops side by side, not reproducible run to run; `XLA (jit_compile)`: XLA forced past Keras's check that "
+        "turns it off under op determinism; `Keras JAX/PyTorch backend`: the same training code and model on "
+        "Keras's other backends (rows only where the package is installed):\n\n"
         + report.table(
             ["model", "variant", "images/s", "vs before", "GFLOP/s", "of limit", "epoch wall (s)"], variant_rows
         )

@@ -12,7 +12,18 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-PACKAGES = ("tensorflow-cpu", "keras", "ai-edge-litert", "tflite-micro", "numpy", "pandas", "snakemake", "tinyml-quant")
+PACKAGES = (
+    "tensorflow-cpu",
+    "keras",
+    "ai-edge-litert",
+    "tflite-micro",
+    "numpy",
+    "pandas",
+    "snakemake",
+    "tinyml-quant",
+    "jax",
+    "torch",
+)
 # Instruction-set extensions that decide how fast TensorFlow's and LiteRT's kernels can be.
 INTERESTING_FLAGS = (
     "avx2",
