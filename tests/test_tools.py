@@ -238,3 +238,24 @@ def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
     stats.write_text(json.dumps(recorded))
     assert forget_seen_tests(stats) is True
     assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
+
+
+def test_mutation_survivors_only_reruns_the_survivors_and_skips_the_first_pass(monkeypatch):
+    import subprocess
+
+    from tools import mutation
+
+    survivor, killed = "tinyml_quant.files.x_a__mutmut_2", "tinyml_quant.files.x_a__mutmut_1"
+    runs = []
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
+    monkeypatch.setattr(mutation, "results", lambda: {killed: "killed", survivor: "survived"})
+    monkeypatch.setattr(mutation, "widen_to_test_modules", lambda: 0)
+    monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
+    monkeypatch.setattr(
+        mutation, "mutmut", lambda *arguments, **options: runs.append(arguments) or subprocess.CompletedProcess([], 0)
+    )
+    assert mutation.main(["--survivors-only"]) == 0
+    assert runs == [("run", survivor)]
+    runs.clear()
+    assert mutation.main([]) == 0
+    assert runs == [("run",), ("run", survivor)]

@@ -233,6 +233,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="only write the report of the last run")
     parser.add_argument("mutants", nargs="*", help="only these mutants (mutmut's names, wildcards allowed)")
+    parser.add_argument(
+        "--survivors-only",
+        action="store_true",
+        help="only the second pass: rerun the last runs' survivors against whole test modules (after new tests)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="the run's wall time, for the report")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -242,9 +247,10 @@ def main(argv=None):
             print(f"{name}: changed or newly listed since the last run; its mutants are made again")
         if refreshed and forget_seen_tests():
             print("every test's calls are recorded again")
-        run = mutmut("run", *args.mutants, check=False, capture=False)
-        if run.returncode not in (0, 1):
-            return run.returncode
+        if not args.survivors_only:
+            run = mutmut("run", *args.mutants, check=False, capture=False)
+            if run.returncode not in (0, 1):
+                return run.returncode
         # Second pass: the survivors again, each against whole test modules (see widen_to_test_modules).
         survivors = [name for name, status in results().items() if status in SURVIVED]
         if survivors:
