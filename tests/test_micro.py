@@ -247,6 +247,19 @@ def test_a_child_crashing_at_every_start_is_given_up_after_the_restart_limit(fla
     assert requests[1]["low"] == 5 and requests[1]["high"] == micro.FIRST_ARENA_BYTES
 
 
+def test_a_probe_child_is_judged_by_how_it_ended(flatbuffers, monkeypatch):
+    """A probe's child that crashed (a signal) after it began is "does not allocate"; any other end is an error."""
+    scripted_children(monkeypatch, ([probe_event(64)], -11, "Segmentation fault"))
+    assert allocates(flatbuffers["int8"], 64) is False
+    scripted_children(monkeypatch, ([probe_event(64)], 0, "x" * 600 + "the end"))
+    with pytest.raises(RuntimeError) as raised:  # exited cleanly without a result: the child is broken
+        allocates(flatbuffers["int8"], 64)
+    assert str(raised.value).endswith(": TFLite Micro's process ended with exit status 0: " + ("x" * 493 + "the end"))
+    scripted_children(monkeypatch, ([], -9, "Killed"))  # killed before it began: not TFLM's crash
+    with pytest.raises(RuntimeError, match="process ended with signal 9: Killed$"):
+        allocates(flatbuffers["int8"], 64)
+
+
 class DoublingInterpreter:
     """TFLM's Python interpreter interface for a model whose output is its input doubled."""
 
