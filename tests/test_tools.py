@@ -240,7 +240,7 @@ def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
     assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
 
 
-def test_mutation_survivors_only_reruns_the_survivors_and_skips_the_first_pass(monkeypatch):
+def test_mutation_survivors_only_reruns_the_survivors_and_nothing_else(monkeypatch):
     import subprocess
 
     from tools import mutation
@@ -255,7 +255,7 @@ def test_mutation_survivors_only_reruns_the_survivors_and_skips_the_first_pass(m
         mutation, "mutmut", lambda *arguments, **options: runs.append(arguments) or subprocess.CompletedProcess([], 0)
     )
     assert mutation.main(["--survivors-only"]) == 0
-    assert runs == [("run", survivor)]
+    assert runs == [("run", survivor), ("run", survivor)]  # the recorded tests, then whole test modules
     runs.clear()
     assert mutation.main([]) == 0
     assert runs == [("run",), ("run", survivor)]

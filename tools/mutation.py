@@ -236,7 +236,7 @@ def main(argv=None):
     parser.add_argument(
         "--survivors-only",
         action="store_true",
-        help="only the second pass: rerun the last runs' survivors against whole test modules (after new tests)",
+        help="only the last runs' survivors, through both passes (after adding tests for them)",
     )
     parser.add_argument("--seconds", type=float, default=None, help="the run's wall time, for the report")
     args = parser.parse_args(argv)
@@ -247,10 +247,14 @@ def main(argv=None):
             print(f"{name}: changed or newly listed since the last run; its mutants are made again")
         if refreshed and forget_seen_tests():
             print("every test's calls are recorded again")
-        if not args.survivors_only:
-            run = mutmut("run", *args.mutants, check=False, capture=False)
-            if run.returncode not in (0, 1):
-                return run.returncode
+        mutants = args.mutants
+        if args.survivors_only:
+            # Through the first pass too: after a refresh it records every test's calls again,
+            # which the second pass's widening needs.
+            mutants = [name for name, status in results().items() if status in SURVIVED]
+        run = mutmut("run", *mutants, check=False, capture=False)
+        if run.returncode not in (0, 1):
+            return run.returncode
         # Second pass: the survivors again, each against whole test modules (see widen_to_test_modules).
         survivors = [name for name, status in results().items() if status in SURVIVED]
         if survivors:
