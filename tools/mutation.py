@@ -126,6 +126,11 @@ def results():
     return statuses
 
 
+def survivors():
+    """The names of the last runs' surviving mutants."""
+    return [name for name, status in results().items() if status in SURVIVED]
+
+
 def widen_to_test_modules(stats_path=STATS):
     """Let every mutated function be tested by whole test modules, not the single tests mutmut saw call it.
 
@@ -251,15 +256,15 @@ def main(argv=None):
         if args.survivors_only:
             # Through the first pass too: after a refresh it records every test's calls again,
             # which the second pass's widening needs.
-            mutants = [name for name, status in results().items() if status in SURVIVED]
+            mutants = survivors()
         run = mutmut("run", *mutants, check=False, capture=False)
         if run.returncode not in (0, 1):
             return run.returncode
         # Second pass: the survivors again, each against whole test modules (see widen_to_test_modules).
-        survivors = [name for name, status in results().items() if status in SURVIVED]
-        if survivors:
-            print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(survivors)} survivors")
-            run = mutmut("run", *survivors, check=False, capture=False)
+        remaining = survivors()
+        if remaining:
+            print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
+            run = mutmut("run", *remaining, check=False, capture=False)
             if run.returncode not in (0, 1):
                 return run.returncode
     seconds = args.seconds if args.seconds is not None else time.perf_counter() - started

@@ -30,10 +30,10 @@ TARGETS = {
     "cores2_vs_cores1": 1.7,
 }
 SMOKE = ("--configfile", "config/smoke.yaml")
-# Today's MobileNetV2 (stem stride 2, as keras.applications) for the speed comparison, and the default's.
 # Keras 3's other backends on CPU (title: package and KERAS_BACKEND value), measured where installed
 # (pyproject's "backends" extra; not a dependency of the study).
 OTHER_KERAS_BACKENDS = {"JAX": "jax", "PyTorch": "torch"}
+# Today's MobileNetV2 (stem stride 2, as keras.applications) for the speed comparison, and the default's.
 TRAINING_MODELS = {
     "resnet_v1": ("resnet_v1", {}),
     "mobilenet_v2": ("mobilenet_v2", {"stem_stride": 2}),
