@@ -77,6 +77,8 @@ def test_metrics_match_an_independent_count():
     assert metrics["agreement_with_fp32"] == 5 / 8
     assert metrics["per_class_accuracy"] == {"a": 2 / 3, "b": 2 / 2, "c": 2 / 3}
     assert metrics["confusion_matrix"] == [[2, 0, 1], [0, 2, 0], [0, 1, 2]]
+    # Counts, not floats: the metrics JSON and the confusion CSV would show 2.0.
+    assert {type(count) for row in metrics["confusion_matrix"] for count in row} == {int}
 
 
 def test_int8_inputs_are_quantized_with_the_models_own_scale(trained):

@@ -223,11 +223,27 @@ def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(tr
     assert f"largest error {worst.rmse_in_steps:.2f} steps at {worst.tensor}" in caplog.text
 
 
-def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(trained, tmp_path):
+def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(trained, tmp_path, monkeypatch):
     import json
 
+    from tinyml_quant import recovery
     from tinyml_quant.datasets import seeded_subset
     from tinyml_quant.recovery import run_recovery
+
+    # What the job hands LiteRT and TFLM (its scheme, threads, batch size and seeded sample), recorded on the way.
+    calls = {}
+
+    def spy(name):
+        real = getattr(recovery, name)
+
+        def record(*args):
+            calls[name] = args
+            return real(*args)
+
+        monkeypatch.setattr(recovery, name, record)
+
+    for name in ("evaluation_interpreters", "predict", "measure_micro"):
+        spy(name)
 
     model, test_images, labels, _, paths = trained
     model.save(tmp_path / "model.keras")
@@ -281,3 +297,5 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
     sample = seeded_subset(len(labels), 12, 3)
     litert_accuracy = np.mean(recovered[sample].argmax(1) == labels[sample])
     assert micro["agreement"]["litert_accuracy"] == pytest.approx(litert_accuracy)
+    assert calls["evaluation_interpreters"] == (outputs[0], "int8", 1) and calls["predict"][2] == 16
+    assert (calls["measure_micro"][1] == test_images[sample]).all() and (calls["measure_micro"][2] == labels[sample]).all()

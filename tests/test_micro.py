@@ -1,6 +1,7 @@
 """TFLite Micro measurement (arena, unsupported variants, agreement with LiteRT) and host latency."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -260,6 +261,9 @@ def test_a_probe_child_is_judged_by_how_it_ended(flatbuffers, monkeypatch):
         allocates(flatbuffers["int8"], 64)
 
 
+INVOKE_FAILURE = "Node ADD (number 0) failed to invoke with status 1\n"
+
+
 class DoublingInterpreter:
     """TFLM's Python interpreter interface for a model whose output is its input doubled."""
 
@@ -271,7 +275,8 @@ class DoublingInterpreter:
         self.value = value
 
     def invoke(self):
-        if self.fails_in_invoke:
+        if self.fails_in_invoke:  # as TFLM does: its reason on descriptor 2, a generic exception
+            os.write(2, INVOKE_FAILURE.encode())
             raise RuntimeError("invoke failed")
 
     def get_output(self, index):
@@ -324,7 +329,21 @@ def test_the_search_stops_with_a_finding_when_tflm_refuses_or_memory_runs_out(tm
     assert events == [{"event": "too_large"}] and probed == [1 << 20, 4 << 20]
     assert search(tmp_path, 5 << 20, max_arena_bytes=16 << 20)[0][-1]["arena_bytes"] == 5 << 20
     events, _ = search(tmp_path, 6088, fails_in_invoke=True)
-    assert events[0] == {"event": "invoke"} and events[1]["event"] == "unsupported"
+    assert events == [{"event": "invoke"}, {"event": "unsupported", "message": INVOKE_FAILURE}]
+
+
+def test_tflms_own_words_are_captured_whole_and_descriptor_2_is_given_back():
+    """TFLM writes its reasons from C++ to descriptor 2: every byte of them, undecodable ones replaced."""
+    before = os.fstat(2)
+
+    def fails():
+        os.write(2, b"Node CONV_2D (number 3) failed to prepare \xff\n")
+        raise RuntimeError("generic")
+
+    assert micro._capture_stderr(fails) == (None, True, "Node CONV_2D (number 3) failed to prepare \ufffd\n")
+    assert micro._capture_stderr(lambda: 7) == (7, False, "")
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
 
 
 def test_a_resumed_search_with_known_bounds_confirms_its_upper_bound(tmp_path):
