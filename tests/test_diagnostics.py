@@ -298,4 +298,5 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(t
     litert_accuracy = np.mean(recovered[sample].argmax(1) == labels[sample])
     assert micro["agreement"]["litert_accuracy"] == pytest.approx(litert_accuracy)
     assert calls["evaluation_interpreters"] == (outputs[0], "int8", 1) and calls["predict"][2] == 16
-    assert (calls["measure_micro"][1] == test_images[sample]).all() and (calls["measure_micro"][2] == labels[sample]).all()
+    _, micro_images, micro_labels = calls["measure_micro"]
+    assert (micro_images == test_images[sample]).all() and (micro_labels == labels[sample]).all()
