@@ -240,22 +240,202 @@ def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
     assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
 
 
-def test_mutation_survivors_only_reruns_the_survivors_and_nothing_else(monkeypatch):
-    import subprocess
-
+def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(monkeypatch):
     from tools import mutation
 
-    survivor, killed = "tinyml_quant.files.x_a__mutmut_2", "tinyml_quant.files.x_a__mutmut_1"
-    runs = []
+    old, new, killed = (f"tinyml_quant.files.x_a__mutmut_{number}" for number in (1, 2, 3))
+    statuses = {old: "survived", new: "not checked", killed: "killed"}
+    runs, saved = [], []
+
+    def run(*mutants, deadline=None):
+        runs.append(mutants)
+        if not mutants:
+            statuses[new] = "survived"  # what a whole first pass finds
+        return 0
+
+    monkeypatch.setattr(mutation, "restore_record", lambda: [])
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
-    monkeypatch.setattr(mutation, "results", lambda: {killed: "killed", survivor: "survived"})
+    monkeypatch.setattr(mutation, "save_record", saved.append)
+    monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
     monkeypatch.setattr(mutation, "widen_to_test_modules", lambda: 0)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
-    monkeypatch.setattr(
-        mutation, "mutmut", lambda *arguments, **options: runs.append(arguments) or subprocess.CompletedProcess([], 0)
-    )
+    monkeypatch.setattr(mutation, "mutmut_run", run)
     assert mutation.main(["--survivors-only"]) == 0
-    assert runs == [("run", survivor), ("run", survivor)]  # the recorded tests, then whole test modules
+    assert runs == [(old,), (old,)]  # the recorded tests, then whole test modules
     runs.clear()
     assert mutation.main([]) == 0
-    assert runs == [("run",), ("run", survivor)]
+    # The earlier survivor took the second pass in its own run.
+    assert runs == [(), (new,)]
+    assert len(saved) == 2
+
+
+def test_mutation_keeps_the_record_when_the_run_fails(monkeypatch):
+    from tools import mutation
+
+    saved = []
+    monkeypatch.setattr(mutation, "restore_record", lambda: [])
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
+    monkeypatch.setattr(mutation, "save_record", saved.append)
+    monkeypatch.setattr(mutation, "results", lambda: {})
+
+    def broken(*mutants, deadline=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mutation, "mutmut_run", broken)
+    with pytest.raises(KeyboardInterrupt):
+        mutation.main([])
+    assert len(saved) == 1  # what mutmut had finished is in the record
+
+
+def test_mutation_refuses_a_time_limit_that_is_not_positive(capsys):
+    from tools import mutation
+
+    with pytest.raises(SystemExit):
+        mutation.main(["--minutes", "0"])
+    assert "--minutes must be positive, not 0.0" in capsys.readouterr().err
+
+
+def mutated_project(root, exit_codes):
+    """A checkout with one mutated module whose mutmut results are ``exit_codes``."""
+    root.mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_text('[tool.mutmut]\nonly_mutate = ["src/p/a.py", "src/p/b.py"]\n')
+    meta = {
+        "exit_code_by_key": exit_codes,
+        "hash_by_function_name": {"x_f": "1234"},
+        "type_check_error_by_key": {},
+        "durations_by_key": {"p.a.x_f__mutmut_1": 2.5},
+        "estimated_durations_by_key": {},
+    }
+    (root / "mutants" / "src" / "p").mkdir(parents=True)
+    (root / "mutants" / "src" / "p" / "a.py.meta").write_text(json.dumps(meta))
+
+
+def test_mutation_results_go_to_the_record_and_back_into_a_fresh_checkout_as_mutmut_reads_them(tmp_path, monkeypatch):
+    from mutmut.mutation.data import SourceFileMutationData
+
+    from tools.mutation import restore_record, results, save_record
+
+    record = tmp_path / "mutation_results.json"
+    worked = tmp_path / "worked"
+    mutated_project(worked, {"p.a.x_f__mutmut_1": 1, "p.a.x_f__mutmut_2": 0, "p.a.x_f__mutmut_3": None})
+    assert results(worked) == {
+        "p.a.x_f__mutmut_1": "killed",
+        "p.a.x_f__mutmut_2": "survived",
+        "p.a.x_f__mutmut_3": "not checked",
+    }
+    save_record(100.4, worked, record)
+    save_record(50, worked, record)  # a second run adds its time
+    saved = json.loads(record.read_text())
+    assert saved["seconds"] == 150
+    assert saved["modules"] == {
+        "src/p/a.py": {
+            "exit_code_by_key": {"p.a.x_f__mutmut_1": 1, "p.a.x_f__mutmut_2": 0, "p.a.x_f__mutmut_3": None},
+            "hash_by_function_name": {"x_f": "1234"},
+        }
+    }
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "pyproject.toml").write_text((worked / "pyproject.toml").read_text())
+    assert restore_record(fresh, record) == ["src/p/a.py"]
+    monkeypatch.chdir(fresh)  # mutmut reads mutants/ of the working directory
+    restored = SourceFileMutationData(path="src/p/a.py")
+    restored.load()
+    assert restored.exit_code_by_key == saved["modules"]["src/p/a.py"]["exit_code_by_key"]
+    assert restored.hash_by_function_name == {"x_f": "1234"}
+    assert results(fresh) == results(worked)
+
+
+def test_mutation_never_overwrites_a_checkouts_own_results_and_keeps_the_recorded_ones_it_lacks(tmp_path):
+    from tools.mutation import restore_record, save_record
+
+    record = tmp_path / "mutation_results.json"
+    recorded_b = {"exit_code_by_key": {"p.b.x_g__mutmut_1": 1}, "hash_by_function_name": {"x_g": "5678"}}
+    recorded_a = {"exit_code_by_key": {"p.a.x_f__mutmut_1": None}, "hash_by_function_name": {"x_f": "1234"}}
+    record.write_text(json.dumps({"seconds": 10, "modules": {"src/p/a.py": recorded_a, "src/p/b.py": recorded_b}}))
+    mutated_project(tmp_path, {"p.a.x_f__mutmut_1": 1})  # ran here since: newer than the record
+    assert restore_record(tmp_path, record) == ["src/p/b.py"]
+    assert json.loads((tmp_path / "mutants" / "src" / "p" / "a.py.meta").read_text())["exit_code_by_key"] == {
+        "p.a.x_f__mutmut_1": 1
+    }
+    (tmp_path / "mutants" / "src" / "p" / "b.py.meta").unlink()  # results of b lost here
+    modules = save_record(0, tmp_path, record)["modules"]
+    assert modules["src/p/a.py"]["exit_code_by_key"] == {"p.a.x_f__mutmut_1": 1}
+    assert modules["src/p/b.py"] == recorded_b
+
+
+def test_a_mutation_run_past_its_deadline_is_interrupted_as_ctrl_c_would_and_finishes(tmp_path):
+    import sys
+    import time
+
+    from tools.mutation import run_until
+
+    # A stand-in for mutmut: records the interrupt, then exits as mutmut does after stopping its workers.
+    child = (
+        "import signal, sys, time, pathlib\n"
+        "def stop(signum, frame):\n"
+        f"    pathlib.Path({str(tmp_path / 'interrupted')!r}).write_text(signal.Signals(signum).name)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    assert run_until([sys.executable, "-c", child], deadline=time.monotonic() + 5) == 0
+    assert time.monotonic() - started < 30
+    assert (tmp_path / "interrupted").read_text() == "SIGINT"
+    assert run_until([sys.executable, "-c", "import sys; sys.exit(3)"], deadline=time.monotonic() + 30) == 3
+
+
+def test_mutmut_keeps_the_restored_results_of_unchanged_functions_and_runs_changed_ones_again(tmp_path):
+    """The record's contract with mutmut itself, on a two-function project in a fresh checkout."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tools.mutation import restore_record, results, save_record
+
+    checkout, record = tmp_path / "checkout", tmp_path / "mutation_results.json"
+    (checkout / "src" / "tiny").mkdir(parents=True)
+    (checkout / "tests").mkdir()
+    (checkout / "pyproject.toml").write_text(
+        '[tool.mutmut]\nsource_paths = ["src/tiny"]\nonly_mutate = ["src/tiny/arith.py"]\n'
+        'pytest_add_cli_args_test_selection = ["tests/", "-p", "no:cacheprovider"]\n'
+    )
+    (checkout / "src" / "tiny" / "__init__.py").write_text("")
+    (checkout / "src" / "tiny" / "arith.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef double(value):\n    return value * 2\n"
+    )
+    tests = checkout / "tests" / "test_arith.py"
+    tests.write_text(
+        "from tiny.arith import add, double\n\n\ndef test_add():\n    assert add(0, 0) == 0\n\n\n"
+        "def test_double():\n    assert double(3) == 6\n"
+    )
+    # Not this process's mutant, should it run under mutmut itself.
+    variables = {name: value for name, value in os.environ.items() if not name.startswith(("MUTANT", "MUTMUT"))}
+
+    def mutmut_run():
+        subprocess.run(
+            [sys.executable, "-m", "mutmut", "run"], cwd=checkout, env=variables, check=True, capture_output=True
+        )
+
+    mutmut_run()
+    first = results(checkout)
+    assert {status for name, status in first.items() if ".x_add_" in name} == {"survived"}  # add(0, 0) tells little
+    assert {status for name, status in first.items() if ".x_double_" in name} == {"killed"}
+    save_record(5, checkout, record)
+
+    shutil.rmtree(checkout / "mutants")  # a fresh clone of the checkout
+    tests.write_text(tests.read_text().replace("add(0, 0) == 0", "add(2, 3) == 5"))  # would kill add's mutants now
+    arith = checkout / "src" / "tiny" / "arith.py"
+    arith.write_text(arith.read_text().replace("value * 2", "2 * value"))
+    assert restore_record(checkout, record) == ["src/tiny/arith.py"]
+    mutmut_run()
+    second = results(checkout)
+    # add is unchanged: its results stand, not run again (run, the better test would kill them).
+    assert {name: status for name, status in second.items() if ".x_add_" in name} == {
+        name: status for name, status in first.items() if ".x_add_" in name
+    }
+    # double changed: its mutants ran again, and only they.
+    ran = json.loads((checkout / "mutants" / "src" / "tiny" / "arith.py.meta").read_text())["durations_by_key"]
+    assert ran and all(".x_double_" in name for name in ran)

@@ -1,7 +1,8 @@
 """Mutation testing of the library's safeguards with mutmut, and its report (``reports/mutation.md``).
 
-    python -m tools.mutation            # mutmut run, then the report
-    python -m tools.mutation --report   # the report of the last run only
+    python -m tools.mutation                   # mutmut run, then the report
+    python -m tools.mutation --minutes 90      # the same, stopped after 90 minutes of mutants
+    python -m tools.mutation --report          # the report of the recorded results only
 
 mutmut (configured in ``pyproject.toml``, ``[tool.mutmut]``) copies the
 project to ``mutants/``, changes the modules that carry the safeguards one
@@ -10,6 +11,12 @@ dropped, ...), and runs the fast test tier on each change; a mutant the tests
 do not notice "survives". Survivors judged equivalent (the change does not
 alter behaviour) are listed with the reason in ``tools/mutation_equivalent.yaml``;
 the score per module counts killed mutants among the non-equivalent ones.
+
+A full pass takes longer than a working day on two cores, so its results are
+committed (``reports/mutation_results.json``, mutmut's result and code hash of
+every function) and put back into a fresh checkout's ``mutants/`` before each
+run: a run goes on where the last one, on any clone, stopped, and mutmut runs
+again only the mutants of functions whose code has changed since.
 
 Why mutmut: it is maintained, needs no configuration beyond a few lines in
 ``pyproject.toml``, runs only the tests that reach the mutated function (it
@@ -23,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,9 +39,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import yaml
+from mutmut.stats import status_by_exit_code
+
+from tinyml_quant.files import read_json, write_json
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STATS = REPOSITORY / "mutants" / "mutmut-stats.json"
+RECORD = REPOSITORY / "reports" / "mutation_results.json"
 EQUIVALENT = REPOSITORY / "tools" / "mutation_equivalent.yaml"
 TARGET = 0.85
 # mutmut's result names: killed by a test, or not; a timeout counts as killed (the mutant hung).
@@ -104,6 +116,75 @@ def forget_seen_tests(stats_path=STATS):
     return True
 
 
+def meta_path(name, repository=REPOSITORY):
+    """mutmut's results of the mutated file ``name`` (``src/...py``): ``mutants/src/...py.meta``."""
+    return repository / "mutants" / f"{name}.meta"
+
+
+def save_record(seconds, repository=REPOSITORY, record=RECORD):
+    """Copy mutmut's results of every mutated module into the committed record; returns the record.
+
+    Kept per module: each function's code hash and each mutant's exit code
+    (``null``: not run yet), what mutmut needs to carry results over; the
+    per-mutant durations are left out. ``seconds`` is added to the record's
+    total time of mutation runs. A module with no results in this checkout
+    keeps its recorded ones.
+    """
+    recorded = read_json(record) if record.exists() else {"seconds": 0, "modules": {}}
+    modules = {**recorded["modules"], **module_results(repository)}
+    updated = {"seconds": round(recorded["seconds"] + seconds), "modules": modules}
+    write_json(record, updated)
+    return updated
+
+
+def restore_record(repository=REPOSITORY, record=RECORD):
+    """Give a checkout with no mutmut results of a module the recorded ones; returns the modules restored.
+
+    mutmut reads ``mutants/<file>.meta`` when it makes a module's mutants and
+    keeps the result of every mutant whose function's code hash is unchanged,
+    so the restored results of unchanged functions stand and the rest run
+    again. A checkout's own results are never overwritten: they are newer.
+    """
+    if not record.exists():
+        return []
+    restored = []
+    for name, results in read_json(record)["modules"].items():
+        if name in mutated_paths(repository) and not meta_path(name, repository).exists():
+            # The other keys mutmut's loader insists on; durations are only its estimates.
+            meta = {**results, "type_check_error_by_key": {}, "durations_by_key": {}, "estimated_durations_by_key": {}}
+            write_json(meta_path(name, repository), meta)
+            restored.append(name)
+    return restored
+
+
+def mutmut_run(*mutants, deadline=None):
+    """``mutmut run``, interrupted at ``deadline`` (see ``run_until``); returns mutmut's exit status."""
+    return run_until([sys.executable, "-m", "mutmut", "run", *mutants], deadline)
+
+
+def run_until(command, deadline=None):
+    """Run ``command`` in the checkout; at ``deadline`` (``time.monotonic()``) interrupt it as Ctrl-C would.
+
+    mutmut records each mutant's result as it finishes and, on an interrupt,
+    stops its workers without recording the unfinished ones, which run next
+    time. Only its own process is interrupted: a worker killed by the signal
+    would read as a mutant killed by a test. Returns the exit status, 0 when
+    stopped at the deadline.
+    """
+    process = subprocess.Popen(command, cwd=REPOSITORY, env=environment())
+    try:
+        return process.wait(timeout=None if deadline is None else max(0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print("time is up: stopping mutmut; the mutants not run yet run next time", flush=True)
+        process.send_signal(signal.SIGINT)
+        process.wait()
+        return 0
+    finally:
+        if process.poll() is None:  # this command itself interrupted: let mutmut record what finished
+            process.send_signal(signal.SIGINT)
+            process.wait()
+
+
 def mutmut(*arguments, check=True, capture=True):
     return subprocess.run(
         [sys.executable, "-m", "mutmut", *arguments],
@@ -115,15 +196,23 @@ def mutmut(*arguments, check=True, capture=True):
     )
 
 
-def results():
-    """``{mutant name: status}`` of every mutant of the last run (``mutmut results --all true``)."""
-    output = mutmut("results", "--all", "true").stdout
-    statuses = {}
-    for line in output.splitlines():
-        name, _, status = line.strip().rpartition(": ")
-        if name and status:
-            statuses[name] = status
-    return statuses
+def module_results(repository=REPOSITORY):
+    """``{mutated file: its function hashes and mutants' exit codes}`` of this checkout's mutmut results."""
+    modules = {}
+    for name in mutated_paths(repository):
+        if meta_path(name, repository).exists():
+            meta = read_json(meta_path(name, repository))
+            modules[name] = {key: meta[key] for key in ("exit_code_by_key", "hash_by_function_name")}
+    return modules
+
+
+def results(repository=REPOSITORY):
+    """``{mutant name: status}`` of every mutant, in mutmut's words (``not checked``: not run yet)."""
+    return {
+        mutant: status_by_exit_code[exit_code]
+        for module in module_results(repository).values()
+        for mutant, exit_code in module["exit_code_by_key"].items()
+    }
 
 
 def survivors():
@@ -212,13 +301,14 @@ def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md
     survivors = []
     for mutant, status in sorted(statuses.items()):
         if status in SURVIVED:
-            diff = changed_lines(mutmut("show", mutant, check=False).stdout)
+            diff = changed_lines(mutmut("show", mutant).stdout)
             reason = equivalent.get(mutant, "**not killed: a test is missing**")
             survivors.append(f"### `{mutant}`\n\n{reason}\n\n```diff\n{diff}\n```\n")
     text = "\n".join(
         [
             "# Mutation testing of the safeguards\n",
-            f"`python -m tools.mutation` (mutmut, the fast test tier), {seconds / 3600:.1f} h on this machine. "
+            f"`python -m tools.mutation` (mutmut, the fast test tier), {seconds / 3600:.1f} h of runs in all on "
+            "this machine, results carried from run to run in `reports/mutation_results.json`. "
             "A mutant is one small edit of a module; killed means a test failed because of it. Equivalent "
             "survivors change nothing observable (reasons below, from `tools/mutation_equivalent.yaml`); the "
             f"score is killed / (killed + other survivors). Target: {100 * TARGET:.0f}% per module. "
@@ -236,42 +326,59 @@ def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", action="store_true", help="only write the report of the last run")
+    parser.add_argument("--report", action="store_true", help="only write the report of the recorded results")
     parser.add_argument("mutants", nargs="*", help="only these mutants (mutmut's names, wildcards allowed)")
     parser.add_argument(
         "--survivors-only",
         action="store_true",
-        help="only the last runs' survivors, through both passes (after adding tests for them)",
+        help="only the recorded survivors, through both passes (after adding tests for them)",
     )
-    parser.add_argument("--seconds", type=float, default=None, help="the run's wall time, for the report")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop the first pass after this many minutes (finished results are kept; the rest run next time)",
+    )
     args = parser.parse_args(argv)
-    started = time.perf_counter()
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error(f"--minutes must be positive, not {args.minutes}")
+    for name in restore_record():
+        print(f"{name}: results restored from {RECORD.relative_to(REPOSITORY)}")
     if not args.report:
-        refreshed = refresh_mutated_sources()
-        for name in refreshed:
-            print(f"{name}: changed or newly listed since the last run; its mutants are made again")
-        if refreshed and forget_seen_tests():
-            print("every test's calls are recorded again")
-        mutants = args.mutants
-        if args.survivors_only:
-            # Through the first pass too: after a refresh it records every test's calls again,
-            # which the second pass's widening needs.
-            mutants = survivors()
-        run = mutmut("run", *mutants, check=False, capture=False)
-        if run.returncode not in (0, 1):
-            return run.returncode
-        # Second pass: the survivors again, each against whole test modules (see widen_to_test_modules).
-        remaining = survivors()
-        if remaining:
-            print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
-            run = mutmut("run", *remaining, check=False, capture=False)
-            if run.returncode not in (0, 1):
-                return run.returncode
-    seconds = args.seconds if args.seconds is not None else time.perf_counter() - started
-    per_module = write_report(results(), seconds)
+        started = time.monotonic()
+        try:
+            returncode = run_passes(args, None if args.minutes is None else started + 60 * args.minutes)
+        finally:
+            save_record(time.monotonic() - started)
+        if returncode not in (0, 1):
+            return returncode
+    per_module = write_report(results(), read_json(RECORD)["seconds"] if RECORD.exists() else 0)
     for module, counts in sorted(per_module.items()):
         print(module, dict(counts))
     return 0
+
+
+def run_passes(args, deadline):
+    """The first pass (until ``deadline``), then this run's new survivors against whole test modules."""
+    refreshed = refresh_mutated_sources()
+    for name in refreshed:
+        print(f"{name}: changed or newly listed since the last run; its mutants are made again")
+    if refreshed and forget_seen_tests():
+        print("every test's calls are recorded again")
+    # Survivors of earlier runs went through the second pass then; --survivors-only takes them again.
+    earlier = set() if args.survivors_only else set(survivors())
+    # Through the first pass too: after a refresh it records every test's calls again,
+    # which the second pass's widening needs.
+    mutants = survivors() if args.survivors_only else args.mutants
+    returncode = mutmut_run(*mutants, deadline=deadline)
+    if returncode not in (0, 1):
+        return returncode
+    # Second pass, not bound by --minutes: a survivor that skipped it would never take it.
+    remaining = [name for name in survivors() if name not in earlier]
+    if remaining:
+        print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
+        return mutmut_run(*remaining)
+    return returncode
 
 
 if __name__ == "__main__":
