@@ -439,3 +439,18 @@ def test_mutmut_keeps_the_restored_results_of_unchanged_functions_and_runs_chang
     # double changed: its mutants ran again, and only they.
     ran = json.loads((checkout / "mutants" / "src" / "tiny" / "arith.py.meta").read_text())["durations_by_key"]
     assert ran and all(".x_double_" in name for name in ran)
+
+
+def test_the_mutation_report_says_so_when_mutmut_cannot_show_a_survivor(tmp_path, monkeypatch):
+    import subprocess
+
+    from tools import mutation
+
+    monkeypatch.setattr(
+        mutation,
+        "mutmut",
+        lambda *arguments, **options: subprocess.CompletedProcess(arguments, 1, "", "FileNotFoundError: mutants/src"),
+    )
+    with pytest.raises(SystemExit, match="mutmut show tinyml_quant.files.x_a__mutmut_1 failed .* here first"):
+        mutation.write_report({"tinyml_quant.files.x_a__mutmut_1": "survived"}, 0, output=tmp_path / "mutation.md")
+    assert not (tmp_path / "mutation.md").exists()  # no report with an empty diff

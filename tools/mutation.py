@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 from mutmut.stats import status_by_exit_code
 
-from tinyml_quant.files import read_json, write_json
+from tinyml_quant.files import read_json, write_json, write_text
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STATS = REPOSITORY / "mutants" / "mutmut-stats.json"
@@ -294,6 +294,17 @@ def changed_lines(diff):
     return "\n".join(line for line in diff.splitlines() if line[:1] in "-+" and not line.startswith(("---", "+++")))
 
 
+def shown(mutant):
+    """``mutmut show``'s diff of ``mutant``; it needs the mutated copies a run leaves in ``mutants/``."""
+    shown = mutmut("show", mutant, check=False)
+    if shown.returncode:
+        raise SystemExit(
+            f"mutmut show {mutant} failed (a checkout whose mutants were never made, as a fresh clone?): "
+            f"run python -m tools.mutation here first\n{shown.stderr.strip()}"
+        )
+    return shown.stdout
+
+
 def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
     equivalent = yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
     equivalent = equivalent or {}
@@ -301,7 +312,7 @@ def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md
     survivors = []
     for mutant, status in sorted(statuses.items()):
         if status in SURVIVED:
-            diff = changed_lines(mutmut("show", mutant).stdout)
+            diff = changed_lines(shown(mutant))
             reason = equivalent.get(mutant, "**not killed: a test is missing**")
             survivors.append(f"### `{mutant}`\n\n{reason}\n\n```diff\n{diff}\n```\n")
     text = "\n".join(
@@ -320,7 +331,7 @@ def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md
             *survivors,
         ]
     )
-    output.write_text(text + "\n")
+    write_text(output, text + "\n")
     return per_module
 
 
