@@ -240,7 +240,7 @@ def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
     assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
 
 
-def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(monkeypatch):
+def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(tmp_path, monkeypatch):
     from tools import mutation
 
     old, new, killed = (f"tinyml_quant.files.x_a__mutmut_{number}" for number in (1, 2, 3))
@@ -253,15 +253,23 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
             statuses[new] = "survived"  # what a whole first pass finds
         return 0
 
+    def widen():
+        stats.write_text("widened")
+        return 0
+
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text("each function's own tests")
+    monkeypatch.setattr(mutation, "STATS", stats)
     monkeypatch.setattr(mutation, "restore_record", lambda: [])
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "save_record", saved.append)
     monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
-    monkeypatch.setattr(mutation, "widen_to_test_modules", lambda: 0)
+    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
     assert mutation.main(["--survivors-only"]) == 0
     assert runs == [(old,), (old,)]  # the recorded tests, then whole test modules
+    assert stats.read_text() == "each function's own tests"  # widened for the second pass only
     runs.clear()
     assert mutation.main([]) == 0
     # The earlier survivor took the second pass in its own run.
@@ -393,7 +401,7 @@ def test_mutmut_keeps_the_restored_results_of_unchanged_functions_and_runs_chang
     import subprocess
     import sys
 
-    from tools.mutation import restore_record, results, save_record
+    from tools.mutation import mutants_made, restore_record, results, save_record
 
     checkout, record = tmp_path / "checkout", tmp_path / "mutation_results.json"
     (checkout / "src" / "tiny").mkdir(parents=True)
@@ -440,6 +448,18 @@ def test_mutmut_keeps_the_restored_results_of_unchanged_functions_and_runs_chang
     ran = json.loads((checkout / "mutants" / "src" / "tiny" / "arith.py.meta").read_text())["durations_by_key"]
     assert ran and all(".x_double_" in name for name in ran)
 
+    # Mutants made and current: mutmut runs without its coverage pass, as in every second pass.
+    assert mutants_made(checkout)
+    survivor = next(name for name, status in second.items() if ".x_add_" in name)
+    subprocess.run(
+        [sys.executable, "-m", "tools.mutmut_without_coverage", "run", survivor],
+        cwd=checkout,
+        env={**variables, "PYTHONPATH": str(REPOSITORY)},
+        check=True,
+        capture_output=True,
+    )
+    assert results(checkout)[survivor] == "killed"  # named, so run again: the better test kills it now
+
 
 def test_the_mutation_report_says_so_when_mutmut_cannot_show_a_survivor(tmp_path, monkeypatch):
     import subprocess
@@ -454,3 +474,33 @@ def test_the_mutation_report_says_so_when_mutmut_cannot_show_a_survivor(tmp_path
     with pytest.raises(SystemExit, match="mutmut show tinyml_quant.files.x_a__mutmut_1 failed .* here first"):
         mutation.write_report({"tinyml_quant.files.x_a__mutmut_1": "survived"}, 0, output=tmp_path / "mutation.md")
     assert not (tmp_path / "mutation.md").exists()  # no report with an empty diff
+
+
+def test_mutmut_runs_without_its_coverage_pass_only_when_every_module_has_current_mutants(tmp_path, monkeypatch):
+    import os
+
+    from tools import mutation
+
+    (tmp_path / "pyproject.toml").write_text('[tool.mutmut]\nonly_mutate = ["src/p/a.py", "src/p/b.py"]\n')
+    for name in ("a", "b"):
+        (tmp_path / "src" / "p").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / "p" / f"{name}.py").write_text("x = 1\n")
+        os.utime(tmp_path / "src" / "p" / f"{name}.py", (1_000_000_000, 1_000_000_000))
+    copies = tmp_path / "mutants" / "src" / "p"
+    copies.mkdir(parents=True)
+    (copies / "a.py").write_text("mutated = True\n")
+    (copies / "a.py.meta").write_text("{}")
+    assert not mutation.mutants_made(tmp_path)  # b never made
+    (copies / "b.py").write_text("mutated = True\n")
+    assert not mutation.mutants_made(tmp_path)  # b copied, not made (no results)
+    (copies / "b.py.meta").write_text("{}")
+    assert mutation.mutants_made(tmp_path)
+    os.utime(copies / "b.py", (1_000_000_000, 1_000_000_000))  # as copied: the source's own time
+    assert not mutation.mutants_made(tmp_path)
+
+    commands = []
+    monkeypatch.setattr(mutation, "run_until", lambda command, deadline: commands.append(command[1:3]))
+    for made in (True, False):
+        monkeypatch.setattr(mutation, "mutants_made", lambda made=made: made)
+        mutation.mutmut_run("x")
+    assert commands == [["-m", "tools.mutmut_without_coverage"], ["-m", "mutmut"]]

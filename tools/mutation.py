@@ -157,9 +157,29 @@ def restore_record(repository=REPOSITORY, record=RECORD):
     return restored
 
 
+def mutants_made(repository=REPOSITORY):
+    """Whether every mutated module's copy in ``mutants/`` holds its mutants and is newer than its source.
+
+    Then mutmut makes no mutants (it remakes a module's only when its copy is
+    not newer than the source), and the coverage it measures to make them is
+    not needed.
+    """
+    for name in mutated_paths(repository):
+        copy = repository / "mutants" / name
+        if not (copy.exists() and meta_path(name, repository).exists()):
+            return False
+        if copy.stat().st_mtime <= (repository / name).stat().st_mtime:
+            return False
+    return True
+
+
 def mutmut_run(*mutants, deadline=None):
-    """``mutmut run``, interrupted at ``deadline`` (see ``run_until``); returns mutmut's exit status."""
-    return run_until([sys.executable, "-m", "mutmut", "run", *mutants], deadline)
+    """``mutmut run``, interrupted at ``deadline`` (see ``run_until``); returns mutmut's exit status.
+
+    Without its coverage pass when the mutants are all made (``tools/mutmut_without_coverage.py``).
+    """
+    entry = ["-m", "tools.mutmut_without_coverage"] if mutants_made() else ["-m", "mutmut"]
+    return run_until([sys.executable, *entry, "run", *mutants], deadline)
 
 
 def run_until(command, deadline=None):
@@ -386,10 +406,16 @@ def run_passes(args, deadline):
         return returncode
     # Second pass, not bound by --minutes: a survivor that skipped it would never take it.
     remaining = [name for name in survivors() if name not in earlier]
-    if remaining:
+    if not remaining:
+        return returncode
+    own_tests = STATS.read_text()
+    try:
         print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
         return mutmut_run(*remaining)
-    return returncode
+    finally:
+        # Each function's own tests again for the next first pass: with whole test modules, mutmut
+        # would run the module's faster tests before the one that kills most mutants.
+        write_text(STATS, own_tests)
 
 
 if __name__ == "__main__":
