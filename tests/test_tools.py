@@ -4,6 +4,7 @@ import ast
 import json
 
 import pytest
+import yaml
 
 from tools.bench import projection, report
 from tools.bench.training import achieved_gflops, cost_shares, images_per_second, read_onednn_log
@@ -504,3 +505,42 @@ def test_mutmut_runs_without_its_coverage_pass_only_when_every_module_has_curren
         monkeypatch.setattr(mutation, "mutants_made", lambda made=made: made)
         mutation.mutmut_run("x")
     assert commands == [["-m", "tools.mutmut_without_coverage"], ["-m", "mutmut"]]
+
+
+def test_an_equivalence_holds_only_for_the_change_it_was_judged_on(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from tools import mutation
+
+    renumbered, same, unjudged = (f"tinyml_quant.files.x_a__mutmut_{number}" for number in (1, 2, 3))
+    recorded = {
+        renumbered: {"change": "-    a = 1\n+    a = None\n", "reason": "a is never read"},
+        same: {"change": "-    b = 1\n+    b = 2\n", "reason": "b is never read"},
+    }
+    changes = {renumbered: "-    c = 1\n+    c = None", same: "-    b = 1\n+    b = 2", unjudged: "-    d\n+    e"}
+    assert mutation.judged_equivalent(recorded, changes) == (
+        {same: "b is never read"},
+        {renumbered: "-    a = 1\n+    a = None"},
+    )
+
+    equivalents = tmp_path / "mutation_equivalent.yaml"
+    equivalents.write_text(yaml.safe_dump(recorded))
+    monkeypatch.setattr(mutation, "EQUIVALENT", equivalents)
+    monkeypatch.setattr(mutation, "shown", lambda mutant: f"--- a\n+++ b\n{changes[mutant]}\n")
+    statuses = dict.fromkeys(changes, "survived")
+    per_module = mutation.write_report(statuses, 0, output=tmp_path / "mutation.md")
+    assert per_module["files"] == Counter(equivalent=1, survived=2)
+    report = (tmp_path / "mutation.md").read_text()
+    assert "judged equivalent as another change, judge again" in report
+    assert "a is never read" not in report
+
+
+def test_every_recorded_equivalent_mutant_has_the_change_it_was_judged_on_and_a_reason():
+    from tools.mutation import EQUIVALENT
+
+    recorded = yaml.safe_load(EQUIVALENT.read_text())
+    for mutant, judgement in recorded.items():
+        assert set(judgement) == {"change", "reason"}, mutant
+        changed = judgement["change"].strip("\n").splitlines()
+        assert changed and all(line[:1] in "-+" for line in changed), mutant
+        assert judgement["reason"].strip(), mutant

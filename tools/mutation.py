@@ -9,8 +9,9 @@ project to ``mutants/``, changes the modules that carry the safeguards one
 small edit at a time (a comparison flipped, a constant changed, a call
 dropped, ...), and runs the fast test tier on each change; a mutant the tests
 do not notice "survives". Survivors judged equivalent (the change does not
-alter behaviour) are listed with the reason in ``tools/mutation_equivalent.yaml``;
-the score per module counts killed mutants among the non-equivalent ones.
+alter behaviour) are listed with the change and the reason in
+``tools/mutation_equivalent.yaml``; the score per module counts killed mutants
+among the non-equivalent ones.
 
 A full pass takes longer than a working day on two cores, so its results are
 committed (``reports/mutation_results.json``, mutmut's result and code hash of
@@ -325,16 +326,44 @@ def shown(mutant):
     return shown.stdout
 
 
+def judged_equivalent(recorded, changes):
+    """The reasons of the survivors still recorded as equivalent, and the survivors to judge again.
+
+    ``recorded``: ``tools/mutation_equivalent.yaml``, each mutant's name with
+    the change it was judged on and the reason. ``changes``: each survivor's
+    change now. mutmut numbers a function's mutants in order, so a name can
+    come to mean another change when the function's code or covered lines
+    change: a judgement stands only for the change it was made on.
+    """
+    equivalent, judge_again = {}, {}
+    for mutant, change in changes.items():
+        if mutant in recorded:
+            if recorded[mutant]["change"].strip("\n") == change:
+                equivalent[mutant] = recorded[mutant]["reason"]
+            else:
+                judge_again[mutant] = recorded[mutant]["change"].strip("\n")
+    return equivalent, judge_again
+
+
 def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
-    equivalent = yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    equivalent = equivalent or {}
+    recorded = (yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else None) or {}
+    changes = {
+        mutant: changed_lines(shown(mutant)) for mutant, status in sorted(statuses.items()) if status in SURVIVED
+    }
+    equivalent, judge_again = judged_equivalent(recorded, changes)
     per_module = summary(statuses, equivalent, listed_modules())
     survivors = []
-    for mutant, status in sorted(statuses.items()):
-        if status in SURVIVED:
-            diff = changed_lines(shown(mutant))
-            reason = equivalent.get(mutant, "**not killed: a test is missing**")
-            survivors.append(f"### `{mutant}`\n\n{reason}\n\n```diff\n{diff}\n```\n")
+    for mutant, change in changes.items():
+        if mutant in equivalent:
+            reason = equivalent[mutant]
+        elif mutant in judge_again:
+            reason = (
+                "**not killed: judged equivalent as another change, judge again**\n\n"
+                f"```diff\n{judge_again[mutant]}\n```\n\nnow:"
+            )
+        else:
+            reason = "**not killed: a test is missing**"
+        survivors.append(f"### `{mutant}`\n\n{reason}\n\n```diff\n{change}\n```\n")
     text = "\n".join(
         [
             "# Mutation testing of the safeguards\n",
