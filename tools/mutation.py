@@ -73,6 +73,11 @@ def mutated_paths(repository=REPOSITORY):
     return tomllib.loads((repository / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
 
 
+def meta_path(name, repository=REPOSITORY):
+    """mutmut's results of the mutated file ``name`` (``src/...py``): ``mutants/src/...py.meta``."""
+    return repository / "mutants" / f"{name}.meta"
+
+
 def refresh_mutated_sources(repository=REPOSITORY):
     """Put the plain source back in ``mutants/`` for every module mutmut would mutate wrongly or not at all.
 
@@ -91,7 +96,7 @@ def refresh_mutated_sources(repository=REPOSITORY):
         source, copy = repository / name, repository / "mutants" / name
         if not copy.exists():
             continue  # mutmut copies it itself
-        never_mutated = not copy.with_name(copy.name + ".meta").exists()
+        never_mutated = not meta_path(name, repository).exists()
         if never_mutated or source.stat().st_mtime > copy.stat().st_mtime:
             shutil.copy2(source, copy)
             refreshed.append(name)
@@ -115,11 +120,6 @@ def forget_seen_tests(stats_path=STATS):
     stats["duration_by_test"] = {}
     stats_path.write_text(json.dumps(stats, indent=4))
     return True
-
-
-def meta_path(name, repository=REPOSITORY):
-    """mutmut's results of the mutated file ``name`` (``src/...py``): ``mutants/src/...py.meta``."""
-    return repository / "mutants" / f"{name}.meta"
 
 
 def save_record(seconds, repository=REPOSITORY, record=RECORD):
