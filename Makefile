@@ -32,9 +32,10 @@ smoke: $(VENV)/.installed
 system-packages:
 	@tools/system_packages.sh
 
-# Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM.
+# Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM, on two
+# pytest workers: the smoke study's chain on one (tests/conftest.py groups it), the rest on the other.
 test: $(VENV)/.installed system-packages
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
 # What to run while working: no Snakemake run of the grid, no real training (under 3 minutes).
 test-fast: $(VENV)/.installed

@@ -77,7 +77,30 @@ def smoke_copy(smoke_run, tmp_path):
     return Workflow(tmp_path / "workflow", smoke_run.environment.get("TINYML_DATASET_MIRROR"))
 
 
+# The fixtures that hold the smoke study's run (about 18 min on 2 cores).
+SMOKE_FIXTURES = {"smoke_run", "smoke_copy"}
+SMOKE_GROUP = "smoke study"
+
+
+def uses_smoke_run(item):
+    return bool(SMOKE_FIXTURES & set(item.fixturenames)) or any(
+        mark.args == (SMOKE_GROUP,) for mark in item.iter_markers("xdist_group")
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """``TINYML_REVERSE_TESTS=1`` runs the tests in reverse order: the proof that none depends on another's."""
+    """Groups for pytest-xdist (``make test`` runs two workers), and the order of the tests.
+
+    Every test that needs the smoke run goes to one worker, so the study runs once,
+    and first, as it is the longest chain; every other test runs on the worker of
+    its module, so a module's fixtures are built once. Without xdist the groups are
+    unused marks. ``TINYML_REVERSE_TESTS=1`` runs the tests in reverse order: the
+    proof that none depends on another's.
+    """
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            group = SMOKE_GROUP if uses_smoke_run(item) else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not uses_smoke_run(item))
     if os.environ.get("TINYML_REVERSE_TESTS") == "1":
         items.reverse()
