@@ -33,9 +33,9 @@ system-packages:
 	@tools/system_packages.sh
 
 # Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM, on two
-# pytest workers: the smoke study's chain on one (tests/conftest.py groups it), the rest on the other.
+# pytest workers: the smoke study's modules on one (tests/conftest.py keeps them together), the rest on the other.
 test: $(VENV)/.installed system-packages
-	$(VENV)/bin/pytest -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 # What to run while working: no Snakemake run of the grid, no real training (under 3 minutes).
 test-fast: $(VENV)/.installed

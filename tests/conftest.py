@@ -77,30 +77,40 @@ def smoke_copy(smoke_run, tmp_path):
     return Workflow(tmp_path / "workflow", smoke_run.environment.get("TINYML_DATASET_MIRROR"))
 
 
-# The fixtures that hold the smoke study's run (about 18 min on 2 cores).
+# The modules whose tests use the smoke run (18 min here): `make test`'s two pytest-xdist workers
+# give them all to one worker, so the study runs once (a session fixture is per worker).
+SMOKE_MODULES = ("tests/test_faults.py", "tests/test_slurm.py", "tests/test_workflow.py")
 SMOKE_FIXTURES = {"smoke_run", "smoke_copy"}
-SMOKE_GROUP = "smoke study"
 
 
-def uses_smoke_run(item):
-    return bool(SMOKE_FIXTURES & set(item.fixturenames)) or any(
-        mark.args == (SMOKE_GROUP,) for mark in item.iter_markers("xdist_group")
-    )
+def module_of(nodeid):
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the smoke modules as one file: each other module on one worker, as usual."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SmokeModulesTogether(LoadFileScheduling):
+        # The scope of a test (pytest-xdist 3.8's extension point, as LoadFileScheduling's own).
+        def _split_scope(self, nodeid):
+            module = module_of(nodeid)
+            return "the smoke study's modules" if module in SMOKE_MODULES else module
+
+    return SmokeModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist (``make test`` runs two workers), and the order of the tests.
-
-    Every test that needs the smoke run goes to one worker, so the study runs once,
-    and first, as it is the longest chain; every other test runs on the worker of
-    its module, so a module's fixtures are built once. Without xdist the groups are
-    unused marks. ``TINYML_REVERSE_TESTS=1`` runs the tests in reverse order: the
-    proof that none depends on another's.
-    """
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            group = SMOKE_GROUP if uses_smoke_run(item) else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: not uses_smoke_run(item))
+    """The smoke modules' tests first (xdist hands out modules in this order; theirs is the longest chain),
+    and a test of another module that asks for the smoke run refused: it would run the study again on
+    the other worker. ``TINYML_REVERSE_TESTS=1`` runs the tests in reverse order: the proof that none
+    depends on another's."""
+    stray = [item.nodeid for item in items if SMOKE_FIXTURES & set(item.fixturenames)]
+    stray = [nodeid for nodeid in stray if module_of(nodeid) not in SMOKE_MODULES]
+    if stray:
+        raise pytest.UsageError(f"{stray[0]} uses the smoke run: add its module to SMOKE_MODULES in conftest.py")
+    items.sort(key=lambda item: module_of(item.nodeid) not in SMOKE_MODULES)
     if os.environ.get("TINYML_REVERSE_TESTS") == "1":
         items.reverse()

@@ -18,10 +18,9 @@ import yaml
 
 from tools.workflow import Workflow
 
-from conftest import REPOSITORY, SMOKE, SMOKE_GROUP, SMOKE_STUDY, require
+from conftest import REPOSITORY, SMOKE, SMOKE_STUDY, require
 
-# On the smoke run's xdist worker: the last test compares with that run (asked for inside the test).
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.xdist_group(SMOKE_GROUP)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 LOCAL_SLURM = REPOSITORY / "tests" / "slurm" / "local_slurm.sh"
 CANNOT_INSTALL = 3  # local_slurm.sh's exit status when slurm-wlm/munge cannot be had here
