@@ -33,9 +33,10 @@ system-packages:
 	@tools/system_packages.sh
 
 # Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM, on two
-# pytest workers: the smoke study's modules on one (tests/conftest.py keeps them together), the rest on the other.
+# pytest workers: the smoke study's modules on one (tests/conftest.py keeps them together and first), the
+# rest on the other; modules are handed out in that order, not largest first.
 test: $(VENV)/.installed system-packages
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # What to run while working: no Snakemake run of the grid, no real training (under 3 minutes).
 test-fast: $(VENV)/.installed

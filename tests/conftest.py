@@ -79,7 +79,7 @@ def smoke_copy(smoke_run, tmp_path):
 
 # The modules whose tests use the smoke run (18 min here): `make test`'s two pytest-xdist workers
 # give them all to one worker, so the study runs once (a session fixture is per worker).
-SMOKE_MODULES = ("tests/test_faults.py", "tests/test_slurm.py", "tests/test_workflow.py")
+SMOKE_MODULES = ("tests/test_faults.py", "tests/test_workflow.py")
 SMOKE_FIXTURES = {"smoke_run", "smoke_copy"}
 
 
