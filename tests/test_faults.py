@@ -26,7 +26,7 @@ from tinyml_quant.datasets import BuiltinDataset, DatasetError, Source, SourceFi
 from tinyml_quant.files import atomic_path, write_text
 from tools.workflow import Workflow, read_job_log
 
-from conftest import SMOKE, SMOKE_STUDY
+from conftest import SMOKE, SMOKE_STUDY, SMOKE_SUBSET
 
 VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 
@@ -340,12 +340,8 @@ def file_times(folder):
 @pytest.mark.e2e
 def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
     workflow = Workflow.copy(tmp_path / "workflow", mirror)
-    # Two models and two schemes (the reference, a calibrated one): a conversion or training is under way
-    # when the run is killed, and the resumed run finishes in about a minute.
-    schemes = ["fp32", "int8"]
-    subset = workflow.write_config(
-        "subset", {"datasets": ["mnist"], "models": ["custom", "resnet_v1"], "schemes": schemes}
-    )
+    # A conversion or training is under way when the run is killed; the resumed run takes about a minute.
+    subset = workflow.write_config("subset", SMOKE_SUBSET)
     # One --configfile flag with both files: a second flag would replace the first.
     arguments = (*SMOKE, subset)
     job_log = tmp_path / "jobs.jsonl"
@@ -402,8 +398,8 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
     assert not [path for path in after if ".partial" in path], "a killed job's temporary was left behind"
 
     # The resumed study equals the uninterrupted smoke run, prediction for prediction.
-    for model in ("custom", "resnet_v1"):
-        for scheme in schemes:
+    for model in SMOKE_SUBSET["models"]:
+        for scheme in SMOKE_SUBSET["schemes"]:
             relative = f"evaluate/mnist/{model}/{scheme}.predictions.npy"
             np.testing.assert_array_equal(
                 np.load(study / relative), np.load(smoke_run.study(SMOKE_STUDY) / relative), err_msg=relative

@@ -18,17 +18,15 @@ import yaml
 
 from tools.workflow import Workflow
 
-from conftest import REPOSITORY, SMOKE, SMOKE_STUDY, require
+from conftest import REPOSITORY, SMOKE, SMOKE_STUDY, SMOKE_SUBSET, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 LOCAL_SLURM = REPOSITORY / "tests" / "slurm" / "local_slurm.sh"
 CANNOT_INSTALL = 3  # local_slurm.sh's exit status when slurm-wlm/munge cannot be had here
 PARTITION = os.environ.get("TINYML_SLURM_PARTITION", "debug")
-MODELS = ["custom", "resnet_v1"]
-# The reference and one calibrated scheme: every kind of job (layer error, the int8 float fallback) at
-# two fifths of the smoke grid's conversions, the slowest jobs here.
-SCHEMES_RUN = ["fp32", "int8"]
+MODELS = SMOKE_SUBSET["models"]
+SCHEMES_RUN = SMOKE_SUBSET["schemes"]
 # The rules profiles/slurm groups into one SLURM job per dataset and model, and the groups' names.
 GROUP_OF_RULE = yaml.safe_load((REPOSITORY / "profiles" / "slurm" / "config.yaml").read_text())["groups"]
 GROUPED_RULES = tuple(GROUP_OF_RULE)
@@ -80,14 +78,11 @@ def slurm_jobs(since):
     return jobs
 
 
-SUBSET = {"datasets": ["mnist"], "models": MODELS, "schemes": SCHEMES_RUN}
-
-
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory, mirror):
     """The smoke preset on mnist, two models and two schemes, submitted through profiles/slurm."""
     workflow = Workflow.copy(tmp_path_factory.mktemp("slurm"), mirror)
-    subset = workflow.write_config("subset", SUBSET)
+    subset = workflow.write_config("subset", SMOKE_SUBSET)
     arguments = [
         *SMOKE,
         subset,
@@ -142,7 +137,7 @@ def test_slurm_results_equal_a_local_run(slurm_run, tmp_path, mirror):
     # The same study run here, not the whole smoke run: this module then runs beside that one
     # (make test's other pytest worker), and the local run is set up only where SLURM is.
     local_run = Workflow.copy(tmp_path, mirror)
-    local_run.run("--cores", "2", *SMOKE, local_run.write_config("subset", SUBSET))
+    local_run.run("--cores", "2", *SMOKE, local_run.write_config("subset", SMOKE_SUBSET))
     for model in MODELS:
         for scheme in SCHEMES_RUN:
             path = Path("evaluate", "mnist", model, f"{scheme}.predictions.npy")
