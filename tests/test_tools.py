@@ -278,6 +278,56 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
     assert len(saved) == 2
 
 
+def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, capsys):
+    from tools import mutation
+
+    # mutmut reruns every mutant it is given by name: finished ones must not be among them.
+    statuses = {
+        "tinyml_quant.readers.x_a__mutmut_2": "not checked",
+        "tinyml_quant.readers.x_a__mutmut_1": "killed",
+        "tinyml_quant.readers.x_b__mutmut_1": "survived",
+        "tinyml_quant.config.x_c__mutmut_1": "not checked",
+        "tinyml_quant.files.x_d__mutmut_1": "not checked",
+    }
+    runs = []
+
+    def run(*mutants, deadline=None):
+        runs.append(mutants)
+        return 0
+
+    monkeypatch.setattr(mutation, "restore_record", lambda: [])
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
+    monkeypatch.setattr(mutation, "save_record", lambda seconds: None)
+    monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
+    monkeypatch.setattr(mutation, "survivors", lambda: ["tinyml_quant.readers.x_b__mutmut_1"])
+    monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
+    monkeypatch.setattr(mutation, "mutmut_run", run)
+    assert mutation.main(["--modules", "readers", "config"]) == 0
+    assert runs == [("tinyml_quant.config.x_c__mutmut_1", "tinyml_quant.readers.x_a__mutmut_2")]
+    # Nothing left to run: no mutmut at all, which without names would run every mutant.
+    statuses = dict.fromkeys(statuses, "killed")
+    runs.clear()
+    assert mutation.main(["--modules", "readers"]) == 0
+    assert runs == []
+    assert "no mutant to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--modules", "reader"], "--modules: reader not among only_mutate in pyproject.toml"),
+        (["--modules", "readers", "--survivors-only"], "--modules takes no mutant names"),
+        (["tinyml_quant.readers.x_a__mutmut_1", "--modules", "readers"], "--modules takes no mutant names"),
+    ],
+)
+def test_mutation_refuses_modules_it_does_not_mutate_or_mixed_with_names(arguments, message, capsys):
+    from tools import mutation
+
+    with pytest.raises(SystemExit):
+        mutation.main(arguments)
+    assert message in capsys.readouterr().err
+
+
 def test_mutation_keeps_the_record_when_the_run_fails(monkeypatch):
     from tools import mutation
 

@@ -275,6 +275,15 @@ def listed_modules(repository=REPOSITORY):
     return [Path(name).stem for name in mutated_paths(repository)]
 
 
+def not_run(statuses, modules):
+    """The names of the mutants of ``modules`` (``readers``) that have no result yet, in name order.
+
+    mutmut reruns every mutant named on its command line, finished or not, so a
+    module's name as a wildcard would run its finished mutants again.
+    """
+    return sorted(mutant for mutant, status in statuses.items() if module_of(mutant) in modules and status == NOT_RUN)
+
+
 def summary(statuses, equivalent, modules=()):
     """Counts per module; every one of ``modules`` has a row, mutated yet or not."""
     per_module = defaultdict(Counter, {module: Counter() for module in modules})
@@ -399,9 +408,23 @@ def main(argv=None):
         default=None,
         help="stop the first pass after this many minutes (finished results are kept; the rest run next time)",
     )
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="only the mutants of these modules (config, readers, ...) not run yet, as a short run's choice",
+    )
     args = parser.parse_args(argv)
     if args.minutes is not None and args.minutes <= 0:
         parser.error(f"--minutes must be positive, not {args.minutes}")
+    unknown = sorted(set(args.modules) - set(listed_modules()))
+    if unknown:
+        parser.error(
+            f"--modules: {', '.join(unknown)} not among only_mutate in pyproject.toml: {', '.join(listed_modules())}"
+        )
+    if args.modules and (args.mutants or args.survivors_only):
+        parser.error("--modules takes no mutant names and no --survivors-only")
     for name in restore_record():
         print(f"{name}: results restored from {RECORD.relative_to(REPOSITORY)}")
     if not args.report:
@@ -429,7 +452,15 @@ def run_passes(args, deadline):
     earlier = set() if args.survivors_only else set(survivors())
     # Through the first pass too: after a refresh it records every test's calls again,
     # which the second pass's widening needs.
-    mutants = survivors() if args.survivors_only else args.mutants
+    if args.survivors_only:
+        mutants = survivors()
+    elif args.modules:
+        mutants = not_run(results(), args.modules)
+    else:
+        mutants = args.mutants
+    if (args.survivors_only or args.modules) and not mutants:  # no names would run every mutant
+        print("no mutant to run: " + ("no survivor" if args.survivors_only else "each has a result"))
+        return 0
     returncode = mutmut_run(*mutants, deadline=deadline)
     if returncode not in (0, 1):
         return returncode
