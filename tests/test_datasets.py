@@ -679,6 +679,14 @@ def test_a_subset_defaults_to_seed_0_and_the_test_subset_takes_the_next_seed(tmp
     assert pairs_of(prepared.x_test, prepared.y_test, prepared.class_names) == carved_pairs(14, 3, 1)
 
 
+@pytest.mark.parametrize("limit", ["max_train_images", "max_test_images"])
+def test_a_subset_of_one_split_records_its_seed(tmp_path, limit):
+    # The provenance must say which images were drawn whenever either split was drawn from.
+    manifest = fetched_folder(tmp_path, image_folder_members(per_class=7))
+    provenance = datasets.prepare(manifest, tmp_path / "parts.npz", subset_seed=3, **{limit: 4})
+    assert provenance["subset_seed"] == 3
+
+
 def test_a_split_that_is_not_nhwc_images_is_refused():
     with pytest.raises(DatasetError, match="^here: images are uint8 \\(2, 28, 3\\), expected uint8 NHWC"):
         datasets.check_split(np.zeros((2, 28, 3), np.uint8), np.zeros(2, np.int64), 10, "here")
