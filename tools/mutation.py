@@ -455,6 +455,8 @@ def run_passes(args, deadline):
     if args.survivors_only:
         mutants = survivors()
     elif args.modules:
+        # Read before mutmut remakes a refreshed module's mutants: the mutants of its edited
+        # functions are among these only from the next run on.
         mutants = not_run(results(), args.modules)
     else:
         mutants = args.mutants
