@@ -268,8 +268,11 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
     monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
+    second_passes = []
+    monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
     assert mutation.main(["--survivors-only"]) == 0
     assert runs == [(old,), (old,)]  # the recorded tests, then whole test modules
+    assert second_passes == [[old]]  # its timeouts there are looked at
     assert stats.read_text() == "each function's own tests"  # widened for the second pass only
     runs.clear()
     assert mutation.main([]) == 0
@@ -367,6 +370,17 @@ def mutated_project(root, exit_codes):
     }
     (root / "mutants" / "src" / "p").mkdir(parents=True)
     (root / "mutants" / "src" / "p" / "a.py.meta").write_text(json.dumps(meta))
+
+
+def test_a_survivor_that_times_out_on_whole_test_modules_is_recorded_as_survived(tmp_path):
+    from tools.mutation import results, timeouts_survived
+
+    second_pass, hung, killed = (f"p.a.x_f__mutmut_{number}" for number in (1, 2, 3))
+    # -24: mutmut's worker stopped by its CPU-time limit.
+    mutated_project(tmp_path, {second_pass: -24, hung: -24, killed: 1})
+    assert timeouts_survived([second_pass, killed], tmp_path) == [second_pass]
+    # A timeout in the first pass (a hang) stays killed.
+    assert results(tmp_path) == {second_pass: "survived", hung: "timeout", killed: "killed"}
 
 
 def test_mutation_results_go_to_the_record_and_back_into_a_fresh_checkout_as_mutmut_reads_them(tmp_path, monkeypatch):

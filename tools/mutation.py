@@ -265,6 +265,32 @@ def widen_to_test_modules(stats_path=STATS):
     return added
 
 
+def timeouts_survived(mutants, repository=REPOSITORY):
+    """Record as survived each of ``mutants`` (survivors of the first pass) that timed out in the second; returns them.
+
+    mutmut limits a mutant's CPU time by the durations it recorded for the
+    mutant's tests; widened to whole test modules, the list outgrows that
+    limit, and a mutant that ran its own tests to the end in the first pass,
+    unnoticed, is stopped as a hang and would count as killed (an equivalent
+    ``seeded_subset`` mutant did). A hang would have shown in the first pass.
+    """
+    survived = []
+    for name in mutated_paths(repository):
+        path = meta_path(name, repository)
+        if not path.exists():
+            continue
+        meta = read_json(path)
+        codes = meta["exit_code_by_key"]
+        timed_out = [
+            mutant for mutant in mutants if mutant in codes and status_by_exit_code[codes[mutant]] == "timeout"
+        ]
+        if timed_out:
+            codes.update(dict.fromkeys(timed_out, 0))  # mutmut's exit code of a survivor
+            write_json(path, meta)
+            survived += timed_out
+    return survived
+
+
 def module_of(mutant):
     """``tinyml_quant.readers.x_read_idx__mutmut_3`` -> ``readers``."""
     return mutant.split(".")[1]
@@ -473,7 +499,10 @@ def run_passes(args, deadline):
     own_tests = STATS.read_text()
     try:
         print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
-        return mutmut_run(*remaining)
+        returncode = mutmut_run(*remaining)
+        for name in timeouts_survived(remaining):
+            print(f"{name}: timed out on whole test modules after surviving its own tests; recorded as survived")
+        return returncode
     finally:
         # Each function's own tests again for the next first pass: with whole test modules, mutmut
         # would run the module's faster tests before the one that kills most mutants.
