@@ -268,9 +268,11 @@ def widen_to_test_modules(stats_path=STATS):
 def timeouts_survived(mutants, repository=REPOSITORY):
     """Record as survived each of ``mutants`` (survivors of the first pass) that timed out in the second; returns them.
 
-    mutmut limits a mutant's CPU time by the durations it recorded for the
-    mutant's tests; widened to whole test modules, the list outgrows that
-    limit, and a mutant that ran its own tests to the end in the first pass,
+    mutmut limits a mutant's CPU time to a multiple of its tests' recorded
+    durations, which count each test's call but not its fixtures' set-up.
+    Widened to whole test modules, the list brings in module fixtures (a
+    model trained, converted) that its own tests did not build, the limit is
+    passed, and a mutant that ran its own tests to the end in the first pass,
     unnoticed, is stopped as a hang and would count as killed (an equivalent
     ``seeded_subset`` mutant did). A hang would have shown in the first pass.
     """
