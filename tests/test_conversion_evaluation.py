@@ -381,6 +381,10 @@ def test_conversion_settings_are_refused_with_their_names(trained):
         convert(model, "int16x8", train_images[:0].astype(np.float32))
     with pytest.raises(ValueError, match="^calibration_images must be at least 1, got 0$"):
         calibration_images(train_images, 0, seed=0)
+    # One image is the least the schema allows ($defs/count), so it must be accepted.
+    np.testing.assert_array_equal(
+        calibration_images(train_images, 1, seed=4), train_images[seeded_subset(len(train_images), 1, 4)]
+    )
     chosen = calibration_images(train_images, 3, seed=4)
     assert chosen.dtype == np.float32
     np.testing.assert_array_equal(chosen, train_images[seeded_subset(len(train_images), 3, 4)])
