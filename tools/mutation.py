@@ -50,7 +50,8 @@ RECORD = REPOSITORY / "reports" / "mutation_results.json"
 EQUIVALENT = REPOSITORY / "tools" / "mutation_equivalent.yaml"
 TARGET = 0.85
 # mutmut's result names: killed by a test, or not; a timeout counts as killed (the mutant hung).
-KILLED = {"killed", "timeout", "segfault"}
+TIMEOUT = "timeout"
+KILLED = {"killed", TIMEOUT, "segfault"}
 NOT_RUN = "not checked"
 SURVIVED = {"survived", "no tests", "suspicious"}
 
@@ -283,9 +284,7 @@ def timeouts_survived(mutants, repository=REPOSITORY):
             continue
         meta = read_json(path)
         codes = meta["exit_code_by_key"]
-        timed_out = [
-            mutant for mutant in mutants if mutant in codes and status_by_exit_code[codes[mutant]] == "timeout"
-        ]
+        timed_out = [mutant for mutant in mutants if mutant in codes and status_by_exit_code[codes[mutant]] == TIMEOUT]
         if timed_out:
             codes.update(dict.fromkeys(timed_out, 0))  # mutmut's exit code of a survivor
             write_json(path, meta)
