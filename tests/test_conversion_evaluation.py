@@ -81,6 +81,13 @@ def test_metrics_match_an_independent_count():
     assert {type(count) for row in metrics["confusion_matrix"] for count in row} == {int}
 
 
+def test_per_class_accuracy_of_a_class_with_one_test_image_or_none():
+    """A class's accuracy divides by its own image count, even of one; a class with no image gets 0, not NaN."""
+    metrics = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 2]), ["a", "b", "c", "d"])
+    assert metrics["per_class_accuracy"] == {"a": 1 / 2, "b": 0.0, "c": 1.0, "d": 0.0}
+    assert "agreement_with_fp32" not in metrics  # no reference given: the fp32 variant's own record
+
+
 def test_int8_inputs_are_quantized_with_the_models_own_scale(trained):
     """A model whose int8 input scale is far from 1: only its own scale and zero point give fp32's answers."""
     import keras
@@ -121,6 +128,18 @@ def test_single_threaded_schemes_get_one_interpreter_per_thread(flatbuffers):
     assert len(evaluation_interpreters(flatbuffers["int16x8"], "int16x8", threads=3)) == 3
     assert len(evaluation_interpreters(flatbuffers["int16x8"], "int16x8", threads=1)) == 1
     assert len(evaluation_interpreters(flatbuffers["int8"], "int8", threads=3)) == 1
+    # One thread unless told: a caller that names no threads gets one interpreter, whatever the scheme.
+    assert len(evaluation_interpreters(flatbuffers["int16x8"], "int16x8")) == 1
+
+
+def test_each_interpreter_is_asked_for_the_threads_of_its_layout(monkeypatch):
+    from tinyml_quant import evaluation
+
+    # No default for threads: each interpreter's thread count must be asked for, not left to a default.
+    monkeypatch.setattr(evaluation, "load_interpreter", lambda model, threads: ("interpreter", model, threads))
+    assert evaluation_interpreters("m.tflite", "int16x8", threads=3) == [("interpreter", "m.tflite", 1)] * 3
+    assert evaluation_interpreters("m.tflite", "int8", threads=3) == [("interpreter", "m.tflite", 3)]
+    assert evaluation_interpreters("m.tflite", "int16x8") == [("interpreter", "m.tflite", 1)]
 
 
 @pytest.mark.parametrize(
@@ -132,6 +151,7 @@ def test_single_threaded_schemes_get_one_interpreter_per_thread(flatbuffers):
         {"dtype": np.int8, "quantization": (1.0, -100)},
         {"dtype": np.int8, "quantization": (0.7, 3)},
         {"dtype": np.uint8, "quantization": (2.5, 10)},
+        {"dtype": np.int16, "quantization": (1.0, 0)},  # a wider tensor: no one-byte wrapping addition
         {"dtype": np.float32, "quantization": (0.0, 0)},
     ],
 )
@@ -163,6 +183,7 @@ def test_garbage_tflite_file_is_a_clear_error(tmp_path, flatbuffers):
 
 def test_the_agreement_column_compares_with_the_reference_predictions(trained, flatbuffers, tmp_path):
     """run_evaluation's agreement is with the fp32 variant's predictions, not with its own."""
+    from ai_edge_litert import __version__ as litert_version
 
     from tinyml_quant.evaluation import run_evaluation
 
@@ -200,6 +221,7 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
     assert side_by_side["threads"] == 2 and side_by_side["input_type"] == "float32"
     assert side_by_side["dataset_name"] == "toy" and side_by_side["test_images"] == len(test_labels)
     assert side_by_side["file_bytes"] == len(flatbuffers["int16x8"])
+    assert side_by_side["litert_version"] == litert_version  # the tables' litert_version column
     np.save(tmp_path / "objects.npy", np.asarray([object()] * len(test_labels)), allow_pickle=True)
     arguments = (
         tmp_path / "toy.npz",
@@ -292,6 +314,58 @@ class RecordingInterpreter:
     def get_tensor(self, index):
         assert index == 5
         return self.output
+
+
+def test_predict_runs_one_image_per_invoke_unless_told(monkeypatch):
+    import threading
+    import time
+
+    clock = threading.local()
+    monkeypatch.setattr(time, "perf_counter", lambda: getattr(clock, "now", 0.0))
+    images = np.zeros((3, 2, 2, 1), np.float32)
+    interpreter = RecordingInterpreter(clock)
+    _, seconds = predict(interpreter, images)
+    assert [len(batch) for batch in interpreter.inputs] == [1, 1, 1] and interpreter.resizes == []
+    assert seconds == 3  # one second an invoke, one invoke an image
+    predict(interpreter, images, batch_size=0)  # a batch size below one is taken as one
+    assert [len(batch) for batch in interpreter.inputs] == [1] * 6 and interpreter.resizes == []
+
+
+class Int8RecordingInterpreter(RecordingInterpreter):
+    """A RecordingInterpreter with an int8 input tensor of scale 1 and zero point -128, as the study's int8 models."""
+
+    def get_input_details(self):
+        return [{"index": 0, "shape": np.array(self.shape), "dtype": np.int8, "quantization": (1.0, -128)}]
+
+    def set_tensor(self, index, value):
+        assert index == 0 and value.shape == tuple(self.shape) and value.dtype == np.int8
+        self.inputs.append(value.astype(np.float32) + 128)
+
+
+def test_uint8_pixels_reach_an_int8_tensor_by_a_lookup_built_once(monkeypatch):
+    """quantize_input runs once, for the 256-entry table, not on every batch: the reason input_converter exists."""
+    import threading
+
+    from tinyml_quant import evaluation
+
+    calls = []
+
+    def counted(images, detail):
+        calls.append(len(images))
+        return quantize_input(images, detail)
+
+    monkeypatch.setattr(evaluation, "quantize_input", counted)
+    pixels = np.arange(256, dtype=np.uint8).reshape(64, 2, 2, 1)
+    detail = Int8RecordingInterpreter(None).get_input_details()[0]
+    convert = input_converter(detail, np.uint8)
+    for batch in np.split(pixels, 4):
+        np.testing.assert_array_equal(convert(batch), quantize_input(batch, detail))
+    assert calls == [256]
+    calls.clear()
+    interpreter = Int8RecordingInterpreter(threading.local())
+    predict(interpreter, pixels, batch_size=16)
+    assert calls == [256] and len(interpreter.inputs) == 4
+    np.testing.assert_array_equal(np.concatenate(interpreter.inputs), pixels)
 
 
 def test_predict_pads_the_last_batch_dequantizes_and_times_the_busiest_interpreter(monkeypatch):
