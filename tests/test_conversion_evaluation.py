@@ -142,6 +142,33 @@ def test_each_interpreter_is_asked_for_the_threads_of_its_layout(monkeypatch):
     assert evaluation_interpreters("m.tflite", "int16x8") == [("interpreter", "m.tflite", 1)]
 
 
+def test_litert_is_built_with_the_threads_asked_for_one_unless_told(monkeypatch, tmp_path):
+    import ai_edge_litert.interpreter as litert
+
+    # LiteRT has no getter for an interpreter's thread count: its constructor's arguments are recorded.
+    built = []
+
+    class RecordingLiteRT:
+        def __init__(self, **arguments):
+            built.append(arguments)
+
+        def allocate_tensors(self):
+            pass
+
+    monkeypatch.setattr(litert, "Interpreter", RecordingLiteRT)
+    model_path = tmp_path / "model.tflite"
+    load_interpreter(model_path)
+    load_interpreter(model_path, threads=3)
+    load_interpreter(b"flatbuffer", threads=2)
+    load_interpreter(bytearray(b"flatbuffer"))
+    assert built == [
+        {"model_path": str(model_path), "num_threads": 1},
+        {"model_path": str(model_path), "num_threads": 3},
+        {"model_content": b"flatbuffer", "num_threads": 2},
+        {"model_content": b"flatbuffer", "num_threads": 1},
+    ]
+
+
 @pytest.mark.parametrize(
     "detail",
     [
