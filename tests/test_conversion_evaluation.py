@@ -208,6 +208,9 @@ def test_garbage_tflite_file_is_a_clear_error(tmp_path, flatbuffers):
     path.write_bytes(flatbuffers["fp32"][:200])
     with pytest.raises(ValueError, match="broken.tflite: not a loadable TFLite model"):
         load_interpreter(path)
+    for content in (flatbuffers["fp32"][:200], bytearray(flatbuffers["fp32"][:200])):
+        with pytest.raises(ValueError, match="^model bytes: not a loadable TFLite model"):
+            load_interpreter(content)
 
 
 def test_the_agreement_column_compares_with_the_reference_predictions(trained, flatbuffers, tmp_path):
