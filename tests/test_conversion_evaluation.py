@@ -174,7 +174,7 @@ def test_litert_is_built_with_the_threads_asked_for_one_unless_told(monkeypatch,
     [
         {"dtype": np.int8, "quantization": (1.0, -128)},
         {"dtype": np.int8, "quantization": (1.0009765625, -128)},
-        # calibrated on images that never reach 255: pixels below 128 and above take two different offsets
+        # calibrated on images that never reach 255: pixels 0-127 and 128-255 take offsets one apart
         {"dtype": np.int8, "quantization": (254 / 255, -128)},
         {"dtype": np.uint8, "quantization": (1.0, 0)},
         {"dtype": np.int8, "quantization": (1.0, -100)},
