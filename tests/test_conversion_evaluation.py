@@ -195,7 +195,16 @@ def test_fast_input_conversion_quantizes_pixels_as_the_formula_does(detail):
 
 def test_input_quantization_uses_the_tensor_scale_and_zero_point():
     detail = {"dtype": np.int8, "quantization": (2.0, -128)}
-    assert quantize_input(np.array([0.0, 2.0, 255.0, 1000.0]), detail).tolist() == [-128, -127, 0, 127]
+    # Out-of-range values saturate at both ends, not wrap around.
+    assert quantize_input(np.array([-10.0, 0.0, 2.0, 255.0, 1000.0]), detail).tolist() == [-128, -128, -127, 0, 127]
+
+
+def test_input_quantization_divides_in_float32_as_tflite_does():
+    # TFLite's quantize kernel divides in float: 129 / float32(2/255) is 16447.5 in float32, whose
+    # rounding is 16448 both half-to-even and half-away-from-zero; in float64 it is 16447.499.
+    detail = {"dtype": np.int16, "quantization": (float(np.float32(2 / 255)), 0)}
+    assert quantize_input(np.array([129.0]), detail).tolist() == [16448]
+    assert quantize_input(np.array([129], dtype=np.uint8), detail).tolist() == [16448]
 
 
 def test_calibration_needs_images(trained):
