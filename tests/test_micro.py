@@ -220,6 +220,11 @@ def test_a_child_that_fails_without_a_crash_is_an_error_naming_the_model(flatbuf
     scripted_children(monkeypatch, ([], -9, "Killed"))  # killed before it logged anything: not TFLM's crash
     with pytest.raises(RuntimeError, match="process ended with signal 9: Killed"):
         measure_micro(path)
+    # A child that exits normally in the middle of its search is not a crash either, whatever it logged.
+    requests = scripted_children(monkeypatch, ([probe_event(micro.FIRST_ARENA_BYTES)], 0, ""))
+    with pytest.raises(RuntimeError, match="child process failed: TFLite Micro's process ended with exit status 0"):
+        measure_micro(path)
+    assert len(requests) == 1  # not restarted as after a crash
 
 
 def test_a_crash_at_every_arena_or_in_invoke_is_unsupported_not_an_error(flatbuffers, monkeypatch):
