@@ -500,11 +500,11 @@ def run_passes(args, deadline):
     own_tests = STATS.read_text()
     try:
         print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
-        returncode = mutmut_run(*remaining)
+        return mutmut_run(*remaining)
+    finally:
+        # Also when the pass is interrupted: the time-limit stops it had are results mutmut kept.
         for name in timeouts_survived(remaining):
             print(f"{name}: timed out on whole test modules after surviving its own tests; recorded as survived")
-        return returncode
-    finally:
         # Each function's own tests again for the next first pass: with whole test modules, mutmut
         # would run the module's faster tests before the one that kills most mutants.
         write_text(STATS, own_tests)
