@@ -1,5 +1,6 @@
 """The tools beside the library: the benchmark's pure parts, the config checker, the workflow runner."""
 
+import argparse
 import ast
 import json
 
@@ -279,6 +280,38 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
     # The earlier survivor took the second pass in its own run.
     assert runs == [(), (new,)]
     assert len(saved) == 2
+
+
+def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_restores_the_tests(tmp_path, monkeypatch):
+    from tools import mutation
+
+    survivor = "tinyml_quant.files.x_a__mutmut_1"
+    statuses = {survivor: "not checked"}
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text("each function's own tests")
+    second_passes = []
+
+    def run(*mutants, deadline=None):
+        if mutants:  # the second pass, stopped by Ctrl+C as a user or the deadline would
+            raise KeyboardInterrupt
+        statuses[survivor] = "survived"
+        return 0
+
+    def widen():
+        stats.write_text("widened")
+        return 1
+
+    monkeypatch.setattr(mutation, "STATS", stats)
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
+    monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
+    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
+    monkeypatch.setattr(mutation, "mutmut_run", run)
+    monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
+    arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=[])
+    with pytest.raises(KeyboardInterrupt):
+        mutation.run_passes(arguments, deadline=None)
+    assert second_passes == [[survivor]]
+    assert stats.read_text() == "each function's own tests"
 
 
 def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, capsys):
