@@ -207,6 +207,68 @@ def test_input_quantization_divides_in_float32_as_tflite_does():
     assert quantize_input(np.array([129], dtype=np.uint8), detail).tolist() == [16448]
 
 
+def one_quantize_op_model(length, scale, zero_point, tensor_type):
+    """A model of a single QUANTIZE op, ``length`` float32 values in, quantized values out."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+    code.version = 1
+    floats, quantized = schema.TensorT(), schema.TensorT()
+    floats.name, floats.type, floats.buffer = b"floats", schema.TensorType.FLOAT32, 1
+    quantized.name, quantized.type, quantized.buffer = b"quantized", tensor_type, 2
+    floats.shape = quantized.shape = [length]
+    quantized.quantization = schema.QuantizationParametersT()
+    quantized.quantization.scale, quantized.quantization.zeroPoint = [scale], [zero_point]
+    operator = schema.OperatorT()
+    operator.opcodeIndex, operator.inputs, operator.outputs = 0, [0], [1]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors, subgraph.inputs, subgraph.outputs, subgraph.operators = [floats, quantized], [0], [1], [operator]
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [subgraph]
+    model.buffers = [schema.BufferT() for _ in range(3)]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize(
+    "dtype, tensor_type, scale, zero_point",
+    [
+        (np.int8, "INT8", 2.0, 0),  # x.5 ties at every odd value
+        (np.int8, "INT8", 0.7, -3),
+        (np.int8, "INT8", 1.0, -128),  # the study's int8 models
+        (np.int16, "INT16", float(np.float32(2 / 255)), 0),  # float32 and float64 quotients round apart
+    ],
+)
+def test_input_quantization_equals_tflite_micros_quantize_kernel(dtype, tensor_type, scale, zero_point):
+    """quantize_input gives what a QUANTIZE op gives on the microcontroller, ties and saturation included.
+
+    TFLite Micro runs TFLite's reference kernel: a float32 division, rounded half away from zero
+    (TfLiteRound), then clamped. LiteRT's optimized kernels on this machine do not agree even with
+    themselves (int8: half to even; int16: half to even in 16-value blocks and half away in the
+    rest), so the reference is the one the firmware runs.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from tflite_micro import runtime
+
+    just_below_half = np.nextafter(np.float32(0.5), np.float32(0))
+    values = np.concatenate(
+        [
+            np.arange(-300, 300, 0.5),
+            np.random.default_rng(0).uniform(-70_000, 70_000, 1000),
+            [just_below_half * scale, -just_below_half * scale, 129.0],
+        ]
+    ).astype(np.float32)
+    model = one_quantize_op_model(len(values), scale, zero_point, getattr(schema.TensorType, tensor_type))
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=64 * 1024)  # the default is too small
+    interpreter.set_input(values, 0)
+    interpreter.invoke()
+    detail = {"dtype": dtype, "quantization": (scale, zero_point)}
+    np.testing.assert_array_equal(quantize_input(values, detail), interpreter.get_output(0))
+
+
 def test_calibration_needs_images(trained):
     with pytest.raises(ValueError, match="needs representative images"):
         convert(trained[0], "int8", None)

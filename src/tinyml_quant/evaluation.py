@@ -36,14 +36,23 @@ def image_shape(detail):
 
 
 def quantize_input(images, detail):
-    """Float pixels to the input tensor's type, with the tensor's own scale and zero point."""
+    """Float pixels to the input tensor's type, with the tensor's own scale and zero point.
+
+    As TFLite's reference QUANTIZE kernel, which TFLite Micro runs: the
+    quotient in float32, rounded half away from zero (``std::round``, where
+    ``np.round`` rounds half to even), shifted, clamped to the type's range.
+    """
     dtype = detail["dtype"]
     if np.issubdtype(dtype, np.floating):
         return images.astype(dtype)
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
-    quantized = np.round(images.astype(np.float32) / scale) + zero_point
-    return np.clip(quantized, info.min, info.max).astype(dtype)
+    quotients = images.astype(np.float32) / scale
+    truncated = np.trunc(quotients)
+    # A quotient's distance from its truncation is exact in float32; adding 0.5 first would
+    # round the float just below 0.5 up to 1.
+    rounded = np.where(np.abs(quotients - truncated) >= 0.5, truncated + np.sign(quotients), truncated)
+    return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
 
 
 def input_converter(detail, images_dtype):
