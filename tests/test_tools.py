@@ -266,6 +266,7 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "save_record", saved.append)
     monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
+    monkeypatch.setattr(mutation, "results_of_current_code", lambda: dict(statuses))
     monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
@@ -334,7 +335,7 @@ def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, 
     monkeypatch.setattr(mutation, "restore_record", lambda: [])
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "save_record", lambda seconds: None)
-    monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
+    monkeypatch.setattr(mutation, "results_of_current_code", lambda: dict(statuses))
     monkeypatch.setattr(mutation, "survivors", lambda: ["tinyml_quant.readers.x_b__mutmut_1"])
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
@@ -450,6 +451,28 @@ def test_mutation_results_go_to_the_record_and_back_into_a_fresh_checkout_as_mut
     assert restored.exit_code_by_key == saved["modules"]["src/p/a.py"]["exit_code_by_key"]
     assert restored.hash_by_function_name == {"x_f": "1234"}
     assert results(fresh) == results(worked)
+
+
+def test_mutants_of_a_function_edited_since_mutmut_made_them_count_as_not_run(tmp_path):
+    from mutmut.mutation.file_mutation import compute_function_hashes
+
+    from tools.mutation import results, results_of_current_code
+
+    source = tmp_path / "src" / "p" / "a.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x - 1\n")
+    mutated_project(tmp_path, {"p.a.x_f__mutmut_1": 1, "p.a.x_g__mutmut_1": 1, "p.a.x_g__mutmut_2": 0})
+    meta_file = tmp_path / "mutants" / "src" / "p" / "a.py.meta"
+    meta = json.loads(meta_file.read_text())
+    meta["hash_by_function_name"] = compute_function_hashes(source.read_text())
+    meta_file.write_text(json.dumps(meta))
+    assert results_of_current_code(tmp_path) == results(tmp_path)
+    source.write_text(source.read_text().replace("x - 1", "x - 2"))
+    assert results_of_current_code(tmp_path) == {
+        "p.a.x_f__mutmut_1": "killed",
+        "p.a.x_g__mutmut_1": "not checked",
+        "p.a.x_g__mutmut_2": "not checked",
+    }
 
 
 def test_mutation_never_overwrites_a_checkouts_own_results_and_keeps_the_recorded_ones_it_lacks(tmp_path):

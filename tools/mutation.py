@@ -40,7 +40,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import yaml
+from mutmut.mutation.file_mutation import compute_function_hashes
 from mutmut.stats import status_by_exit_code
+from mutmut.utils.format_utils import mangled_name_from_mutant_name
 
 from tinyml_quant.files import read_json, write_json, write_text
 
@@ -235,6 +237,24 @@ def results(repository=REPOSITORY):
         for module in module_results(repository).values()
         for mutant, exit_code in module["exit_code_by_key"].items()
     }
+
+
+def results_of_current_code(repository=REPOSITORY):
+    """``results``, with the mutants of every function edited since mutmut made them as not run yet.
+
+    mutmut hashes each mutated function's syntax tree (docstring included) when
+    it makes the mutants, and its next run gives no result to the mutants of a
+    function whose hash has changed. Until then their results are of code that
+    is gone, and the report would count them as if they held.
+    """
+    statuses = results(repository)
+    for name, module in module_results(repository).items():
+        hashes = compute_function_hashes((repository / name).read_text())
+        for mutant in module["exit_code_by_key"]:
+            function = mangled_name_from_mutant_name(mutant).rpartition(".")[2]
+            if hashes.get(function) != module["hash_by_function_name"].get(function):
+                statuses[mutant] = NOT_RUN
+    return statuses
 
 
 def survivors():
@@ -462,7 +482,7 @@ def main(argv=None):
             save_record(time.monotonic() - started)
         if returncode not in (0, 1):
             return returncode
-    per_module = write_report(results(), read_json(RECORD)["seconds"] if RECORD.exists() else 0)
+    per_module = write_report(results_of_current_code(), read_json(RECORD)["seconds"] if RECORD.exists() else 0)
     for module, counts in sorted(per_module.items()):
         print(module, dict(counts))
     return 0
@@ -482,9 +502,9 @@ def run_passes(args, deadline):
     if args.survivors_only:
         mutants = survivors()
     elif args.modules:
-        # Read before mutmut remakes a refreshed module's mutants: the mutants of its edited
-        # functions are among these only from the next run on.
-        mutants = not_run(results(), args.modules)
+        # Read before mutmut remakes a refreshed module's mutants: an edited function's mutants are
+        # among these by their old names, the ones it has beyond those only from the next run on.
+        mutants = not_run(results_of_current_code(), args.modules)
     else:
         mutants = args.mutants
     if (args.survivors_only or args.modules) and not mutants:  # no names would run every mutant
