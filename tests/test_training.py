@@ -25,7 +25,7 @@ TOY_SETTINGS = {
     "weight_decay": 0.0,
     "lr_schedule": "cosine",
     "warmup_epochs": 0,
-    "label_smoothing": 0.0,
+    "label_smoothing": 0.1,
     "validation_split": 0.1,
     "augmentation": {"random_crop_padding": 2, "horizontal_flip": True},
 }
@@ -115,7 +115,7 @@ def test_batch_augmentation_is_a_zero_padded_crop_and_a_flip_of_each_image():
     np.testing.assert_array_equal(again, augment_batch(tf.constant(images), tf.constant([3, 7], tf.int64), 2, True))
 
 
-def test_same_seed_trains_the_same_model():
+def test_same_seed_trains_the_same_model(capsys):
     toy = toy_dataset()
     predictions = []
     for _ in range(2):
@@ -124,6 +124,16 @@ def test_same_seed_trains_the_same_model():
     np.testing.assert_array_equal(predictions[0], predictions[1])
     assert [row["epoch"] for row in history] == [1, 2] and "val_accuracy" in history[0]
     assert metrics["final_epoch"] == history[-1] and metrics["source"] == "trained here"
+    # 230 training images in whole batches of 32: 7 steps an epoch, and the cosine is at 0 after the last.
+    assert int(model.optimizer.iterations) == 2 * (230 // 32)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+    assert model.loss.get_config()["label_smoothing"] == TOY_SETTINGS["label_smoothing"]
+    # The job's log: one line per epoch with its metrics, no progress bar's carriage returns or colours.
+    printed = capsys.readouterr().out
+    assert "\r" not in printed and "\x1b" not in printed
+    lines = printed.splitlines()
+    assert lines[:4:2] == ["Epoch 1/2", "Epoch 2/2"] and len(lines) == 8  # two trainings
+    assert all(" - loss: " in line and " - val_accuracy: " in line for line in lines[1::2])
 
 
 def test_divergence_stops_at_once_names_the_settings_and_saves_nothing(tmp_path):
@@ -155,6 +165,37 @@ def test_divergence_stops_at_once_names_the_settings_and_saves_nothing(tmp_path)
     ):
         assert culprit in message
     assert not (tmp_path / "train").exists()
+
+
+def test_a_loss_that_turns_nan_in_the_last_epoch_is_divergence_too():
+    """All epochs ran, so only the loss itself shows it: TerminateOnNaN stops no epoch early."""
+    settings = {**TOY_SETTINGS, "optimizer": "sgd", "learning_rate": 1e12, "epochs": 1}
+    with pytest.raises(TrainingDiverged, match="in epoch 1"):
+        train(toy_dataset(), "custom", {"base_filters": 4}, settings, 1)
+
+
+class ConfiguredTensorFlow(Exception):
+    """Raised by a stand-in for configure_tensorflow: training stops there, with the arguments it got."""
+
+
+def test_training_configures_tensorflow_with_the_jobs_threads_one_by_default(tmp_path, monkeypatch):
+    from tinyml_quant import training
+
+    def configure(threads, seed=None):
+        raise ConfiguredTensorFlow(threads, seed)
+
+    monkeypatch.setattr(training, "configure_tensorflow", configure)
+    toy = toy_dataset(count=32)
+    with pytest.raises(ConfiguredTensorFlow) as configured:
+        train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS)
+    assert configured.value.args == (1, TOY_SETTINGS["seed"])
+    save_prepared(
+        tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
+    )
+    outputs = [tmp_path / name for name in ("model.keras", "history.csv", "test_metrics.json")]
+    with pytest.raises(ConfiguredTensorFlow) as configured:
+        run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, TOY_SETTINGS, 3, *outputs)
+    assert configured.value.args == (3, TOY_SETTINGS["seed"])
 
 
 CRASH_PROGRAM = """
@@ -192,11 +233,13 @@ def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_m
     """Every value of a finished job's three files, against the saved model and an independent count."""
     import csv
     import json
+    import time
 
     import keras
     import tensorflow as tf
 
     from tinyml_quant import __version__
+    from tinyml_quant.architectures import build_model
 
     toy = toy_dataset()
     save_prepared(
@@ -204,7 +247,9 @@ def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_m
     )
     paths = [tmp_path / "job" / name for name in ("model.keras", "history.csv", "test_metrics.json")]
     settings = {**TOY_SETTINGS, "epochs": 3}  # three epoch times: their median is not their mean
+    started = time.perf_counter()
     run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, settings, 1, *paths)
+    elapsed = time.perf_counter() - started
     model = keras.models.load_model(paths[0], compile=False)
     with open(paths[1], newline="") as handle:
         history = list(csv.DictReader(handle))
@@ -212,7 +257,7 @@ def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_m
 
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
     assert set(history[0]) == {"epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds"}
-    assert all(float(row["seconds"]) > 0 and 0 <= float(row["val_accuracy"]) <= 1 for row in history)
+    assert all(0 < float(row["seconds"]) < elapsed and 0 <= float(row["val_accuracy"]) <= 1 for row in history)
     assert metrics["final_epoch"] == {key: float(value) for key, value in history[-1].items()}
     assert metrics["epoch_seconds_median"] == pytest.approx(np.median([float(row["seconds"]) for row in history]))
     predictions = model.predict(toy.x_test.astype("float32"), verbose=0).argmax(axis=1)
@@ -222,7 +267,7 @@ def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_m
         "dataset_name": "toy (random)",
         "model": "custom",
         "source": "trained here",
-        "parameters": model.count_params(),
+        "parameters": build_model("custom", (16, 16, 1), 4, base_filters=4).count_params(),
         "test_images": len(toy.y_test),
         "test_accuracy": pytest.approx(np.mean(predictions == toy.y_test)),
         "training_images": len(toy.y_train) - held_out,
@@ -293,6 +338,9 @@ def test_a_warmup_longer_than_the_training_ends_a_step_before_the_end_and_no_ste
     assert rates[10] == pytest.approx(0.1 * 10 / 19)
     single_step = learning_rate_schedule({**TOY_SETTINGS, "epochs": 1}, 0)
     assert float(single_step(0)) == pytest.approx(TOY_SETTINGS["learning_rate"])
+    # One step in all has no room for a warm-up: it trains at the peak, not at 0.
+    one_step = learning_rate_schedule({**TOY_SETTINGS, "epochs": 1, "warmup_epochs": 1}, 1)
+    assert float(one_step(0)) == pytest.approx(TOY_SETTINGS["learning_rate"])
 
 
 CONFIGURE_PROGRAM = """
