@@ -100,17 +100,21 @@ def test_the_validation_split_is_seeded_and_disjoint():
 def test_batch_augmentation_is_a_zero_padded_crop_and_a_flip_of_each_image():
     import tensorflow as tf
 
-    images = np.arange(8 * 5 * 5 * 1, dtype=np.float32).reshape(8, 5, 5, 1) + 1
+    images = np.arange(64 * 5 * 5 * 1, dtype=np.float32).reshape(64, 5, 5, 1) + 1
     cropped = augment_batch(tf.constant(images), tf.constant([3, 7], tf.int64), 2, False).numpy()
+    offsets = set()
     for image, result in zip(images, cropped):
         padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
-        crops = [padded[y : y + 5, x : x + 5] for y in range(5) for x in range(5)]
-        assert any(np.array_equal(crop, result) for crop in crops)
-    assert not all(np.array_equal(a, b) for a, b in zip(images, cropped)), "no image was shifted"
+        crops = {(y, x): padded[y : y + 5, x : x + 5] for y in range(5) for x in range(5)}
+        (offset,) = [offset for offset, crop in crops.items() if np.array_equal(crop, result)]
+        offsets.add(offset)
+    # Every shift from -2 to 2 pixels, both ways on both axes, among 64 images.
+    assert {y for y, _ in offsets} == {x for _, x in offsets} == set(range(5))
     flipped = augment_batch(tf.constant(images), tf.constant([3, 7], tf.int64), 0, True).numpy()
     kinds = [np.array_equal(f, i) or np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, images)]
     assert all(kinds)
-    assert any(np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, images))
+    flips = sum(np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, images))
+    assert 0 < flips < len(images), "each image is flipped or not, at random"
     again = augment_batch(tf.constant(images), tf.constant([3, 7], tf.int64), 2, True).numpy()
     np.testing.assert_array_equal(again, augment_batch(tf.constant(images), tf.constant([3, 7], tf.int64), 2, True))
 
@@ -224,9 +228,13 @@ def test_a_last_partial_batch_does_not_crash_tensorflow():
 
 
 def test_a_batch_larger_than_the_training_images_names_the_setting():
+    from tinyml_quant.training import make_datasets
+
     toy = toy_dataset(count=20)
     with pytest.raises(ValueError, match=r"training.batch_size \(32\) is larger than the 18 training images"):
         train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS, 1)
+    exactly_one_batch = toy_dataset(count=36)  # 32 left after the validation split: one batch, allowed
+    assert make_datasets(exactly_one_batch.x_train, exactly_one_batch.y_train, TOY_SETTINGS, 4)[2] == 32
 
 
 def test_a_training_job_writes_a_history_and_metrics_that_agree_with_its_saved_model(tmp_path):
