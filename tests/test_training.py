@@ -322,6 +322,15 @@ def test_training_batches_are_the_seeded_shuffle_of_the_training_split_one_hot()
     augmented = {**settings, "augmentation": {"random_crop_padding": 1, "horizontal_flip": True}}
     shifted = [batch.numpy() for batch, _ in make_datasets(images + 1, labels, augmented, 3)[0]]
     assert any((batch == 0).any() for batch in shifted) and all(batch.max() <= 40 for batch in shifted)
+    # Flipped only where asked: with a left-to-right ramp added, each image shows which way it faces.
+    ramp = images + np.arange(4, dtype=np.uint8).reshape(1, 1, 4, 1) * 50
+
+    def facing(augmentation):
+        batches = make_datasets(ramp, labels, {**settings, "augmentation": augmentation}, 3)[0]
+        return {bool(image[0, 0, 0] > image[0, -1, 0]) for batch, _ in batches for image in batch.numpy()}
+
+    assert facing({"horizontal_flip": True}) == {False, True}
+    assert facing({}) == facing({"random_crop_padding": 0}) == {False}
 
 
 def test_adam_and_sgd_follow_the_schedule_and_zero_weight_decay_is_none():
