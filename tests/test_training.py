@@ -128,8 +128,8 @@ def test_same_seed_trains_the_same_model(capsys):
     np.testing.assert_array_equal(predictions[0], predictions[1])
     assert [row["epoch"] for row in history] == [1, 2] and "val_accuracy" in history[0]
     assert metrics["final_epoch"] == history[-1] and metrics["source"] == "trained here"
-    # 230 training images in whole batches of 32: 7 steps an epoch, and the cosine is at 0 after the last.
-    assert int(model.optimizer.iterations) == 2 * (230 // 32)
+    # Whole batches only (230 training images: 7 steps an epoch), and the cosine is at 0 after the last step.
+    assert int(model.optimizer.iterations) == 2 * (metrics["training_images"] // TOY_SETTINGS["batch_size"])
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
     assert model.loss.get_config()["label_smoothing"] == TOY_SETTINGS["label_smoothing"]
     # The job's log: one line per epoch with its metrics, no progress bar's carriage returns or colours.
