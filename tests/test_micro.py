@@ -477,8 +477,28 @@ def test_corrupt_file_is_a_value_error_naming_it(flatbuffers, tmp_path):
 
 
 def test_image_of_the_wrong_shape_is_a_value_error(flatbuffers):
-    with pytest.raises(ValueError, match="do not fit the model's input"):
+    with pytest.raises(ValueError, match=r"images of shape \(28, 28, 1\) do not fit the model's input"):
         measure_micro(flatbuffers["fp32"], np.zeros((1, 28, 28, 1), np.uint8))
+
+
+def test_the_tflm_child_imports_this_package_and_keeps_the_users_pythonpath(tmp_path, monkeypatch):
+    """The child finds the package under test first (a source checkout, mutmut's copy), then the user's path."""
+    import subprocess
+    from pathlib import Path
+
+    started = {}
+
+    def run(command, **options):
+        started.update(options)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(micro.subprocess, "run", run)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    assert micro._run_worker({"mode": "probe"}, tmp_path) == ([], 0, "")
+    first, *rest = started["env"]["PYTHONPATH"].split(os.pathsep)
+    assert (Path(first) / "tinyml_quant" / "micro.py").resolve() == Path(micro.__file__).resolve()
+    assert rest == ["/elsewhere"]
+    assert started["text"] is True  # its error output comes back as text, for the error message
 
 
 # --------------------------------------------------------------------------- entry point
