@@ -242,11 +242,40 @@ def test_mutation_forgets_the_tests_it_has_seen_and_keeps_the_rest(tmp_path):
     assert json.loads(stats.read_text()) == {**recorded, "duration_by_test": {}}
 
 
-def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(tmp_path, monkeypatch):
+@pytest.fixture
+def mutation_stand_ins(monkeypatch, tmp_path):
+    """Every step of a mutation run that reaches outside the test fails unless the test stands in for it.
+
+    A test of ``main`` or ``run_passes`` that forgot one would otherwise start
+    mutmut on this checkout or rewrite the committed record and report.
+    """
     from tools import mutation
 
-    old, new, killed = (f"tinyml_quant.files.x_a__mutmut_{number}" for number in (1, 2, 3))
-    statuses = {old: "survived", new: "not checked", killed: "killed"}
+    def stand_in_missing(name):
+        return lambda *arguments, **keywords: pytest.fail(f"tools.mutation.{name} reached without a stand-in")
+
+    for name in (
+        "mutmut_run",
+        "mutmut",
+        "save_record",
+        "restore_record",
+        "write_report",
+        "refresh_mutated_sources",
+        "forget_seen_tests",
+        "widen_to_test_modules",
+        "timeouts_survived",
+    ):
+        monkeypatch.setattr(mutation, name, stand_in_missing(name))
+    monkeypatch.setattr(mutation, "STATS", tmp_path / "no-mutmut-stats.json")
+
+
+def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(
+    tmp_path, monkeypatch, mutation_stand_ins
+):
+    from tools import mutation
+
+    old, new, killed, equivalent = (f"tinyml_quant.files.x_a__mutmut_{number}" for number in (1, 2, 3, 4))
+    statuses = {old: "survived", new: "not checked", killed: "killed", equivalent: "survived"}
     runs, saved = [], []
 
     def run(*mutants, deadline=None):
@@ -272,18 +301,92 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
     monkeypatch.setattr(mutation, "mutmut_run", run)
     second_passes = []
     monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
+    monkeypatch.setattr(mutation, "judgements", lambda: {equivalent: {"change": "", "reason": "no test can see it"}})
     assert mutation.main(["--survivors-only"]) == 0
-    assert runs == [(old,), (old,)]  # the recorded tests, then whole test modules
+    # The recorded tests, then whole test modules; not the survivor judged equivalent.
+    assert runs == [(old,), (old,)]
     assert second_passes == [[old]]  # its timeouts there are looked at
     assert stats.read_text() == "each function's own tests"  # widened for the second pass only
     runs.clear()
     assert mutation.main([]) == 0
-    # The earlier survivor took the second pass in its own run.
+    # The earlier survivors took the second pass in their own run.
     assert runs == [(), (new,)]
     assert len(saved) == 2
 
 
-def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_restores_the_tests(tmp_path, monkeypatch):
+def test_mutation_whole_modules_runs_the_named_survivors_against_whole_test_modules_only(
+    tmp_path, monkeypatch, mutation_stand_ins
+):
+    from tools import mutation
+
+    named, other = "tinyml_quant.files.x_a__mutmut_1", "tinyml_quant.files.x_a__mutmut_2"
+    runs, stats_seen, second_passes = [], [], []
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text("each function's own tests")
+
+    def run(*mutants, deadline=None):
+        runs.append(mutants)
+        stats_seen.append(stats.read_text())
+        return 0
+
+    def widen():
+        stats.write_text("widened")
+        return 3
+
+    monkeypatch.setattr(mutation, "STATS", stats)
+    monkeypatch.setattr(mutation, "restore_record", lambda: [])
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
+    monkeypatch.setattr(mutation, "save_record", lambda seconds: None)
+    monkeypatch.setattr(mutation, "results", lambda: {named: "survived", other: "survived"})
+    monkeypatch.setattr(mutation, "results_of_current_code", lambda: {})
+    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
+    monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
+    monkeypatch.setattr(mutation, "mutmut_run", run)
+    monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
+    assert mutation.main(["--whole-modules", named]) == 0
+    assert runs == [(named,)]  # one run, no first pass
+    assert stats_seen == ["widened"]
+    assert second_passes == [[named]]  # its timeouts there are looked at
+    assert stats.read_text() == "each function's own tests"
+
+
+def test_mutation_whole_modules_refuses_when_the_tests_calls_were_just_forgotten(monkeypatch, mutation_stand_ins):
+    from tools import mutation
+
+    # A refreshed module empties the record of which test calls what: nothing to widen yet.
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: ["src/tinyml_quant/files.py"])
+    monkeypatch.setattr(mutation, "forget_seen_tests", lambda: True)
+    monkeypatch.setattr(mutation, "mutmut_run", lambda *mutants, deadline=None: pytest.fail("mutmut ran"))
+    arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=["x"], whole_modules=True)
+    with pytest.raises(SystemExit, match="run its first pass first"):
+        mutation.run_passes(arguments, deadline=None)
+
+
+def test_mutation_refreshes_the_sources_again_before_the_second_pass(monkeypatch, mutation_stand_ins):
+    from tools import mutation
+
+    # A source edited while the first pass ran must not be remade from its mutated copy.
+    survivor = "tinyml_quant.files.x_a__mutmut_1"
+    statuses = {survivor: "not checked"}
+    calls = []
+
+    def run(*mutants, deadline=None):
+        calls.append(("run", mutants))
+        statuses[survivor] = "survived"
+        return 0
+
+    monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: calls.append("refresh") or [])
+    monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
+    monkeypatch.setattr(mutation, "run_on_whole_test_modules", lambda mutants: calls.append(("whole", mutants)))
+    monkeypatch.setattr(mutation, "mutmut_run", run)
+    arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=[survivor], whole_modules=False)
+    mutation.run_passes(arguments, deadline=None)
+    assert calls == ["refresh", ("run", (survivor,)), "refresh", ("whole", [survivor])]
+
+
+def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_restores_the_tests(
+    tmp_path, monkeypatch, mutation_stand_ins
+):
     from tools import mutation
 
     survivor = "tinyml_quant.files.x_a__mutmut_1"
@@ -308,14 +411,14 @@ def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_resto
     monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "mutmut_run", run)
     monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
-    arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=[])
+    arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=[], whole_modules=False)
     with pytest.raises(KeyboardInterrupt):
         mutation.run_passes(arguments, deadline=None)
     assert second_passes == [[survivor]]
     assert stats.read_text() == "each function's own tests"
 
 
-def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, capsys):
+def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, capsys, mutation_stand_ins):
     from tools import mutation
 
     # mutmut reruns every mutant it is given by name: finished ones must not be among them.
@@ -355,9 +458,13 @@ def test_mutation_modules_runs_only_their_mutants_without_a_result(monkeypatch, 
         (["--modules", "reader"], "--modules: reader not among only_mutate in pyproject.toml"),
         (["--modules", "readers", "--survivors-only"], "--modules takes no mutant names"),
         (["tinyml_quant.readers.x_a__mutmut_1", "--modules", "readers"], "--modules takes no mutant names"),
+        (["--whole-modules"], "--whole-modules takes mutant names or --survivors-only"),
+        (["--whole-modules", "--modules", "readers"], "--whole-modules takes mutant names or --survivors-only"),
     ],
 )
-def test_mutation_refuses_modules_it_does_not_mutate_or_mixed_with_names(arguments, message, capsys):
+def test_mutation_refuses_modules_it_does_not_mutate_or_mixed_with_names(
+    arguments, message, capsys, mutation_stand_ins
+):
     from tools import mutation
 
     with pytest.raises(SystemExit):
@@ -365,7 +472,7 @@ def test_mutation_refuses_modules_it_does_not_mutate_or_mixed_with_names(argumen
     assert message in capsys.readouterr().err
 
 
-def test_mutation_keeps_the_record_when_the_run_fails(monkeypatch):
+def test_mutation_keeps_the_record_when_the_run_fails(monkeypatch, mutation_stand_ins):
     from tools import mutation
 
     saved = []
@@ -383,7 +490,7 @@ def test_mutation_keeps_the_record_when_the_run_fails(monkeypatch):
     assert len(saved) == 1  # what mutmut had finished is in the record
 
 
-def test_mutation_refuses_a_time_limit_that_is_not_positive(capsys):
+def test_mutation_refuses_a_time_limit_that_is_not_positive(capsys, mutation_stand_ins):
     from tools import mutation
 
     with pytest.raises(SystemExit):
@@ -493,25 +600,31 @@ def test_mutation_never_overwrites_a_checkouts_own_results_and_keeps_the_recorde
     assert modules["src/p/b.py"] == recorded_b
 
 
-def test_a_mutation_run_past_its_deadline_is_interrupted_as_ctrl_c_would_and_finishes(tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])  # ignored: started with nohup ... & by a shell
+def test_a_mutation_run_past_its_deadline_is_interrupted_as_ctrl_c_would_and_finishes(tmp_path, sigint):
+    import signal
     import sys
     import time
 
     from tools.mutation import run_until
 
-    # A stand-in for mutmut: records the interrupt, then exits as mutmut does after stopping its workers.
+    # A stand-in for mutmut: Python's own KeyboardInterrupt, as mutmut has, then an exit as mutmut's.
     child = (
-        "import signal, sys, time, pathlib\n"
-        "def stop(signum, frame):\n"
-        f"    pathlib.Path({str(tmp_path / 'interrupted')!r}).write_text(signal.Signals(signum).name)\n"
+        "import sys, time, pathlib\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        f"    pathlib.Path({str(tmp_path / 'interrupted')!r}).write_text('KeyboardInterrupt')\n"
         "    sys.exit(0)\n"
-        "signal.signal(signal.SIGINT, stop)\n"
-        "time.sleep(60)\n"
     )
-    started = time.monotonic()
-    assert run_until([sys.executable, "-c", child], deadline=time.monotonic() + 5) == 0
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    try:
+        started = time.monotonic()
+        assert run_until([sys.executable, "-c", child], deadline=time.monotonic() + 5) == 0
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert time.monotonic() - started < 30
-    assert (tmp_path / "interrupted").read_text() == "SIGINT"
+    assert (tmp_path / "interrupted").read_text() == "KeyboardInterrupt"
     assert run_until([sys.executable, "-c", "import sys; sys.exit(3)"], deadline=time.monotonic() + 30) == 3
 
 

@@ -3,6 +3,7 @@
     python -m tools.mutation                   # mutmut run, then the report
     python -m tools.mutation --minutes 90      # the same, stopped after 90 minutes of mutants
     python -m tools.mutation --report          # the report of the recorded results only
+    python -m tools.mutation --survivors-only  # after adding tests: the survivors not judged equivalent
 
 mutmut (configured in ``pyproject.toml``, ``[tool.mutmut]``) copies the
 project to ``mutants/``, changes the modules that carry the safeguards one
@@ -195,7 +196,7 @@ def run_until(command, deadline=None):
     would read as a mutant killed by a test. Returns the exit status, 0 when
     stopped at the deadline.
     """
-    process = subprocess.Popen(command, cwd=REPOSITORY, env=environment())
+    process = subprocess.Popen(command, cwd=REPOSITORY, env=environment(), preexec_fn=interruptible)
     try:
         return process.wait(timeout=None if deadline is None else max(0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -207,6 +208,17 @@ def run_until(command, deadline=None):
         if process.poll() is None:  # this command itself interrupted: let mutmut record what finished
             process.send_signal(signal.SIGINT)
             process.wait()
+
+
+def interruptible():
+    """In a child before it starts: SIGINT back to its default, so that the child's Python raises KeyboardInterrupt.
+
+    A shell starts a background command (``nohup python -m tools.mutation ... &``)
+    with SIGINT ignored, its children inherit that, and Python installs its
+    KeyboardInterrupt handler only where SIGINT is not ignored: mutmut would
+    never stop at the deadline (it ran on for an hour once).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def mutmut(*arguments, check=True, capture=True):
@@ -247,19 +259,24 @@ def results_of_current_code(repository=REPOSITORY):
     function whose hash has changed. Until then their results are of code that
     is gone, and the report would count them as if they held.
     """
-    statuses = results(repository)
+    statuses = {}
     for name, module in module_results(repository).items():
         hashes = compute_function_hashes((repository / name).read_text())
-        for mutant in module["exit_code_by_key"]:
+        for mutant, exit_code in module["exit_code_by_key"].items():
             function = mangled_name_from_mutant_name(mutant).rpartition(".")[2]
-            if hashes.get(function) != module["hash_by_function_name"].get(function):
-                statuses[mutant] = NOT_RUN
+            unchanged = hashes.get(function) == module["hash_by_function_name"].get(function)
+            statuses[mutant] = status_by_exit_code[exit_code] if unchanged else NOT_RUN
     return statuses
 
 
 def survivors():
     """The names of the last runs' surviving mutants."""
     return [name for name, status in results().items() if status in SURVIVED]
+
+
+def judgements():
+    """``tools/mutation_equivalent.yaml``: each survivor judged equivalent, with the change judged and the reason."""
+    return (yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else None) or {}
 
 
 def widen_to_test_modules(stats_path=STATS):
@@ -402,7 +419,7 @@ def judged_equivalent(recorded, changes):
 
 
 def write_report(statuses, seconds, output=REPOSITORY / "reports" / "mutation.md"):
-    recorded = (yaml.safe_load(EQUIVALENT.read_text()) if EQUIVALENT.exists() else None) or {}
+    recorded = judgements()
     changes = {
         mutant: changed_lines(shown(mutant)) for mutant, status in sorted(statuses.items()) if status in SURVIVED
     }
@@ -447,7 +464,13 @@ def main(argv=None):
     parser.add_argument(
         "--survivors-only",
         action="store_true",
-        help="only the recorded survivors, through both passes (after adding tests for them)",
+        help="only the recorded survivors not judged equivalent, through both passes (after adding tests for them)",
+    )
+    parser.add_argument(
+        "--whole-modules",
+        action="store_true",
+        help="run the named mutants (or --survivors-only's) against whole test modules at once, without the "
+        "first pass: for survivors whose second pass was cut short",
     )
     parser.add_argument(
         "--minutes",
@@ -472,6 +495,8 @@ def main(argv=None):
         )
     if args.modules and (args.mutants or args.survivors_only):
         parser.error("--modules takes no mutant names and no --survivors-only")
+    if args.whole_modules and not (args.mutants or args.survivors_only):
+        parser.error("--whole-modules takes mutant names or --survivors-only (first-pass survivors)")
     for name in restore_record():
         print(f"{name}: results restored from {RECORD.relative_to(REPOSITORY)}")
     if not args.report:
@@ -490,17 +515,11 @@ def main(argv=None):
 
 def run_passes(args, deadline):
     """The first pass (until ``deadline``), then this run's new survivors against whole test modules."""
-    refreshed = refresh_mutated_sources()
-    for name in refreshed:
-        print(f"{name}: changed or newly listed since the last run; its mutants are made again")
-    if refreshed and forget_seen_tests():
-        print("every test's calls are recorded again")
-    # Survivors of earlier runs went through the second pass then; --survivors-only takes them again.
-    earlier = set() if args.survivors_only else set(survivors())
-    # Through the first pass too: after a refresh it records every test's calls again,
-    # which the second pass's widening needs.
+    forgotten = refresh_and_forget_seen_tests()
+    # An equivalent survivor survives any test; rerunning them would take hours.
+    judged = set(judgements()) if args.survivors_only else set()
     if args.survivors_only:
-        mutants = survivors()
+        mutants = sorted(set(survivors()) - judged)
     elif args.modules:
         # Read before mutmut remakes a refreshed module's mutants: an edited function's mutants are
         # among these by their old names, the ones it has beyond those only from the next run on.
@@ -508,8 +527,17 @@ def run_passes(args, deadline):
     else:
         mutants = args.mutants
     if (args.survivors_only or args.modules) and not mutants:  # no names would run every mutant
-        print("no mutant to run: " + ("no survivor" if args.survivors_only else "each has a result"))
+        print("no mutant to run: " + ("no survivor to kill" if args.survivors_only else "each has a result"))
         return 0
+    if args.whole_modules:
+        if forgotten:  # nothing to widen until a first pass has recorded them again
+            raise SystemExit("--whole-modules: a module changed since the last run; run its first pass first")
+        return run_on_whole_test_modules(mutants)
+    # Survivors of earlier runs went through the second pass then; --survivors-only takes them again,
+    # all but those judged equivalent.
+    earlier = judged if args.survivors_only else set(survivors())
+    # Through the first pass too: after a refresh it records every test's calls again,
+    # which the second pass's widening needs.
     returncode = mutmut_run(*mutants, deadline=deadline)
     if returncode not in (0, 1):
         return returncode
@@ -517,13 +545,35 @@ def run_passes(args, deadline):
     remaining = [name for name in survivors() if name not in earlier]
     if not remaining:
         return returncode
+    # A source edited while the first pass ran would otherwise be remade from its mutated copy.
+    # (Its tests' calls are not forgotten: the widening below needs them.)
+    refresh_mutated_sources()
+    return run_on_whole_test_modules(remaining)
+
+
+def refresh_and_forget_seen_tests():
+    """``refresh_mutated_sources``, and every test's calls recorded again if a module was refreshed.
+
+    Returns whether the record of the tests' calls was emptied.
+    """
+    refreshed = refresh_mutated_sources()
+    for name in refreshed:
+        print(f"{name}: changed or newly listed since the last run; its mutants are made again")
+    forgotten = bool(refreshed) and forget_seen_tests()
+    if forgotten:
+        print("every test's calls are recorded again")
+    return forgotten
+
+
+def run_on_whole_test_modules(mutants):
+    """Run ``mutants`` (first-pass survivors) with each function's tests widened to their whole test modules."""
     own_tests = STATS.read_text()
     try:
-        print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(remaining)} survivors")
-        return mutmut_run(*remaining)
+        print(f"{widen_to_test_modules()} tests added to functions' lists; rerunning {len(mutants)} survivors")
+        return mutmut_run(*mutants)
     finally:
         # Also when the pass is interrupted: the time-limit stops it had are results mutmut kept.
-        for name in timeouts_survived(remaining):
+        for name in timeouts_survived(mutants):
             print(f"{name}: timed out on whole test modules after surviving its own tests; recorded as survived")
         # Each function's own tests again for the next first pass: with whole test modules, mutmut
         # would run the module's faster tests before the one that kills most mutants.
