@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -255,6 +256,103 @@ def test_a_child_crashing_at_every_start_is_given_up_after_the_restart_limit(fla
     assert requests[1]["low"] == 5 and requests[1]["high"] == micro.FIRST_ARENA_BYTES
 
 
+def test_the_record_of_a_scripted_search_in_full(flatbuffers, monkeypatch):
+    """Without images, one image of zeros; TFLM's outputs reach the comparison as the type the child names."""
+    from tflite_micro import __version__ as tflm_version
+
+    from tinyml_quant.evaluation import load_interpreter
+
+    zeros = np.zeros((1, *IMAGE_SHAPE), np.float32)
+    model_inputs, litert_outputs, _ = micro._litert_outputs(load_interpreter(flatbuffers["int8"]), zeros)
+    done = {
+        "event": "done",
+        "arena_bytes": 5000,
+        "largest_failing_arena_bytes": 4999,
+        "outputs": litert_outputs.tolist(),
+        "output_dtype": litert_outputs.dtype.name,
+    }
+    children = [
+        ([probe_event(4000), probe_event(4000, False), probe_event(5000), probe_event(5000, True), done], 0, "")
+    ]
+    given, compared = [], []
+
+    def run_worker(request, folder):
+        given.append((request, np.load(request["input_path"])))
+        return children[len(given) - 1]
+
+    def comparison(tflm_outputs, litert_outputs, output_detail, labels=None):
+        compared.append((tflm_outputs, litert_outputs))
+        return real_comparison(tflm_outputs, litert_outputs, output_detail, labels)
+
+    real_comparison = micro.compare_outputs
+    monkeypatch.setattr(micro, "_run_worker", run_worker)
+    monkeypatch.setattr(micro, "compare_outputs", comparison)
+    started = time.perf_counter()
+    record = measure_micro(flatbuffers["int8"])
+    elapsed = time.perf_counter() - started
+    (request, child_inputs), [(tflm_outputs, compared_litert)] = given[0], compared
+    np.testing.assert_array_equal(child_inputs, model_inputs)  # one image of zeros, quantized
+    assert {key: request[key] for key in ("mode", "max_arena_bytes", "low", "high")} == {
+        "mode": "measure",
+        "max_arena_bytes": micro.MAX_ARENA_BYTES,
+        "low": 0,
+        "high": None,
+    }
+    assert tflm_outputs.dtype == compared_litert.dtype == np.int8
+    assert 0 < record.pop("measurement_seconds") < elapsed
+    assert record == {
+        "status": "runs",
+        "arena_bytes": 5000,
+        "flash_bytes": len(flatbuffers["int8"]),
+        "unsupported_operator": None,
+        "unsupported_node": None,
+        "tflm_error": None,
+        "largest_failing_arena_bytes": 4999,
+        "agreement": {
+            "images": 1,
+            "top1_agreement": 1.0,
+            "disagreeing_images": 0,
+            "max_abs_difference": 0.0,
+            "max_difference_steps": 0,
+            "tflm_accuracy": None,
+            "litert_accuracy": None,
+        },
+        "arena_probes": 2,
+        "worker_restarts": 0,
+        "crashed_probe_bytes": [],
+        "tflm_version": tflm_version,
+    }
+
+
+def test_every_probe_counts_once_the_finished_ones_and_the_crashed_one(flatbuffers, monkeypatch):
+    first = micro.FIRST_ARENA_BYTES
+    scripted_children(
+        monkeypatch,
+        ([probe_event(first), probe_event(first, False), probe_event(4 * first)], -11, "Segmentation fault"),
+        ([probe_event(16 * first), probe_event(16 * first, True), {"event": "invoke"}], -6, "Aborted"),
+    )
+    result = measure_micro(flatbuffers["int8"], max_arena_bytes=16 * first)
+    assert result["crashed_probe_bytes"] == [4 * first] and result["worker_restarts"] == 1
+    assert result["arena_probes"] == 3
+
+
+def test_the_search_bounds_are_the_tightest_the_childs_log_shows_in_any_order():
+    state = {"low": 0, "high": None}
+    events = [
+        probe_event(4096, False),
+        probe_event(32768, True),
+        probe_event(65536, True),
+        probe_event(16384, False),
+        probe_event(8192, False),
+        probe_event(24576),  # begun, never finished: the caller's to judge
+    ]
+    assert micro._follow_events(events, state) is None
+    assert state == {"low": 16384, "high": 32768}
+    final = {"event": "done", "arena_bytes": 20000}
+    assert micro._follow_events([probe_event(20000, True), final, probe_event(1, False)], state) == final
+    assert state == {"low": 16384, "high": 20000}  # nothing after the final event is read
+
+
 def test_a_probe_child_is_judged_by_how_it_ended(flatbuffers, monkeypatch):
     """A probe's child that crashed (a signal) after it began is "does not allocate"; any other end is an error."""
     scripted_children(monkeypatch, ([probe_event(64)], -11, "Segmentation fault"))
@@ -470,8 +568,11 @@ def test_a_refusal_is_recorded_with_tflm_own_words_one_clean_line_each():
 def test_corrupt_file_is_a_value_error_naming_it(flatbuffers, tmp_path):
     path = tmp_path / "corrupt.tflite"
     path.write_bytes(flatbuffers["fp32"][:200])
-    with pytest.raises(ValueError, match="corrupt.tflite"):
+    with pytest.raises(ValueError, match="corrupt.tflite") as raised:
         measure_micro(path)
+    # LiteRT's own reason in brackets, not the loader's whole message again.
+    assert str(raised.value).count("not a loadable TFLite model") == 1
+    assert not str(raised.value).endswith("(None)")
     with pytest.raises(ValueError, match="corrupt.tflite"):
         allocates(path, 100_000)
 
@@ -499,6 +600,50 @@ def test_the_tflm_child_imports_this_package_and_keeps_the_users_pythonpath(tmp_
     assert (Path(first) / "tinyml_quant" / "micro.py").resolve() == Path(micro.__file__).resolve()
     assert rest == ["/elsewhere"]
     assert started["text"] is True  # its error output comes back as text, for the error message
+
+
+def logging_child(monkeypatch, code):
+    """Make the TFLM child this Python ``code`` instead, with ``log(**event)`` writing to its progress log."""
+    monkeypatch.setattr(
+        micro,
+        "_WORKER_CODE",
+        "import json, sys\n"
+        "request = json.load(open(sys.argv[1]))\n"
+        "def log(**event):\n"
+        "    with open(request['progress_path'], 'a') as progress:\n"
+        "        progress.write(json.dumps(event) + '\\n')\n" + code,
+    )
+
+
+def test_the_tflm_child_runs_in_its_own_folder_where_the_callers_files_shadow_no_module(tmp_path, monkeypatch):
+    """``python -c`` puts its working directory first on ``sys.path``: the caller's could shadow a module."""
+    caller, folder = tmp_path / "caller", tmp_path / "child"
+    caller.mkdir()
+    folder.mkdir()
+    (caller / "json.py").write_text("raise SystemExit('the caller\\'s json.py was imported')\n")
+    monkeypatch.chdir(caller)
+    logging_child(monkeypatch, "import os\nlog(event='started', folder=os.getcwd())\n")
+    events, returncode, stderr = micro._run_worker({"mode": "probe"}, folder)
+    assert (returncode, stderr) == (0, "")
+    assert [event["event"] for event in events] == ["started"]
+    assert os.path.samefile(events[0]["folder"], folder)
+
+
+def test_the_tflm_childs_error_output_comes_back_as_its_last_2000_characters(tmp_path, monkeypatch):
+    logging_child(monkeypatch, "log(event='probe', arena_bytes=64)\nsys.stderr.write('a' * 1000 + 'b' * 2000)\n")
+    events, returncode, stderr = micro._run_worker({"mode": "probe"}, tmp_path)
+    assert (events, returncode, stderr) == ([{"event": "probe", "arena_bytes": 64}], 0, "b" * 2000)
+
+
+def test_a_tflm_child_that_hangs_is_stopped_at_the_time_limit(tmp_path, monkeypatch):
+    import subprocess
+
+    logging_child(monkeypatch, "import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(micro, "WORKER_TIMEOUT_SECONDS", 1)
+    started = time.perf_counter()
+    with pytest.raises(subprocess.TimeoutExpired):
+        micro._run_worker({"mode": "probe"}, tmp_path)
+    assert time.perf_counter() - started < 30
 
 
 # --------------------------------------------------------------------------- entry point
