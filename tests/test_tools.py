@@ -269,6 +269,22 @@ def mutation_stand_ins(monkeypatch, tmp_path):
     monkeypatch.setattr(mutation, "STATS", tmp_path / "no-mutmut-stats.json")
 
 
+def stand_in_stats(tmp_path, monkeypatch):
+    """mutmut's record of each function's tests as a file of the test's own, and a widening that marks it."""
+    from tools import mutation
+
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text("each function's own tests")
+
+    def widen():
+        stats.write_text("widened")
+        return 0
+
+    monkeypatch.setattr(mutation, "STATS", stats)
+    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
+    return stats
+
+
 def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_new_survivors(
     tmp_path, monkeypatch, mutation_stand_ins
 ):
@@ -284,19 +300,12 @@ def test_mutation_survivors_only_reruns_the_survivors_and_a_run_widens_only_its_
             statuses[new] = "survived"  # what a whole first pass finds
         return 0
 
-    def widen():
-        stats.write_text("widened")
-        return 0
-
-    stats = tmp_path / "mutmut-stats.json"
-    stats.write_text("each function's own tests")
-    monkeypatch.setattr(mutation, "STATS", stats)
+    stats = stand_in_stats(tmp_path, monkeypatch)
     monkeypatch.setattr(mutation, "restore_record", lambda: [])
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "save_record", saved.append)
     monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
     monkeypatch.setattr(mutation, "results_of_current_code", lambda: dict(statuses))
-    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
     second_passes = []
@@ -321,25 +330,18 @@ def test_mutation_whole_modules_runs_the_named_survivors_against_whole_test_modu
 
     named, other = "tinyml_quant.files.x_a__mutmut_1", "tinyml_quant.files.x_a__mutmut_2"
     runs, stats_seen, second_passes = [], [], []
-    stats = tmp_path / "mutmut-stats.json"
-    stats.write_text("each function's own tests")
+    stats = stand_in_stats(tmp_path, monkeypatch)
 
     def run(*mutants, deadline=None):
         runs.append(mutants)
         stats_seen.append(stats.read_text())
         return 0
 
-    def widen():
-        stats.write_text("widened")
-        return 3
-
-    monkeypatch.setattr(mutation, "STATS", stats)
     monkeypatch.setattr(mutation, "restore_record", lambda: [])
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "save_record", lambda seconds: None)
     monkeypatch.setattr(mutation, "results", lambda: {named: "survived", other: "survived"})
     monkeypatch.setattr(mutation, "results_of_current_code", lambda: {})
-    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "write_report", lambda statuses, seconds: {})
     monkeypatch.setattr(mutation, "mutmut_run", run)
     monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
@@ -391,8 +393,7 @@ def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_resto
 
     survivor = "tinyml_quant.files.x_a__mutmut_1"
     statuses = {survivor: "not checked"}
-    stats = tmp_path / "mutmut-stats.json"
-    stats.write_text("each function's own tests")
+    stats = stand_in_stats(tmp_path, monkeypatch)
     second_passes = []
 
     def run(*mutants, deadline=None):
@@ -401,14 +402,8 @@ def test_an_interrupted_second_pass_still_records_its_time_limit_stops_and_resto
         statuses[survivor] = "survived"
         return 0
 
-    def widen():
-        stats.write_text("widened")
-        return 1
-
-    monkeypatch.setattr(mutation, "STATS", stats)
     monkeypatch.setattr(mutation, "refresh_mutated_sources", lambda: [])
     monkeypatch.setattr(mutation, "results", lambda: dict(statuses))
-    monkeypatch.setattr(mutation, "widen_to_test_modules", widen)
     monkeypatch.setattr(mutation, "mutmut_run", run)
     monkeypatch.setattr(mutation, "timeouts_survived", lambda mutants: second_passes.append(mutants) or [])
     arguments = argparse.Namespace(survivors_only=False, modules=[], mutants=[], whole_modules=False)
