@@ -9,9 +9,8 @@ Pure functions return the files' text; ``run_firmware_bundle`` writes them.
   interpreter, ``micro``) plus ``arena_margin_percent`` rounded up to 16 bytes,
   the input and output shapes, types and quantization, and the class names;
 * ``op_resolver.h``: ``RegisterOps``, which adds exactly the operators of the
-  flatbuffer to a ``tflite::MicroMutableOpResolver<N>``, N their count. The
-  method for a builtin operator is ``Add`` and its name in CamelCase
-  (``CONV_2D`` -> ``AddConv2D``), TFLM's naming for its resolver methods.
+  flatbuffer to a ``tflite::MicroMutableOpResolver<N>``, N their count, each
+  with the method TFLite Micro declares for it (``tflm_resolver``).
 
 Names carry the variant (``g_<dataset>_<model>_<scheme>_model_data``), so
 several bundles can live in one firmware.
@@ -25,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_prepared
-from .evaluation import load_interpreter
 from .files import read_json, write_text
 from .graph import operator_counts
+from .runtime import load_interpreter
+from .tflm_resolver import BUILTIN_METHODS, CUSTOM_METHODS, TFLM_COMMIT
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,22 @@ BUNDLE_FILES = ("model_data.cc", "model_data.h", "model_settings.h", "op_resolve
 
 
 def resolver_method(operator):
-    """TFLM's ``MicroMutableOpResolver`` method for a builtin operator: ``CONV_2D`` -> ``AddConv2D``."""
+    """TFLM's ``MicroMutableOpResolver`` method for an operator as ``graph.operator_name`` names it.
+
+    ``CONV_2D`` -> ``AddConv2D``, ``BATCH_MATMUL`` -> ``AddBatchMatMul``,
+    ``CUSTOM:TFLM_DECODE`` -> ``AddDecode``: TFLite Micro's own names
+    (``tflm_resolver``). An operator it has no method for is a ValueError naming it.
+    """
     if operator.startswith("CUSTOM:"):
-        raise ValueError(f"custom operator {operator[7:]!r}: register it by hand, TFLM has no builtin method for it")
-    parts = re.split(r"[_-]", operator)
-    return "Add" + "".join(part.capitalize() if part[:1].isalpha() else part.upper() for part in parts if part)
+        method = CUSTOM_METHODS.get(operator.removeprefix("CUSTOM:"))
+    else:
+        method = BUILTIN_METHODS.get(operator)
+    if method is None:
+        raise ValueError(
+            f"operator {operator}: TFLite Micro's MicroMutableOpResolver (commit {TFLM_COMMIT[:12]}) has no "
+            "method for it; register it by hand with AddCustom"
+        )
+    return method
 
 
 def c_identifier(*parts):
