@@ -21,7 +21,7 @@ from tinyml_quant.recovery import RECOVERED_SCHEME
 
 validate(config, schema="../config/schema.yaml")
 # Paths in the config are read from where Snakemake was started; the mirror variable wins.
-config.update(study.check(study.resolve(config, Path.cwd())))
+config.update(study.check(study.resolve(config, Path.cwd(), workflow.basedir)))
 
 # Every file of this study lives under results/<study>/: presets and user configs
 # never overwrite each other's results, caches or reports.

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule fetch_dataset."""
 
-from tinyml_quant.datasets import fetch_builtin, fetch_image_folder
+from tinyml_quant.fetch import fetch_builtin, fetch_image_folder
 from tinyml_quant.files import output_to_log
 
 with output_to_log(snakemake.log[0]):

@@ -4,15 +4,14 @@ from tinyml_quant.files import output_to_log
 
 with output_to_log(snakemake.log[0]):
     from tinyml_quant.importing import run_import
-    from tinyml_quant.training import configure_tensorflow
 
-    configure_tensorflow(snakemake.threads)
     run_import(
         snakemake.input.trained,
         snakemake.input.dataset,
         snakemake.wildcards.model,
         input_scale=snakemake.params.input_scale,
         input_offset=snakemake.params.input_offset,
+        threads=snakemake.threads,
         model_path=snakemake.output.model,
         metrics_path=snakemake.output.metrics,
     )

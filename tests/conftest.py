@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from tinyml_quant.fetch import MIRROR_BESIDE_WORKFLOW, dataset_mirror
 from tools.workflow import Workflow
+
+from synthetic import brightest_quadrant, fitted
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SMOKE = ("--configfile", "config/smoke.yaml")
@@ -37,6 +40,49 @@ def pytest_configure(config):
         del os.environ["MUTANT_UNDER_TEST"]
 
 
+@pytest.fixture(scope="session")
+def trained():
+    """``(model, test images, test labels, training images)``: a small CNN fitted to a learnable synthetic
+    task (the class is the brightest quadrant)."""
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.runtime import configure_tensorflow
+
+    configure_tensorflow(threads=2, seed=0)
+    images, labels = brightest_quadrant(600)
+    model = fitted(build_model("custom", (16, 16, 1), 4, base_filters=24), images[:500], labels[:500])
+    return model, images[500:], labels[500:], images[:500]
+
+
+@pytest.fixture(scope="session")
+def flatbuffers(trained):
+    """The fixture model converted with every scheme, calibrated on 50 seeded training images."""
+    from tinyml_quant.conversion import SCHEMES, calibration_images, convert
+
+    model, _, _, train_images = trained
+    representative = calibration_images(train_images, 50, seed=0)
+    return {scheme: convert(model, scheme, representative) for scheme in SCHEMES}
+
+
+@pytest.fixture(scope="session")
+def small_resnet(tmp_path_factory):
+    """A small ResNet fitted to a learnable synthetic task, and its fp32, int8 and int16x8 files."""
+    from tinyml_quant.architectures import build_model
+    from tinyml_quant.conversion import calibration_images, convert
+    from tinyml_quant.runtime import configure_tensorflow
+
+    configure_tensorflow(threads=2, seed=0)
+    images, labels = brightest_quadrant(400)
+    model = build_model("resnet_v1", (16, 16, 1), 4, depth=8, base_filters=8)
+    fitted(model, images[:320], labels[:320], batch_size=32)
+    folder = tmp_path_factory.mktemp("resnet_variants")
+    representative = calibration_images(images[:320], 64, seed=0)
+    paths = {}
+    for scheme in ("fp32", "int8", "int16x8"):
+        paths[scheme] = folder / f"{scheme}.tflite"
+        paths[scheme].write_bytes(convert(model, scheme, representative))
+    return model, images[320:], labels[320:], representative, paths
+
+
 def require(available, missing, how_to_enable):
     """Skip with ``how_to_enable`` when ``available`` is false; fail instead in CI."""
     if available:
@@ -46,15 +92,10 @@ def require(available, missing, how_to_enable):
     pytest.skip(f"{missing}: {how_to_enable}")
 
 
-def dataset_mirror():
-    """The offline mirror: $TINYML_DATASET_MIRROR when set and not empty, else ../shared/datasets."""
-    configured = os.environ.get("TINYML_DATASET_MIRROR", "").strip()
-    return Path(configured) if configured else REPOSITORY.parent / "shared" / "datasets"
-
-
 @pytest.fixture(scope="session")
 def mirror():
-    path = dataset_mirror()
+    """The offline dataset mirror, found as the workflow finds it (fetch.dataset_mirror)."""
+    path = Path(dataset_mirror("", REPOSITORY) or REPOSITORY.parent / MIRROR_BESIDE_WORKFLOW)
     require(
         (path / "mnist").is_dir() and (path / "cifar10-jpeg").is_dir(),
         f"no offline dataset mirror at {path}",

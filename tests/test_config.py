@@ -31,7 +31,7 @@ def merged(change):
 def checked(change, tmp_path=None, environ=None):
     config = merged(change)
     validate(config, str(SCHEMA))
-    return study.check(study.resolve(config, tmp_path or REPOSITORY, environ or {}))
+    return study.check(study.resolve(config, tmp_path or REPOSITORY, tmp_path or REPOSITORY, environ or {}))
 
 
 def test_the_default_config_and_the_presets_pass():
@@ -152,8 +152,9 @@ def test_sources_the_checks_accept(tmp_path):
 
 
 def test_no_mirror_stays_no_mirror(tmp_path):
-    assert study.resolve(merged({"data": {"mirror": ""}}), tmp_path, {})["data"]["mirror"] == ""
-    assert study.resolve(merged({"data": {"mirror": "m"}}), tmp_path, {})["data"]["mirror"] == str(tmp_path / "m")
+    assert study.resolve(merged({"data": {"mirror": ""}}), tmp_path, tmp_path, {})["data"]["mirror"] == ""
+    resolved = study.resolve(merged({"data": {"mirror": "m"}}), tmp_path, tmp_path, {})
+    assert resolved["data"]["mirror"] == str(tmp_path / "m")
 
 
 def test_a_trained_model_must_name_a_dataset_of_the_study(tmp_path):
@@ -187,14 +188,6 @@ def test_the_grid_pairs_built_in_models_with_every_dataset_and_trained_models_wi
     )
     assert study.study_pairs(config) == [("mnist", "custom"), ("parts", "custom"), ("parts", "mine")]
     assert study.is_trained_model(config, "mine") and not study.is_trained_model(config, "custom")
-
-
-def test_an_empty_mirror_variable_counts_as_unset(tmp_path):
-    config = merged({"data": {"mirror": str(tmp_path)}})
-    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": ""}) == str(tmp_path)
-    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": "  "}) == str(tmp_path)
-    assert study.dataset_mirror(config, {"TINYML_DATASET_MIRROR": "/elsewhere"}) == "/elsewhere"
-    assert study.dataset_mirror(config, {}) == str(tmp_path)
 
 
 def test_relative_paths_are_read_from_the_launch_folder(tmp_path):
@@ -268,7 +261,7 @@ def test_a_config_that_is_not_text_names_its_file(tmp_path, content, message):
 
 def test_resolving_paths_leaves_the_given_config_as_it_was(tmp_path):
     config = merged({"image_folders": {"parts": {"source": "parts.zip"}}})
-    resolved = study.resolve(config, tmp_path, {})
+    resolved = study.resolve(config, tmp_path, tmp_path, {})
     assert resolved["image_folders"]["parts"]["source"] == str(tmp_path / "parts.zip")
     assert config["image_folders"]["parts"]["source"] == "parts.zip"
 

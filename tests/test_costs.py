@@ -69,7 +69,7 @@ def test_stage_summary_sums_time_and_keeps_peak_memory(grid):
 def test_run_stage_costs_writes_tables_and_figures(grid, tmp_path):
     reports = tmp_path / "reports"
     figures = [reports / "figures" / "costs.png", reports / "figures" / "costs.svg"]
-    run_stage_costs(grid, reports / "stage_costs.csv", reports / "stage_costs.md", figures, 50)
+    run_stage_costs(grid, reports / "stage_costs.csv", reports / "stage_costs.md", {"stage_costs": figures}, 50)
     rows = pd.read_csv(reports / "stage_costs.csv", keep_default_na=False)
     convert = rows[rows.stage == "convert_model"]
     assert len(convert) == 1 and convert.jobs.item() == 2 and convert.wall_s.item() == 10.0

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tinyml_quant import datasets, files
-from tinyml_quant.datasets import BuiltinDataset, DatasetError, Source, SourceFile
+from tinyml_quant import datasets, fetch, files
+from tinyml_quant.fetch import BuiltinDataset, DatasetError, Source, SourceFile
 from tinyml_quant.files import atomic_path, write_text
 from tools.workflow import Workflow, read_job_log
 
@@ -55,15 +55,15 @@ def serve_as_official(monkeypatch, base_url, name, expected_content, checksum_of
         files=(SourceFile(name, hashlib.sha256(expected_content).hexdigest(), checksum_of_content),),
         urls=(base_url,),
     )
-    mnist = datasets.BUILTIN_DATASETS["mnist"]
-    monkeypatch.setitem(datasets.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror))
+    mnist = fetch.BUILTIN_DATASETS["mnist"]
+    monkeypatch.setitem(fetch.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror))
 
 
 def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
     folder, base_url = file_server
     (folder / "labels.bin").write_bytes(b"the real labels")
     serve_as_official(monkeypatch, base_url, "labels.bin", b"the real labels")
-    manifest = datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
+    manifest = fetch.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert manifest["source"] == "official download"
     assert manifest["files"]["labels.bin"]["origin"] == base_url + "labels.bin"
     assert manifest["files"]["labels.bin"]["checksum_of"] == "file"
@@ -71,7 +71,7 @@ def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
     assert json.loads((tmp_path / "m" / "manifest.json").read_text()) == manifest
     # A second fetch (another study) verifies the cached file and downloads nothing.
     (folder / "labels.bin").unlink()
-    again = datasets.fetch_builtin("mnist", tmp_path / "n" / "manifest.json", download_folder=tmp_path / "cache")
+    again = fetch.fetch_builtin("mnist", tmp_path / "n" / "manifest.json", download_folder=tmp_path / "cache")
     assert again["files"]["labels.bin"]["origin"].startswith("cached download")
 
 
@@ -82,16 +82,16 @@ def test_a_cached_download_checked_on_its_content_is_not_fetched_again(tmp_path,
     (folder / "labels.gz").write_bytes(gzip.compress(b"the real labels"))
     serve_as_official(monkeypatch, base_url, "labels.gz", b"the real labels", checksum_of_content=True)
     monkeypatch.chdir(tmp_path)  # the default download folder, data/downloads, is relative to where the workflow runs
-    first = datasets.fetch_builtin("mnist", tmp_path / "m.json")
+    first = fetch.fetch_builtin("mnist", tmp_path / "m.json")
     assert first["files"]["labels.gz"]["checksum_of"] == "decompressed content"
     assert (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").is_file()
     (folder / "labels.gz").unlink()
-    again = datasets.fetch_builtin("mnist", tmp_path / "n.json")
+    again = fetch.fetch_builtin("mnist", tmp_path / "n.json")
     assert again["files"]["labels.gz"]["origin"].startswith("cached download")
     (folder / "labels.gz").write_bytes(gzip.compress(b"other labels"))
     (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").write_bytes(gzip.compress(b"stale labels"))
     with pytest.raises(DatasetError, match="labels.gz: checksum mismatch for the decompressed content"):
-        datasets.fetch_builtin("mnist", tmp_path / "o.json")
+        fetch.fetch_builtin("mnist", tmp_path / "o.json")
     assert not (tmp_path / "data" / "downloads" / "mnist" / "labels.gz").exists()
 
 
@@ -100,7 +100,7 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path, monkeypatch, file_
     (folder / "labels.bin").write_bytes(b"tampered labels")
     serve_as_official(monkeypatch, base_url, "labels.bin", b"the real labels")
     with pytest.raises(DatasetError, match="labels.bin: checksum mismatch for the file"):
-        datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
+        fetch.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert not (tmp_path / "cache" / "mnist" / "labels.bin").exists() and not (tmp_path / "m").exists()
 
 
@@ -108,22 +108,22 @@ def test_unreachable_host_names_the_file_and_the_mirror_setting(tmp_path, monkey
     _, base_url = file_server
     serve_as_official(monkeypatch, base_url, "missing.bin", b"anything")
     with pytest.raises(DatasetError, match="could not download missing.bin.*TINYML_DATASET_MIRROR"):
-        datasets.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
+        fetch.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert not (tmp_path / "m").exists()
 
 
 def test_an_image_folder_url_is_downloaded_verified_and_marked_unverified_without_a_checksum(tmp_path, file_server):
-    from test_datasets import SOURCES, image_folder_members
+    from sources import SOURCES, image_folder_members
 
     folder, base_url = file_server
     archive = SOURCES["zip"](folder, image_folder_members())
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
     cached = cache / "parts" / "a.zip"
-    unverified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json", download_folder=cache)
+    unverified = fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json", download_folder=cache)
     assert unverified["variant"] == "image folder, unverified download"
     assert unverified["sha256_given"] is False and unverified["files"]["a.zip"]["verified"] is False
-    verified = datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
+    verified = fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
     assert verified == {
         "dataset": "parts",
         "source": base_url + "a.zip",
@@ -142,34 +142,34 @@ def test_an_image_folder_url_is_downloaded_verified_and_marked_unverified_withou
     }
     assert json.loads((tmp_path / "v.json").read_text()) == verified
     with pytest.raises(DatasetError, match="checksum mismatch.*image_folders.parts.sha256"):
-        datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "w.json", "0" * 64, cache)
+        fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "w.json", "0" * 64, cache)
     assert not cached.exists(), "the archive that does not match is not kept"
     # With its checksum given, a cached archive that matches is used again: nothing is downloaded.
-    datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
+    fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "v.json", digest, cache)
     archive.unlink()
-    assert datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "x.json", digest, cache) == verified
+    assert fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "x.json", digest, cache) == verified
 
 
 def test_the_download_folder_defaults_to_data_downloads(tmp_path, monkeypatch, file_server):
-    from test_datasets import SOURCES, image_folder_members
+    from sources import SOURCES, image_folder_members
 
     folder, base_url = file_server
     SOURCES["zip"](folder, image_folder_members())
     monkeypatch.chdir(tmp_path)
-    datasets.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json")
+    fetch.fetch_image_folder("parts", base_url + "a.zip", tmp_path / "u.json")
     assert (tmp_path / "data" / "downloads" / "parts" / "a.zip").is_file()
 
 
 def test_a_url_without_a_file_name_is_refused_as_no_archive(tmp_path, file_server):
     _, base_url = file_server
     with pytest.raises(DatasetError, match=r"parts/archive: not a \.tar\.gz, \.tgz or \.zip archive"):
-        datasets.fetch_image_folder("parts", base_url, tmp_path / "u.json", download_folder=tmp_path)
+        fetch.fetch_image_folder("parts", base_url, tmp_path / "u.json", download_folder=tmp_path)
 
 
 def test_every_failed_url_is_named(tmp_path, file_server):
     _, base_url = file_server
     with pytest.raises(DatasetError) as refused:
-        datasets.download([base_url + "first.bin", base_url + "second.bin"], tmp_path / "out" / "x.bin")
+        fetch.download([base_url + "first.bin", base_url + "second.bin"], tmp_path / "out" / "x.bin")
     assert str(refused.value) == (
         f"could not download x.bin: {base_url}first.bin: HTTP Error 404: File not found; "
         f"{base_url}second.bin: HTTP Error 404: File not found "
@@ -181,21 +181,21 @@ def test_every_failed_url_is_named(tmp_path, file_server):
 def test_a_server_that_never_answers_is_an_error_not_a_hang(tmp_path, monkeypatch):
     import socket
 
-    monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetch, "DOWNLOAD_TIMEOUT_S", 0.5)
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.bin"
         started = time.monotonic()
         with pytest.raises(DatasetError, match="could not download x.bin: .*timed out"):
-            datasets.download([url], tmp_path / "x.bin")
+            fetch.download([url], tmp_path / "x.bin")
     assert time.monotonic() - started < 10
 
 
 def test_raw_file_damaged_after_fetch_leaves_no_prepared_dataset(tmp_path, mirror):
     fake = tmp_path / "mirror" / "mnist"
     shutil.copytree(mirror / "mnist", fake)
-    datasets.fetch_builtin("mnist", tmp_path / "manifest.json", mirror=str(tmp_path / "mirror"))
+    fetch.fetch_builtin("mnist", tmp_path / "manifest.json", mirror=str(tmp_path / "mirror"))
     labels = fake / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:1000])
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: cannot read.*truncated"):

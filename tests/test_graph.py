@@ -25,7 +25,7 @@ def hand_counted():
     """
     import keras
 
-    from tinyml_quant.training import configure_tensorflow
+    from tinyml_quant.runtime import configure_tensorflow
 
     configure_tensorflow(threads=1, seed=0)
     inputs = keras.Input((8, 8, 3))

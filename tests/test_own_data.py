@@ -70,7 +70,7 @@ def trained_keras_model(path, input_shape, classes, expects_unit_range=True):
     """A small model trained on images scaled to 0..1, as many users' models are."""
     import keras
 
-    from tinyml_quant.training import configure_tensorflow
+    from tinyml_quant.runtime import configure_tensorflow
 
     configure_tensorflow(1, seed=0)
     rng = np.random.default_rng(0)

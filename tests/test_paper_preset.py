@@ -6,7 +6,8 @@ import yaml
 
 from tinyml_quant import config as study
 from tinyml_quant.conversion import SCHEMES, convert
-from tinyml_quant.evaluation import load_interpreter, predict
+from tinyml_quant.evaluation import predict
+from tinyml_quant.runtime import load_interpreter
 
 from conftest import REPOSITORY
 

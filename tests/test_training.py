@@ -364,7 +364,7 @@ CONFIGURE_PROGRAM = """
 import json
 import tensorflow as tf
 from tensorflow.python.framework.config import is_op_determinism_enabled  # no public getter
-from tinyml_quant.training import configure_tensorflow
+from tinyml_quant.runtime import configure_tensorflow
 configure_tensorflow(3, seed=5)
 print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
                   tf.config.threading.get_inter_op_parallelism_threads(),
@@ -394,7 +394,7 @@ UNSEEDED_PROGRAM = """
 import json
 import tensorflow as tf
 from tensorflow.python.framework.config import is_op_determinism_enabled
-from tinyml_quant.training import configure_tensorflow
+from tinyml_quant.runtime import configure_tensorflow
 configure_tensorflow(3)
 print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
                   tf.config.threading.get_inter_op_parallelism_threads(),

@@ -42,7 +42,7 @@ def checked_config(paths, defaults=REPOSITORY / "config" / "config.yaml", base_f
             raise study.ConfigError(f"{path}: a config file holds a mapping of keys, not {type(loaded).__name__}")
         config = merge(config, loaded)
     validate(config, str(REPOSITORY / "config" / "schema.yaml"))
-    return study.check(study.resolve(config, base_folder or Path.cwd()))
+    return study.check(study.resolve(config, base_folder or Path.cwd(), REPOSITORY))
 
 
 def main(argv=None):

@@ -8,15 +8,14 @@ tests and tools call them directly.
 """
 
 import copy
-import os
 from pathlib import Path
 
 import yaml
 
 from .architectures import ARCHITECTURES, check_knobs
 from .conversion import REFERENCE_SCHEME, SCHEMES
-from .datasets import BUILTIN_DATASETS, MIRROR_VARIABLE, is_url
 from .devices import boards_from_config
+from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
 
 
 class ConfigError(ValueError):
@@ -38,17 +37,12 @@ def load_yaml(path):
         raise ConfigError(f"{path}: cannot read the config file ({error})") from error
 
 
-def dataset_mirror(config, environ=None):
-    """The offline mirror folder: ``TINYML_DATASET_MIRROR`` when set and not empty, else ``data.mirror``."""
-    environ = os.environ if environ is None else environ
-    return environ.get(MIRROR_VARIABLE, "").strip() or config["data"]["mirror"]
-
-
-def resolve(config, base_folder, environ=None):
+def resolve(config, base_folder, workflow_folder, environ=None):
     """A copy of ``config`` with the mirror chosen and every user path made absolute from ``base_folder``.
 
     Relative paths in a config are read from the folder Snakemake was started
-    in, whatever the study folder.
+    in, whatever the study folder. The mirror is ``fetch.dataset_mirror``'s
+    choice; ``workflow_folder`` holds the workflow's ``Snakefile``.
     """
     resolved = copy.deepcopy(config)
     base_folder = Path(base_folder)
@@ -56,7 +50,7 @@ def resolve(config, base_folder, environ=None):
     def absolute(path):
         return path if is_url(path) else str((base_folder / Path(path).expanduser()).resolve())
 
-    mirror = dataset_mirror(config, environ)
+    mirror = dataset_mirror(config["data"]["mirror"], workflow_folder, environ)
     resolved["data"]["mirror"] = absolute(mirror) if mirror else ""
     for entry in resolved["image_folders"].values():
         entry["source"] = absolute(entry["source"])

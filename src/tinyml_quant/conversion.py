@@ -9,6 +9,7 @@ import numpy as np
 
 from .datasets import load_prepared, seeded_subset
 from .files import write_bytes
+from .runtime import configure_tensorflow, load_keras_model
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +69,8 @@ def convert(model, scheme, representative_images=None):
     return converter_for(model, scheme, representative_images).convert()
 
 
-def load_keras_model(model_path):
-    """A saved Keras model; a file Keras cannot load is a ValueError naming it."""
-    import keras
-
-    try:
-        return keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # Keras raises many types for a damaged file
-        raise ValueError(f"{model_path}: cannot load the trained model ({type(error).__name__}: {error})") from error
-
-
 def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path):
     """Snakemake entry point: load the trained model, convert it, write the ``.tflite`` file."""
-    from .training import configure_tensorflow  # imports TensorFlow: see the package docstring
-
     configure_tensorflow(threads)
     model = load_keras_model(model_path)
     representative = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import pyplot, save
+from .figures import COST_FIGURES, save
 from .files import write_csv, write_text
 
 logger = logging.getLogger(__name__)
@@ -160,39 +160,12 @@ def markdown(jobs):
     return "\n".join(sections)
 
 
-def plot(jobs, paths, dpi=150):
-    """Two panels: job seconds per stage, and per model stacked by stage; written to every path."""
-    plt = pyplot()
-    stages = stage_summary(jobs)
-    models = model_summary(jobs)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]}, layout="constrained")
-    colours = dict(zip(stages.stage, plt.get_cmap("tab20").colors))
-    axes[0].barh(stages.stage[::-1], stages.wall_s[::-1], color=[colours[s] for s in stages.stage[::-1]])
-    for y, (value, share) in enumerate(zip(stages.wall_s[::-1], stages.share_pct[::-1])):
-        axes[0].annotate(f" {value:.0f} s ({share:.0f}%)", (value, y), va="center", fontsize="small")
-    axes[0].set_xlabel("job wall time, summed over jobs (s)")
-    axes[0].set_title("per stage")
-    axes[0].margins(x=0.3)
-    if not models.empty:
-        labels = [f"{dataset} / {model}" for dataset, model in zip(models.dataset, models.model)]
-        left = [0.0] * len(models)
-        for stage in [column for column in models.columns[2:] if column not in ("total_s", "max_rss_mb")]:
-            values = models[stage].fillna(0).tolist()
-            axes[1].barh(labels, values, left=left, color=colours.get(stage, "grey"), label=stage)
-            left = [a + b for a, b in zip(left, values)]
-        axes[1].invert_yaxis()
-        axes[1].set_xlabel("job wall time, summed over the model's jobs (s)")
-        axes[1].set_title("per dataset and model, by stage")
-        axes[1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="stage")
-    figure.suptitle("Where the grid's time goes (Snakemake benchmark files)")
-    save(figure, paths, dpi)
-
-
 def run_stage_costs(benchmark_paths, csv_path, markdown_path, figure_paths, dpi=150):
-    """Snakemake entry point: the stage-cost CSV and Markdown tables and the figure."""
+    """Snakemake entry point: the stage-cost CSV and Markdown tables, and ``COST_FIGURES`` (``{name: [paths]}``)."""
     jobs = jobs_table(benchmark_paths)
     write_csv(csv_path, cost_rows(jobs))
     write_text(markdown_path, markdown(jobs))
-    plot(jobs, figure_paths, dpi)
+    for name, draw in COST_FIGURES.items():
+        save(draw(stage_summary(jobs), model_summary(jobs)), figure_paths[name], dpi)
     logger.info("%d jobs, %.1f s of job wall time", len(jobs), jobs.wall_s.sum())
     return jobs

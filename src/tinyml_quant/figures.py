@@ -1,10 +1,10 @@
 """Every figure of the study (matplotlib), each written to the exact paths the workflow names.
 
-A figure is the function that draws it, and its name is that function's name:
-the rules make one output per name and format and pass each entry point
-``{name: [paths]}``; a path's suffix is its format. matplotlib is imported
-inside the functions that draw, because the workflow reads the names while it
-parses, once per job.
+The figures are named in the tables at the end of this module (``RESULT_FIGURES``
+and the others): the rules make one output per name and format and pass each
+entry point ``{name: [paths]}``; a path's suffix is its format. matplotlib is
+imported inside the functions that draw, because the workflow reads the names
+while it parses, once per job.
 """
 
 import math
@@ -17,11 +17,6 @@ from .conversion import SCHEMES
 from .devices import KB, boards_from_config
 from .files import atomic_path
 from .micro import RUNS
-
-# The names of the figures: RESULT_FIGURES, DEVICE_FIGURES, TRAINING_FIGURES and DIAGNOSTIC_FIGURES
-# are the names of the functions that draw them (at the end of this module); the stage-cost figure
-# is drawn by tinyml_quant.costs.
-COST_FIGURES = ("stage_costs",)
 
 SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P")))
 BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -170,8 +165,8 @@ def plot_results(csv_path, outputs, dpi=150):
     """Snakemake entry point: every figure of ``RESULT_FIGURES``."""
     _check_outputs(outputs, RESULT_FIGURES)
     table = read_results(csv_path)
-    for draw in RESULT_DRAWINGS:
-        save(draw(table), outputs[draw.__name__], dpi)
+    for name, draw in RESULT_FIGURES.items():
+        save(draw(table), outputs[name], dpi)
 
 
 # --------------------------------------------------------------------------- will it fit?
@@ -246,8 +241,8 @@ def plot_device_fit(csv_path, board_entries, outputs, dpi=150):
     _check_outputs(outputs, DEVICE_FIGURES)
     boards = boards_from_config(board_entries)
     table = read_results(csv_path)
-    for draw in DEVICE_DRAWINGS:
-        save(draw(table, boards), outputs[draw.__name__], dpi)
+    for name, draw in DEVICE_FIGURES.items():
+        save(draw(table, boards), outputs[name], dpi)
 
 
 # --------------------------------------------------------------------------- training
@@ -291,8 +286,8 @@ def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
     for path, pair in zip(history_paths, pairs):
         dataset, model = pair.split("/")
         histories.setdefault(dataset, {})[model] = pd.read_csv(path)
-    for draw in TRAINING_DRAWINGS:
-        save(draw(histories), outputs[draw.__name__], dpi)
+    for name, draw in TRAINING_FIGURES.items():
+        save(draw(histories), outputs[name], dpi)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -336,16 +331,46 @@ def plot_layer_errors(csv_paths, outputs, dpi=150):
     """Snakemake entry point: ``DIAGNOSTIC_FIGURES`` from the per-layer CSVs."""
     _check_outputs(outputs, DIAGNOSTIC_FIGURES)
     table = pd.concat([pd.read_csv(path) for path in csv_paths], ignore_index=True)
-    for draw in DIAGNOSTIC_DRAWINGS:
-        save(draw(table), outputs[draw.__name__], dpi)
+    for name, draw in DIAGNOSTIC_FIGURES.items():
+        save(draw(table), outputs[name], dpi)
 
 
-# Each figure is the function that draws it, and its name is the function's.
-RESULT_DRAWINGS = (size_vs_accuracy, size_per_scheme, accuracy_change_heatmap)
-DEVICE_DRAWINGS = (accuracy_vs_arena, accuracy_vs_flash)
-TRAINING_DRAWINGS = (learning_curves,)
-DIAGNOSTIC_DRAWINGS = (layer_error,)
-RESULT_FIGURES, DEVICE_FIGURES, TRAINING_FIGURES, DIAGNOSTIC_FIGURES = (
-    tuple(draw.__name__ for draw in drawings)
-    for drawings in (RESULT_DRAWINGS, DEVICE_DRAWINGS, TRAINING_DRAWINGS, DIAGNOSTIC_DRAWINGS)
-)
+# --------------------------------------------------------------------------- costs
+
+
+def stage_costs(stages, models):
+    """Two panels: job seconds per stage, and per model stacked by stage (from ``costs``' two summaries)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]}, layout="constrained")
+    colours = dict(zip(stages.stage, plt.get_cmap("tab20").colors))
+    axes[0].barh(stages.stage[::-1], stages.wall_s[::-1], color=[colours[s] for s in stages.stage[::-1]])
+    for y, (value, share) in enumerate(zip(stages.wall_s[::-1], stages.share_pct[::-1])):
+        axes[0].annotate(f" {value:.0f} s ({share:.0f}%)", (value, y), va="center", fontsize="small")
+    axes[0].set_xlabel("job wall time, summed over jobs (s)")
+    axes[0].set_title("per stage")
+    axes[0].margins(x=0.3)
+    if not models.empty:
+        labels = [f"{dataset} / {model}" for dataset, model in zip(models.dataset, models.model)]
+        left = [0.0] * len(models)
+        for stage in [column for column in models.columns[2:] if column not in ("total_s", "max_rss_mb")]:
+            values = models[stage].fillna(0).tolist()
+            axes[1].barh(labels, values, left=left, color=colours.get(stage, "grey"), label=stage)
+            left = [a + b for a, b in zip(left, values)]
+        axes[1].invert_yaxis()
+        axes[1].set_xlabel("job wall time, summed over the model's jobs (s)")
+        axes[1].set_title("per dataset and model, by stage")
+        axes[1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="stage")
+    figure.suptitle("Where the grid's time goes (Snakemake benchmark files)")
+    return figure
+
+
+# The study's figures by name, in groups drawn by one rule each.
+RESULT_FIGURES = {
+    "size_vs_accuracy": size_vs_accuracy,
+    "size_per_scheme": size_per_scheme,
+    "accuracy_change_heatmap": accuracy_change_heatmap,
+}
+DEVICE_FIGURES = {"accuracy_vs_arena": accuracy_vs_arena, "accuracy_vs_flash": accuracy_vs_flash}
+TRAINING_FIGURES = {"learning_curves": learning_curves}
+DIAGNOSTIC_FIGURES = {"layer_error": layer_error}
+COST_FIGURES = {"stage_costs": stage_costs}

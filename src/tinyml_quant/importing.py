@@ -19,6 +19,7 @@ import tensorflow as tf
 from . import __version__
 from .datasets import load_prepared
 from .files import atomic_path, write_json
+from .runtime import configure_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
     return model, metrics
 
 
-def run_import(trained_path, dataset_path, model_name, input_scale, input_offset, model_path, metrics_path):
+def run_import(trained_path, dataset_path, model_name, input_scale, input_offset, threads, model_path, metrics_path):
     """Snakemake entry point: check, wrap and save a user's trained model with its test metrics."""
+    configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
     model, metrics = import_trained_model(
         trained_path, dataset, f"trained_models.{model_name}", input_scale, input_offset

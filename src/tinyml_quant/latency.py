@@ -18,8 +18,8 @@ import numpy as np
 from ai_edge_litert import __version__ as litert_version
 
 from .datasets import load_prepared
-from .evaluation import image_shape, load_interpreter, quantize_input
 from .files import write_json
+from .runtime import image_shape, load_interpreter, quantize_input
 
 logger = logging.getLogger(__name__)
 

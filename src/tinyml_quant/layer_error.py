@@ -30,8 +30,8 @@ import pandas as pd
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from .datasets import load_prepared, seeded_subset
-from .evaluation import quantize_input
 from .files import write_csv
+from .runtime import quantize_input
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ Prepare goes on with the null pointer of an allocation that failed. On the
 30 smoke variants that run, 19 crashed at one or more of 14 sizes probed
 below their minimum, some at 80% of it, and every arena under about 500
 bytes crashes. So no TFLM code runs in the caller: each measurement runs in
-a child process (``python -c``; a multiprocessing "spawn" child would re-run
-a Snakemake script's top level), which logs every probe to a file before
+a child process (``python -m tinyml_quant.micro_worker``; a multiprocessing
+"spawn" child would re-run a Snakemake script's top level), which logs every probe to a file before
 trying it. When the child dies, the probe it was trying counts as a failure
 (too small) and a new child resumes the search from the bounds so far (4 of
 the 30 smoke searches hit such a crash once, and ended at the same figure).
@@ -52,8 +52,6 @@ import json
 import logging
 import numbers
 import os
-import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -63,48 +61,20 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_prepared, seeded_subset
-from .evaluation import dequantize_output, image_shape, load_interpreter, quantize_input
 from .files import write_json
+from .micro_worker import FIRST_ARENA_BYTES, GROWTH, MAX_ARENA_BYTES, refused_operator
+from .runtime import dequantize_output, image_shape, load_interpreter, quantize_input
 
 logger = logging.getLogger(__name__)
 
 RUNS = "runs"
 UNSUPPORTED = "unsupported on TFLite Micro"
 STATUSES = (RUNS, UNSUPPORTED)
-
-FIRST_ARENA_BYTES = 1 << 20  # generous for the study's models; grown GROWTH-fold while memory is short
-GROWTH = 4
-MAX_ARENA_BYTES = 1 << 30
+# The child process: ``python -m`` this module with the request file.
+WORKER_MODULE = "tinyml_quant.micro_worker"
 # Each restart follows a crashed probe and narrows the search, so at most one per probe (about 31).
 WORKER_RESTARTS = 64
 WORKER_TIMEOUT_SECONDS = 900
-
-# TFLM's Python binding raises one bare RuntimeError whatever went wrong; the reason exists only
-# in the text its C++ code prints, so these patterns read that text (tested on real TFLM messages).
-# "Too many buffers" is the memory planner running out of its scratch space in a small arena.
-_MEMORY_FAILURE = re.compile(r"Failed to allocate|bytes required|missing: \d+|Too many buffers")
-_REFUSED_NODE = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke)")
-_MISSING_OPERATOR = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
-_WORKER_CODE = "import sys; from tinyml_quant.micro import _worker_main; _worker_main(sys.argv[1])"
-
-
-# --------------------------------------------------------------------------- parent side
-
-
-def refused_operator(message):
-    """``(operator, node index)`` that TFLM names in an error message; ``(None, None)`` if it names none."""
-    found = _REFUSED_NODE.search(message or "")
-    if found:
-        return found.group(1), int(found.group(2))
-    found = _MISSING_OPERATOR.search(message or "")
-    if found:
-        return found.group(1), None
-    return None, None
-
-
-def is_memory_failure(message):
-    """Whether TFLM's message says the arena was too small (rather than that the model is refused)."""
-    return bool(_MEMORY_FAILURE.search(message or ""))
 
 
 def _read_model(model):
@@ -133,7 +103,7 @@ def _run_worker(request, folder):
     source_root = str(Path(__file__).resolve().parents[1])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, environment.get("PYTHONPATH")]))
     completed = subprocess.run(
-        [sys.executable, "-c", _WORKER_CODE, str(request_path)],
+        [sys.executable, "-m", WORKER_MODULE, str(request_path)],
         capture_output=True,
         text=True,
         env=environment,
@@ -366,109 +336,3 @@ def run_micro_measurement(tflite_path, dataset_path, variant, agreement_images, 
         result["agreement"],
     )
     return result
-
-
-# --------------------------------------------------------------------------- child side
-
-
-def _capture_stderr(function):
-    """``(value, failed, text)`` of ``function()`` with file descriptor 2 captured.
-
-    TFLM prints its reasons from C++ straight to descriptor 2, and raises
-    only a generic RuntimeError.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            value, failed = function(), False
-        except RuntimeError:
-            value, failed = None, True
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        text = capture.read().decode(errors="replace")
-    return value, failed, text
-
-
-def _worker_main(request_path):
-    """Child process: run the probes of one request, logging each before and after it runs."""
-    from tflite_micro import runtime
-
-    # Crashes are expected here (arenas too small for TFLM's own records): leave no core files behind.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    request = json.loads(Path(request_path).read_text())
-    model = Path(request["model_path"]).read_bytes()
-    with open(request["progress_path"], "a") as progress:
-
-        def log(**event):
-            progress.write(json.dumps(event) + "\n")
-            progress.flush()  # into the kernel, so the line survives a crash of this process
-
-        def probe(arena_bytes):
-            log(event="probe", arena_bytes=arena_bytes)
-            interpreter, failed, text = _capture_stderr(
-                lambda: runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
-            )
-            log(event="result", arena_bytes=arena_bytes, allocates=not failed, message=text if failed else "")
-            return interpreter, text
-
-        if request["mode"] == "probe":
-            probe(request["arena_bytes"])
-            return
-        _search_and_run(request, probe, log)
-
-
-def _search_and_run(request, probe, log):
-    """Find a generous arena, bisect down to the smallest, then run the input once at that size."""
-    low, high, smallest = request["low"], request["high"], None
-    if high is None:
-        arena_bytes = max(FIRST_ARENA_BYTES, GROWTH * low)
-        while smallest is None:
-            smallest, text = probe(arena_bytes)
-            if smallest is None and not is_memory_failure(text):
-                log(event="unsupported", message=text)
-                return
-            if smallest is None:
-                low, arena_bytes = arena_bytes, arena_bytes * GROWTH
-                if arena_bytes > request["max_arena_bytes"]:
-                    log(event="too_large")
-                    return
-        high = arena_bytes
-    while high - low > 1:
-        middle = (low + high) // 2
-        interpreter, _ = probe(middle)
-        if interpreter is not None:
-            high, smallest = middle, interpreter
-        else:
-            low = middle
-    if smallest is None:  # resumed after a crash with the bounds already known
-        smallest, text = probe(high)
-        if smallest is None:
-            log(event="unsupported", message=f"allocation at {high} bytes did not repeat: {text}")
-            return
-    log(event="invoke")
-    outputs, failed, text = _capture_stderr(lambda: _invoke_each(smallest, np.load(request["input_path"])))
-    if failed:
-        log(event="unsupported", message=text)
-        return
-    log(
-        event="done",
-        arena_bytes=high,
-        largest_failing_arena_bytes=low,
-        outputs=outputs.tolist(),
-        output_dtype=outputs.dtype.name,
-    )
-
-
-def _invoke_each(interpreter, model_inputs):
-    """TFLM's output for each input, one invoke each, in the arena of the measured size."""
-    outputs = []
-    for model_input in model_inputs:
-        interpreter.set_input(model_input[None], 0)
-        interpreter.invoke()
-        outputs.append(np.asarray(interpreter.get_output(0))[0].copy())
-    return np.stack(outputs)

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conversion import FULL_INTEGER, calibration_images, converter_for, load_keras_model
+from .conversion import FULL_INTEGER, calibration_images, converter_for
 from .datasets import load_prepared, seeded_subset
 from .evaluation import evaluation_interpreters, predict
 from .files import read_json, write_bytes, write_json
 from .micro import measure_micro
+from .runtime import configure_tensorflow, load_keras_model
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,6 @@ def run_recovery(
     metrics_path,
 ):
     """Snakemake entry point: convert with the float fallback, evaluate on the whole test set, measure on TFLM."""
-    from .training import configure_tensorflow  # imports TensorFlow: see the package docstring
-
     configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
     model = load_keras_model(model_path)

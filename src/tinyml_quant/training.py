@@ -31,6 +31,7 @@ from . import __version__
 from .architectures import build_model
 from .datasets import load_prepared
 from .files import atomic_path, write_json
+from .runtime import configure_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -38,32 +39,6 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "constant")
 # Weight decay shrinks kernels; batch-norm scales and shifts and biases are left alone.
 WEIGHT_DECAY_EXEMPT = ("gamma", "beta", "bias")
-
-
-def configure_tensorflow(threads, seed=None):
-    """Pin TensorFlow to ``threads`` CPU threads and, with a seed, make it deterministic.
-
-    With a seed, ops run one at a time (one inter-op thread), each on ``threads``
-    threads. Op determinism alone is not enough on CPU: with two inter-op threads,
-    MobileNet v2 trained from the same seed on the same machine came out with
-    different weights run after run (even with one intra-op thread), while with
-    one inter-op thread every run matched (README "Training recipes").
-    """
-    inter_op_threads = threads if seed is None else 1
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
-    except RuntimeError:
-        # TensorFlow fixes its thread pools at first use: a process that already
-        # ran TensorFlow (a notebook, a test session) keeps the pools it has.
-        logger.warning(
-            "TensorFlow is already initialized with %d intra-op threads; cannot change it to %d",
-            tf.config.threading.get_intra_op_parallelism_threads(),
-            threads,
-        )
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
 
 
 def split_validation(count, fraction, seed):

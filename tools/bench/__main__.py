@@ -13,6 +13,7 @@ from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES
 from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.costs import jobs_table, stage_summary
+from tinyml_quant.fetch import dataset_mirror
 from tools.check_config import merge
 from tools.workflow import REPOSITORY, Workflow
 
@@ -55,7 +56,8 @@ def rule_threads(copy):
 
 
 def prepare_cifar10(mirror, scratch):
-    from tinyml_quant.datasets import fetch_builtin, prepare
+    from tinyml_quant.datasets import prepare
+    from tinyml_quant.fetch import fetch_builtin
 
     path = scratch / "data" / "cifar10.npz"
     if not path.exists():
@@ -654,8 +656,7 @@ def parse_arguments(argv):
     args.models_training = [name for name in args.models_training.split(",") if name]
     args.parts = set(args.parts.split(","))
     if args.mirror is None:
-        configured = os.environ.get("TINYML_DATASET_MIRROR", "").strip()
-        args.mirror = Path(configured) if configured else REPOSITORY.parent / "shared" / "datasets"
+        args.mirror = Path(dataset_mirror("", REPOSITORY) or ".")
     args.mirror, args.default_run = args.mirror.resolve(), args.default_run.resolve()
     return args
 

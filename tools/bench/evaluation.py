@@ -32,10 +32,10 @@ def evaluation_step(
     """
     from pathlib import Path
 
-    from tinyml_quant.conversion import CALIBRATED_SCHEMES, calibration_images, convert, load_keras_model
+    from tinyml_quant.conversion import CALIBRATED_SCHEMES, calibration_images, convert
     from tinyml_quant.datasets import load_prepared, seeded_subset
-    from tinyml_quant.evaluation import SINGLE_THREADED_SCHEMES, evaluation_interpreters, load_interpreter, predict
-    from tinyml_quant.training import configure_tensorflow
+    from tinyml_quant.evaluation import SINGLE_THREADED_SCHEMES, evaluation_interpreters, predict
+    from tinyml_quant.runtime import configure_tensorflow, load_interpreter, load_keras_model
 
     configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
@@ -130,9 +130,9 @@ def int8_scaling_step(shapes, threads, batch_size, images=1000, repeats=3):
     """
     from tinyml_quant.architectures import build_model
     from tinyml_quant.conversion import convert
-    from tinyml_quant.evaluation import load_interpreter, predict
+    from tinyml_quant.evaluation import predict
     from tinyml_quant.graph import analyze_graph
-    from tinyml_quant.training import configure_tensorflow
+    from tinyml_quant.runtime import configure_tensorflow, load_interpreter
 
     configure_tensorflow(threads, seed=0)
     rng = np.random.default_rng(0)

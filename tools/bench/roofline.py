@@ -16,7 +16,7 @@ def tensorflow_matmul_gflops(size=2048, dtype="float32", threads=2, repeats=5):
     """GFLOP/s of ``size`` x ``size`` matrix products through TensorFlow on ``threads`` threads."""
     import tensorflow as tf
 
-    from tinyml_quant.training import configure_tensorflow
+    from tinyml_quant.runtime import configure_tensorflow
 
     configure_tensorflow(threads)
     rng = np.random.default_rng(0)
@@ -39,7 +39,7 @@ def litert_dense_gflops(units=2048, batch=256, threads=2, repeats=5):
     import keras
 
     from tinyml_quant.conversion import convert
-    from tinyml_quant.evaluation import load_interpreter
+    from tinyml_quant.runtime import load_interpreter
 
     inputs = keras.Input((units,))
     model = keras.Model(inputs, keras.layers.Dense(units, use_bias=False)(inputs))

@@ -1,0 +1,58 @@
+"""Fetching a dataset: checksums, what is downloaded and what is read where it is, the offline mirror."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tinyml_quant import fetch
+from tinyml_quant.datasets import DatasetError
+
+from sources import SOURCES, image_folder_members, write_idx
+
+
+def test_image_folder_fetch_verifies_the_given_checksum_and_records_it(tmp_path):
+    source = SOURCES["tar"](tmp_path, image_folder_members())
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    manifest = fetch.fetch_image_folder("parts", str(source), tmp_path / "m" / "manifest.json", sha256=digest)
+    assert manifest["variant"] == "image folder" and manifest["files"]["a.tar.gz"]["sha256"] == digest
+    with pytest.raises(DatasetError, match=r"checksum mismatch.*\(image_folders.parts.sha256\)"):
+        fetch.fetch_image_folder("parts", str(source), tmp_path / "n" / "manifest.json", sha256="0" * 64)
+    assert not (tmp_path / "n").exists()
+
+
+def test_a_folders_digest_covers_every_files_path_and_content(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "0.png").write_bytes(b"zero")
+    (tmp_path / "b.png").write_bytes(b"bee")
+    expected = hashlib.sha256()
+    for name, content in (("b.png", b"bee"), ("train/a/0.png", b"zero")):  # in name order
+        expected.update(name.encode() + b"\0" + hashlib.sha256(content).hexdigest().encode())
+    assert fetch.folder_digest(tmp_path) == expected.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("source", "remote"),
+    [
+        ("https://example.org/a.zip", True),
+        ("ftp://example.org/a.zip", True),
+        ("http://h/a.tgz", True),
+        ("file:///data/a.zip", False),
+        ("/data/a.zip", False),
+        ("a.zip", False),
+    ],
+)
+def test_what_is_downloaded_and_what_is_read_where_it_is(source, remote):
+    assert fetch.is_url(source) is remote
+
+
+def test_a_bad_mirror_file_leaves_no_manifest(tmp_path, mirror):
+    fake = tmp_path / "mirror" / "mnist"
+    fake.mkdir(parents=True)
+    for source in fetch.BUILTIN_DATASETS["mnist"].mirror.files:
+        (fake / source.name).symlink_to(mirror / "mnist" / source.name)
+    (fake / "t10k-labels-idx1-ubyte.gz").unlink()
+    write_idx(fake / "t10k-labels-idx1-ubyte.gz", np.zeros(10000))
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+        fetch.fetch_builtin("mnist", tmp_path / "raw" / "manifest.json", mirror=str(tmp_path / "mirror"))
+    assert not (tmp_path / "raw" / "manifest.json").exists()
