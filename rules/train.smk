@@ -5,7 +5,7 @@
 # raise runtime (and mem_mb for the full-width MobileNets) with --set-resources.
 #
 # A GPU on SLURM: see profiles/slurm/config.yaml (set-resources: train_model: gpu: 1)
-# and README "Run on a cluster". Not slurm_extra="'--gres=gpu:1'": the plugin refuses
+# and profiles/README.md. Not slurm_extra="'--gres=gpu:1'": the plugin refuses
 # --gres/--gpus there. The environment then needs TensorFlow's CUDA build instead of
 # tensorflow-cpu, and weights trained on a GPU differ from CPU-trained ones.
 

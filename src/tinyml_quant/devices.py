@@ -10,7 +10,7 @@ and ``arena bytes + RAM allowance <= RAM``.
 
 ``boards_from_config`` is the one place boards are checked beyond their types
 (the schema checks those): unique names, allowances within the memory. The
-README cites each default board's figures and explains the allowances.
+docs/microcontrollers.md cites each default board's figures and explains the allowances.
 """
 
 import math

@@ -18,7 +18,7 @@ def configure_tensorflow(threads, seed=None):
     With a seed, ops run one at a time (one inter-op thread), each on ``threads``
     threads: op determinism alone is not enough on CPU, where TensorFlow's
     scheduler runs independent ops side by side in an order that changes the
-    trained weights (docs/performance.md).
+    trained weights (docs/training.md).
     """
     import keras
     import tensorflow as tf

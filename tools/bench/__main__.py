@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES
+from tinyml_quant.config import merged
 from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.costs import jobs_table, stage_summary
 from tinyml_quant.fetch import dataset_mirror
-from tools.check_config import merge
 from tools.workflow import REPOSITORY, Workflow
 
 from . import evaluation, projection, report, roofline, training, workflow
@@ -433,7 +433,7 @@ def bench_evaluation(args, report_, config, data_path, scratch, threads, batch_s
 
 def bench_paper(args, report_, config, data_path, scratch, threads):
     """What one CIFAR-10 epoch of each paper-preset model costs here, and its whole schedule."""
-    paper = merge(config, study.load_yaml(REPOSITORY / "config" / "paper.yaml"))
+    paper = merged(config, study.load_yaml(REPOSITORY / "config" / "paper.yaml"))
     split = config["training"]["validation_split"]
     epoch_images = round(50_000 * (1 - split))
     rows = []
@@ -472,7 +472,7 @@ def bench_paper(args, report_, config, data_path, scratch, threads):
         f"Each model of `config/paper.yaml` trained as the workflow trains it ({threads} threads, its recipe), on "
         f"{args.paper_images} CIFAR-10 images for 2 epochs; the second epoch's images/s, scaled to a full epoch "
         f"({epoch_images:,} images: the training split less validation). What the paper preset costs here, one model "
-        "at a time; on a GPU or a cluster, see the README.\n\n"
+        "at a time; on a GPU or a cluster, see profiles/README.md.\n\n"
         + report.table(
             ["model", "architecture", "images/s", "min per CIFAR-10 epoch", "epochs", "hours for the schedule"], rows
         )
