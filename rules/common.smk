@@ -1,6 +1,7 @@
 # The config (its schema, then what a schema cannot check), the study folder, the
 # study's grid and the wildcard constraints the stages share. Nothing here runs a job.
 
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -19,15 +20,28 @@ from tinyml_quant.figures import (
 )
 from tinyml_quant.recovery import RECOVERED_SCHEME
 
+# This workflow's own folder, also where another workflow uses it as a module; the conda
+# environment's post-deploy script installs the package from it (envs/tinyml.post-deploy.sh).
+WORKFLOW_FOLDER = Path(workflow.current_basedir).parent
+os.environ.update(TINYML_QUANT_WORKFLOW=str(WORKFLOW_FOLDER))
+# The given settings over the defaults: a run reads config/config.yaml first itself (configfile:),
+# a workflow that uses this one as a module passes only its own settings.
+config.update(
+    study.merged(study.load_yaml(WORKFLOW_FOLDER / "config" / "config.yaml"), config)
+)
+# One line per problem, naming the key; then Snakemake's own check of the same schema.
+study.check_schema(config, study.load_yaml(WORKFLOW_FOLDER / "config" / "schema.yaml"))
 validate(config, schema="../config/schema.yaml")
 # Paths in the config are read from where Snakemake was started; the mirror variable wins.
-config.update(study.check(study.resolve(config, Path.cwd(), workflow.basedir)))
+config.update(study.check(study.resolve(config, Path.cwd(), WORKFLOW_FOLDER)))
 
 # Every file of this study lives under results/<study>/: presets and user configs
 # never overwrite each other's results, caches or reports.
 STUDY_FOLDER = Path("results", config["study"])
 PAIRS = study.study_pairs(config)
 TRAINED_MODELS = sorted(config["trained_models"])
+# The (dataset, model) pairs of the built-in models, which are trained here.
+TRAINED_HERE = [pair for pair in PAIRS if pair[1] in ARCHITECTURES]
 
 
 def study_path(relative):
@@ -54,7 +68,7 @@ def every_model(pattern, trained_here=None):
     pairs = [
         pair
         for pair in PAIRS
-        if trained_here is None or (pair[1] in ARCHITECTURES) == trained_here
+        if trained_here is None or (pair in TRAINED_HERE) == trained_here
     ]
     return expand(
         pattern,

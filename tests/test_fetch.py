@@ -56,3 +56,18 @@ def test_a_bad_mirror_file_leaves_no_manifest(tmp_path, mirror):
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
         fetch.fetch_builtin("mnist", tmp_path / "raw" / "manifest.json", mirror=str(tmp_path / "mirror"))
     assert not (tmp_path / "raw" / "manifest.json").exists()
+
+
+def test_the_mirror_is_the_variable_then_the_setting_then_the_folder_beside_the_workflow(tmp_path):
+    from tinyml_quant.fetch import dataset_mirror
+
+    workflow = tmp_path / "checkout"
+    workflow.mkdir()
+    assert dataset_mirror("", workflow, {}) == ""  # nothing anywhere: download the official files
+    (tmp_path / "shared" / "datasets" / "mnist").mkdir(parents=True)
+    assert dataset_mirror("", workflow, {}) == str(tmp_path / "shared" / "datasets")
+    assert dataset_mirror("/configured", workflow, {}) == "/configured"
+    assert dataset_mirror("/configured", workflow, {"TINYML_DATASET_MIRROR": "/variable"}) == "/variable"
+    # Set but empty (or blank) counts as unset.
+    assert dataset_mirror("/configured", workflow, {"TINYML_DATASET_MIRROR": "  "}) == "/configured"
+    assert dataset_mirror("", workflow, {"TINYML_DATASET_MIRROR": ""}) == str(tmp_path / "shared" / "datasets")

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from tinyml_quant.config import merged
 from tools.bench import projection, report
 from tools.bench.training import achieved_gflops, cost_shares, images_per_second, read_onednn_log
-from tools.check_config import checked_config, merge
+from tools.check_config import checked_config
 from tools.workflow import REPOSITORY, Job, read_job_log
 
 
@@ -118,8 +119,8 @@ def test_the_job_log_reader_keeps_what_a_killed_run_wrote(tmp_path):
 
 def test_config_files_merge_as_snakemake_merges_them():
     base = {"training": {"epochs": 3, "per_dataset": {"mnist": {"epochs": 2}}}, "models": ["a", "b"]}
-    merged = merge(base, {"training": {"per_dataset": {"mnist": {"batch_size": 8}}}, "models": ["c"]})
-    assert merged == {
+    result = merged(base, {"training": {"per_dataset": {"mnist": {"batch_size": 8}}}, "models": ["c"]})
+    assert result == {
         "training": {"epochs": 3, "per_dataset": {"mnist": {"epochs": 2, "batch_size": 8}}},
         "models": ["c"],
     }

@@ -10,7 +10,6 @@ same schema validation and checks as ``rules/common.smk``, on
 """
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -22,17 +21,6 @@ from tinyml_quant import config as study
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def merge(base, overrides):
-    """``overrides`` merged into a copy of ``base`` as Snakemake merges config files: dicts key by key."""
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def checked_config(paths, defaults=REPOSITORY / "config" / "config.yaml", base_folder=None):
     """The config the workflow would run with; ConfigError or WorkflowError naming what is wrong."""
     config = study.load_yaml(defaults)
@@ -40,8 +28,10 @@ def checked_config(paths, defaults=REPOSITORY / "config" / "config.yaml", base_f
         loaded = study.load_yaml(path)
         if not isinstance(loaded, dict):
             raise study.ConfigError(f"{path}: a config file holds a mapping of keys, not {type(loaded).__name__}")
-        config = merge(config, loaded)
-    validate(config, str(REPOSITORY / "config" / "schema.yaml"))
+        config = study.merged(config, loaded)
+    schema = REPOSITORY / "config" / "schema.yaml"
+    study.check_schema(config, study.load_yaml(schema))
+    validate(config, str(schema))
     return study.check(study.resolve(config, base_folder or Path.cwd(), REPOSITORY))
 
 

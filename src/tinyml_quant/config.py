@@ -8,6 +8,7 @@ tests and tools call them directly.
 """
 
 import copy
+import difflib
 from pathlib import Path
 
 import yaml
@@ -35,6 +36,61 @@ def load_yaml(path):
         raise ConfigError(f"{path}: not UTF-8 text ({error})") from error
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from error
+
+
+def merged(base, overrides):
+    """``overrides`` merged into a copy of ``base`` as Snakemake merges config files: dicts key by key."""
+    result = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _defined(schema, root):
+    """The keys a schema fragment defines, following ``$ref`` into ``$defs`` (this schema's only kind of ref)."""
+    keys = set(schema.get("properties", {}))
+    reference = schema.get("$ref", "")
+    if reference.startswith("#/$defs/"):
+        keys |= _defined(root["$defs"][reference.removeprefix("#/$defs/")], root)
+    return keys
+
+
+def _where(error):
+    return ".".join(str(part) for part in error.absolute_path)
+
+
+def schema_problems(config, schema):
+    """One short line per way ``config`` breaks ``schema``, naming the key; a misspelt key gets a "did you mean".
+
+    Snakemake's own ``validate`` says the same after the whole schema and
+    config (hundreds of lines); this runs first, so the user reads the key.
+    """
+    import jsonschema  # Snakemake's own dependency: the validator its ``validate`` uses
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda error: list(map(str, error.absolute_path))):
+        if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, dict):
+            known = _defined(error.schema, schema)
+            for key in sorted(set(error.instance) - known):
+                where = ".".join(filter(None, [_where(error), str(key)]))
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known here: {sorted(known)}"
+                problems.append(f"{where}: not a setting{hint}")
+            if known:
+                continue
+        problems.append(f"{_where(error) or '(the config)'}: {error.message}")
+    return problems
+
+
+def check_schema(config, schema):
+    """Raise ConfigError listing ``schema_problems``; the schema's own check (Snakemake's) follows it."""
+    problems = schema_problems(config, schema)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def resolve(config, base_folder, workflow_folder, environ=None):
