@@ -5,13 +5,16 @@ VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 4
 
-.PHONY: run smoke test test-fast system-packages report rulegraph bench mutation fuzz
+.PHONY: setup run smoke test test-fast system-packages report rulegraph bench mutation fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet --editable '.[test]'
 	touch $@
+
+# Only the virtual environment, for a first look (snakemake -n) or your own study.
+setup: $(VENV)/.installed
 
 # The default study, then its tables and figures copied into the tracked reports/.
 run: $(VENV)/.installed

@@ -128,9 +128,7 @@ rule plot_learning_curves:
         runtime=5,
     params:
         dpi=config["plots"]["dpi"],
-        pairs=[
-            f"{dataset}/{model}" for dataset, model in PAIRS if model in ARCHITECTURES
-        ],
+        pairs=[f"{dataset}/{model}" for dataset, model in TRAINED_HERE],
     script:
         "../scripts/plot_learning_curves.py"
 
@@ -192,7 +190,8 @@ REPORT_RULES = [
     rules.plot_results,
     rules.fit_table,
     rules.plot_device_fit,
-    rules.plot_learning_curves,
+    # Learning curves exist only for models trained here: a study of imported models has none.
+    *([rules.plot_learning_curves] if TRAINED_HERE else []),
     rules.plot_layer_errors,
     rules.stage_costs,
 ]

@@ -71,3 +71,30 @@ def test_learning_curves_and_layer_errors_are_drawn(tmp_path):
     assert curves["learning_curves"][0].stat().st_size > 1000 and errors["layer_error"][0].stat().st_size > 1000
     with pytest.raises(ValueError, match="2 histories but 1 names"):
         figures.plot_learning_curves([history, history], ["mnist/custom"], curves)
+
+
+def drawn_without_overlaps(figure):
+    """Whether no legend of ``figure`` overlaps its title or any panel (as rendered)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legends = [legend.get_window_extent(renderer) for legend in figure.legends]
+    others = [figure._suptitle.get_window_extent(renderer)] if figure._suptitle else []
+    others += [axis.get_window_extent(renderer) for axis in figure.axes]
+    return not any(legend.overlaps(other) for legend in legends for other in others)
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_arena", "accuracy_vs_flash"])
+def test_one_models_device_figures_have_readable_axes_and_legends_clear_of_the_title(results_csv, name):
+    boards = figures.boards_from_config(yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"])
+    table = figures.read_results(results_csv)
+    one = table[table.model == "custom"].copy()
+    one["size_kb"] = np.where(one.scheme == "fp32", 48.0, 30.0)  # within one decade, as one small model's are
+    one["arena_bytes"] = np.where(one.scheme == "fp32", 80_000, 26_000)
+    figure = figures.DEVICE_FIGURES[name](one, boards)
+    for axis in figure.axes:
+        labels = [label.get_text() for label in axis.get_xticklabels() if label.get_text()]
+        low, high = axis.get_xlim()
+        in_view = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert len(in_view) >= 3, labels
+    assert drawn_without_overlaps(figure)
+    figures.pyplot().close(figure)

@@ -133,8 +133,30 @@ def test_the_import_record_and_its_accuracy(users_model):
         "test_images": 30,
         "test_accuracy": pytest.approx(accuracy),
         "preprocessing": {"input_scale": 1 / 255, "input_offset": 0.0, "applied": "inside the model"},
+        "warning": None,
     }
     assert model.name == "users_cnn_with_preprocessing" and model.inputs[0].name == "image"
+
+
+def shapes_dataset(count=150, size=16):
+    """Grey pictures of the three shapes, as the user's model was trained on: a model that fits scores well."""
+    rng = np.random.default_rng(5)
+    labels = np.arange(count) % len(CLASSES)
+    images = np.stack([np.asarray(shape_image(CLASSES[k], size, rng, False)) for k in labels])[..., None]
+    return PreparedDataset(images, labels, images, labels, list(CLASSES), {"dataset": "parts", "name": "parts (test)"})
+
+
+def test_a_model_declared_without_the_scale_it_was_trained_with_is_named_loudly(users_model, caplog):
+    """Trained on pixels / 255, declared without input_scale: it would run, and score near chance, silently."""
+    dataset = shapes_dataset()
+    with caplog.at_level("WARNING", logger="tinyml_quant.importing"):
+        _, metrics = import_trained_model(users_model, dataset, "trained_models.users")
+    assert metrics["test_accuracy"] < 0.6
+    assert metrics["warning"].startswith("trained_models.users.input_scale: the model scores ")
+    assert "with input_scale 0.00392157; declare the scale and offset it was trained with" in metrics["warning"]
+    assert metrics["warning"] in caplog.text
+    _, declared = import_trained_model(users_model, dataset, "trained_models.users", input_scale=1 / 255)
+    assert declared["warning"] is None and declared["test_accuracy"] > 0.9
 
 
 def test_declared_preprocessing_scales_then_offsets_and_is_absent_when_neutral(users_model):
@@ -315,3 +337,20 @@ def test_replacing_the_model_file_reruns_exactly_its_chain(own_study):
     per_model = {wildcards for _, wildcards in jobs if "model=" in wildcards}
     assert per_model and all("model=users_cnn" in wildcards for wildcards in per_model)
     assert Counter(rule for rule, _ in jobs)["import_model"] == 1
+
+
+@pytest.mark.e2e
+def test_a_study_of_imported_models_only_runs_to_the_end(own_study):
+    """No model is trained here, so there are no learning curves; every other report is made."""
+    import yaml
+
+    workflow, name, _ = own_study
+    config = yaml.safe_load((workflow.folder / name).read_text())
+    config.update(study="imported_only", datasets=["grey"], models=["users_cnn"])
+    workflow.run("--cores", "2", "--configfile", workflow.write_config("imported_only", config))
+    reports = workflow.study("imported_only") / "reports"
+    results = pd.read_csv(reports / "results.csv")
+    assert set(results.model) == {"users_cnn"} and len(results) == 5
+    assert "users_cnn (imported)" in (reports / "results.md").read_text()
+    assert (reports / "figures" / "size_vs_accuracy.png").is_file()
+    assert not (reports / "figures" / "learning_curves.png").exists()

@@ -79,7 +79,6 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
     Colour is the model, marker the scheme; rows where ``hollow`` is true are
     drawn as hollow markers (variants TFLite Micro cannot run).
     """
-    plt = pyplot()
     hollow = np.zeros(len(table), bool) if hollow is None else np.asarray(hollow)
     for (_, row), is_hollow in zip(table.iterrows(), hollow):
         axes.scatter(
@@ -93,12 +92,29 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
             zorder=3,
         )
     axes.set_xscale("log")
-    # Plain numbers (30, 100, 300) rather than powers of ten, which collide on short log ranges.
-    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(plt.NullFormatter())
     axes.set_xlabel(x_label)
     axes.set_ylabel("test accuracy (%)")
     axes.grid(True, which="both", alpha=0.3)
+
+
+def label_log_axis(axes, minimum_ticks=3):
+    """Plain-number ticks (20, 50, 100) on a log x axis, at least ``minimum_ticks`` of them in view.
+
+    Matplotlib labels only powers of ten, so data within one decade (one
+    model's variants) showed a single label. Ticks come from the 1-2-5 series,
+    or every integer multiple of a power of ten where that gives too few; call
+    it after everything is drawn, since lines change the limits.
+    """
+    plt = pyplot()
+    low, high = axes.get_xlim()
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in ((1, 2, 5), range(1, 10)):
+        ticks = [step * 10.0**decade for decade in decades for step in steps if low <= step * 10.0**decade <= high]
+        if len(ticks) >= minimum_ticks:
+            break
+    axes.xaxis.set_major_locator(plt.FixedLocator(ticks))
+    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(plt.NullFormatter())
 
 
 # --------------------------------------------------------------------------- results
@@ -123,6 +139,7 @@ def size_vs_accuracy(table):
     figure, panels = _panels(table, 5)
     for axis, name, part in panels:
         plot_accuracy_against(part, axis, "size_kb", "model file size (KB, log scale)", colours)
+        label_log_axis(axis)
         axis.set_title(name)
     figure.legend(handles=_legend_handles(colours, _schemes_in(table)), loc="outside right upper", fontsize="small")
     figure.suptitle("Size versus accuracy of every TFLite variant")
@@ -200,12 +217,14 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
             board_handles.append(
                 plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
             )
+        label_log_axis(axis)
         axis.set_title(name)
     refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
     hollow_note = "hollow: unsupported on TFLite Micro" if drawn == "all" and refused else None
+    drawn_schemes = _schemes_in(table if drawn == "all" else table[~unsupported])
     figure.legend(
-        handles=_legend_handles(colours, _schemes_in(table), hollow_note),
-        loc="outside right upper",
+        handles=_legend_handles(colours, drawn_schemes, hollow_note),
+        loc="outside right center",
         fontsize="small",
         title="model, scheme",
     )

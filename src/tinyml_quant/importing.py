@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
-from .datasets import load_prepared
+from .datasets import load_prepared, seeded_subset
 from .files import atomic_path, write_json
 from .runtime import configure_tensorflow
 
@@ -82,10 +82,51 @@ def with_preprocessing(model, scale, offset):
     return keras.Model(inputs, model(x), name=f"{model.name}_with_preprocessing")
 
 
+# The normalizations a model is most often trained with: raw pixels, and pixels / 255.
+COMMON_INPUT_SCALES = (1.0, 1 / 255)
+# How much better another common scale must score than the declared one to be reported (fraction of images).
+SCALE_WARNING_MARGIN = 0.10
+SCALE_CHECK_IMAGES = 1000
+
+
+def accuracy(model, images, labels, batch_size=250):
+    outputs = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
+    return float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == labels))
+
+
+def preprocessing_warning(model, dataset, key, input_scale, input_offset, batch_size=250):
+    """A warning naming the setting when another common input scale fits ``model`` far better; None otherwise.
+
+    A model declared without the ``input_scale`` it was trained with (pixels
+    / 255, say) still runs, and scores near chance: the import sees it by
+    scoring a sample of test images with the declared preprocessing and with
+    each other scale of ``COMMON_INPUT_SCALES``.
+    """
+    sample = seeded_subset(len(dataset.y_test), SCALE_CHECK_IMAGES, 0)
+    images, labels = dataset.x_test[sample], dataset.y_test[sample]
+    declared = accuracy(with_preprocessing(model, input_scale, input_offset), images, labels, batch_size)
+    others = {
+        scale: accuracy(with_preprocessing(model, scale, 0.0), images, labels, batch_size)
+        for scale in COMMON_INPUT_SCALES
+        if not (np.isclose(scale, input_scale) and input_offset == 0.0)
+    }
+    best = max(others, key=others.get, default=None)
+    if best is None or others[best] - declared <= SCALE_WARNING_MARGIN:
+        return None
+    return (
+        f"{key}.input_scale: the model scores {declared:.1%} on {len(sample)} test images with the declared "
+        f"preprocessing (input_scale {input_scale:.6g}, input_offset {input_offset:g}) but {others[best]:.1%} "
+        f"with input_scale {best:.6g}; declare the scale and offset it was trained with"
+    )
+
+
 def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset=0.0, batch_size=250):
     """``(model to convert, test metrics)`` for a user's trained model on its (prepared) dataset."""
     model = load_user_model(model_path, key)
     check_fits(model, dataset, key)
+    warning = preprocessing_warning(model, dataset, key, input_scale, input_offset, batch_size)
+    if warning:
+        logger.warning("%s", warning)
     model = with_preprocessing(model, input_scale, input_offset)
     outputs = np.asarray(model.predict(dataset.x_test.astype("float32"), batch_size=batch_size, verbose=0))
     metrics = {
@@ -97,6 +138,7 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
         "test_images": int(len(dataset.y_test)),
         "test_accuracy": float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == dataset.y_test)),
         "preprocessing": {"input_scale": input_scale, "input_offset": input_offset, "applied": "inside the model"},
+        "warning": warning,
     }
     return model, metrics
 

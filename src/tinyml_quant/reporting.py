@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 VARIANT = ["dataset", "model", "scheme"]
 COLUMNS = [
-    *("dataset", "dataset_name", "model", "model_source", "scheme", "file_bytes", "size_kb", "compression_vs_fp32"),
+    *("dataset", "dataset_name", "model", "model_source", "model_warning", "scheme", "file_bytes", "size_kb"),
+    "compression_vs_fp32",
     *("accuracy", "accuracy_change_vs_fp32", "agreement_with_fp32", "keras_test_accuracy", "parameters"),
     *("test_images", "input_type", "mean_inference_ms", "threads", "macs", "tflite_parameters", "operator_total"),
     *("operators", "tflm_status", "arena_bytes", "tflm_unsupported_operator", "tflm_sample_images"),
@@ -85,6 +86,7 @@ def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, la
                 **{name: record[name] for name in ("accuracy", "agreement_with_fp32", "test_images", "input_type")},
                 **{name: record[name] for name in ("mean_inference_ms", "threads", "litert_version")},
                 "model_source": trained["source"],
+                "model_warning": trained.get("warning"),
                 "keras_test_accuracy": trained["test_accuracy"],
                 "parameters": trained["parameters"],
                 "seed": trained.get("seed"),
@@ -111,6 +113,23 @@ def _percent(values, digits=2):
     return (100 * values).map(lambda value: "-" if pd.isna(value) else f"{value:.{digits}f}")
 
 
+def model_labels(part):
+    """Each row's model, marked when it was imported rather than trained here."""
+    return [
+        f"{model} (imported)" if source.startswith("imported") else model
+        for model, source in zip(part.model, part.model_source)
+    ]
+
+
+def warnings_markdown(table):
+    """The warnings the stages left about a model (a declared preprocessing that does not fit it), first."""
+    warnings = table.dropna(subset=["model_warning"]).drop_duplicates(["dataset", "model"])
+    if warnings.empty:
+        return ""
+    lines = [f"- **{row.model}** on {row.dataset_name}: {row.model_warning}" for row in warnings.itertuples()]
+    return "## Warnings\n\n" + "\n".join(lines) + "\n"
+
+
 def markdown_tables(table):
     """Per dataset, the paper's table (model x scheme: size, compression, accuracy, change versus fp32),
     then the microcontroller table."""
@@ -118,7 +137,7 @@ def markdown_tables(table):
     for dataset_name, part in table.groupby("dataset_name", sort=True):
         shown = pd.DataFrame(
             {
-                "model": part.model,
+                "model": model_labels(part),
                 "scheme": part.scheme,
                 "size (KB)": part.size_kb.map("{:.1f}".format),
                 "compression vs fp32": part.compression_vs_fp32.map("{:.2f}x".format),
@@ -151,7 +170,7 @@ def device_markdown(part):
     sample = f" on {int(images.iloc[0])} test images" if len(images) else ""
     shown = pd.DataFrame(
         {
-            "model": part.model,
+            "model": model_labels(part),
             "scheme": part.scheme,
             "MACs (M)": (part.macs / 1e6).map("{:.2f}".format),
             "flash (KB)": part.size_kb.map("{:.1f}".format),
@@ -184,7 +203,7 @@ def training_markdown(training_metric_paths):
                 if final.get("val_accuracy") is None
                 else f"{100 * final['val_accuracy']:.2f}",
                 "test accuracy, Keras (%)": f"{100 * record['test_accuracy']:.2f}",
-                "median epoch (s)": f"{record['epoch_seconds_median']:.0f}",
+                "median epoch (s)": f"{record['epoch_seconds_median']:.3g}",
             }
         )
     if not rows:
@@ -285,6 +304,7 @@ def run_gather(
     write_csv(csv_path, table)
     sections = [
         "# Size and accuracy of every TFLite variant\n",
+        warnings_markdown(table),
         markdown_tables(table),
         training_markdown(training_metric_paths),
         layer_error_markdown(layer_error_paths),
