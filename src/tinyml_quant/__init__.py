@@ -14,4 +14,4 @@ LiteRT 0.16 s per import, which each of some 450 jobs of the default study
 would pay again.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
