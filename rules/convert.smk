@@ -1,4 +1,8 @@
-# Conversion: each model to one .tflite file per scheme, each its own job.
+# Conversion: each model to one .tflite file per scheme, each its own job, with the conversion
+# record beside it (the tool, its settings, or why it could not make the variant: variants.py).
+# The TFLite converter makes its schemes from the trained model; the AI Edge Quantizer its own from
+# the fp32 file; the LUT variant is the int8 file with its weights binned, then compressed by
+# TFLite Micro's compressor (the compressed file is what a device stores).
 #
 # Resources cover the peaks measured on the full default run with margin:
 # 1.1 GB and 12 s at most (cifar10 mobilenet_v2 int16x8).
@@ -9,11 +13,14 @@ rule convert_model:
         model=rules.train_model.output.model,
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        tflite=study_path("convert/{dataset}/{model}/{scheme}.tflite"),
+        tflite=VARIANT_FILE,
+        record=VARIANT_RECORD,
     log:
-        study_path("logs/convert_model/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/convert_model/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/convert_model/{dataset}/{model}/{scheme}.tsv")
+        study_path("benchmarks/convert_model/{dataset}/{model}/seed{seed}/{scheme}.tsv")
+    wildcard_constraints:
+        scheme=any_of(CONVERTER_SCHEMES),
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -21,7 +28,117 @@ rule convert_model:
         mem_mb=2500,
         runtime=10,
     params:
+        scheme=lambda wildcards: wildcards.scheme,
         # Only this scheme's settings, so changing one scheme reruns only its conversions.
         settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
+    script:
+        "../scripts/convert_model.py"
+
+
+rule quantize_model:
+    input:
+        fp32=variant_of(REFERENCE_SCHEME),
+        fp32_record=variant_of(REFERENCE_SCHEME, VARIANT_RECORD),
+        dataset=rules.prepare_dataset.output.prepared,
+    output:
+        tflite=VARIANT_FILE,
+        record=VARIANT_RECORD,
+    log:
+        study_path("logs/quantize_model/{dataset}/{model}/seed{seed}/{scheme}.log"),
+    benchmark:
+        study_path(
+            "benchmarks/quantize_model/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
+    wildcard_constraints:
+        scheme=any_of(EDGE_QUANTIZER_SCHEMES),
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=2500,
+        runtime=10,
+    params:
+        settings=lambda wildcards: config["conversion"][wildcards.scheme],
+    script:
+        "../scripts/quantize_model.py"
+
+
+rule bin_weights:
+    input:
+        int8=variant_of(FULL_INTEGER),
+        int8_record=variant_of(FULL_INTEGER, VARIANT_RECORD),
+    output:
+        tflite=variant_of(LUT),
+        record=variant_of(LUT, VARIANT_RECORD),
+    log:
+        study_path("logs/bin_weights/{dataset}/{model}/seed{seed}.log"),
+    benchmark:
+        study_path("benchmarks/bin_weights/{dataset}/{model}/seed{seed}.tsv")
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        settings=config["conversion"][LUT],
+    script:
+        "../scripts/bin_weights.py"
+
+
+rule compress_model:
+    input:
+        binned=rules.bin_weights.output.tflite,
+        binned_record=rules.bin_weights.output.record,
+        dataset=rules.prepare_dataset.output.prepared,
+    output:
+        tflite=study_path(f"compress/{{dataset}}/{{model}}/seed{{seed}}/{LUT}.tflite"),
+        record=study_path(f"compress/{{dataset}}/{{model}}/seed{{seed}}/{LUT}.json"),
+    log:
+        study_path("logs/compress_model/{dataset}/{model}/seed{seed}.log"),
+    benchmark:
+        study_path("benchmarks/compress_model/{dataset}/{model}/seed{seed}.tsv")
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        settings=config["conversion"][LUT],
+        # The decoding is checked on TFLite Micro's own test sample.
+        sample_images=config["micro"]["agreement_images"],
+        sample_seed=config["micro"]["sample_seed"],
+    script:
+        "../scripts/compress_model.py"
+
+
+rule calibrate_int8:
+    input:
+        model=rules.train_model.output.model,
+        dataset=rules.prepare_dataset.output.prepared,
+    output:
+        tflite=CALIBRATION_FILE,
+        record=CALIBRATION_FILE.removesuffix(".tflite") + ".json",
+    log:
+        study_path("logs/calibrate_int8/{dataset}/{model}/seed{seed}/{images}.log"),
+    benchmark:
+        study_path(
+            "benchmarks/calibrate_int8/{dataset}/{model}/seed{seed}/{images}.tsv"
+        )
+    wildcard_constraints:
+        images=r"\d+",
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=2500,
+        runtime=10,
+    params:
+        scheme=FULL_INTEGER,
+        settings=lambda wildcards: {
+            **config["conversion"][FULL_INTEGER],
+            "calibration_images": int(wildcards.images),
+        },
     script:
         "../scripts/convert_model.py"

@@ -1,35 +1,33 @@
-# Diagnostics of the quantized variants: where their error comes from (per layer),
-# which variants go on to firmware (TFLite Micro runs them), and, for an int8 variant
-# that loses accuracy, what keeping its worst layers in float wins back (the converter's
-# own deny-list, which applies to full-integer quantization: RECOVERED_SCHEME).
+# Diagnostics of the quantized variants: where their error comes from (per layer), which
+# variants go on to firmware (TFLite Micro runs them), and, for a scheme that loses accuracy,
+# what raising its worst layers one step in precision wins back (tinyml_quant.recovery).
 #
-# deployment_plan is a checkpoint: which firmware bundles and float-fallback
-# conversions exist depends on the measurements, so Snakemake plans those jobs
-# once the plan of their model is written.
+# deployment_plan is a checkpoint: which firmware bundles and mixed-precision variants exist
+# depends on the measurements, so Snakemake plans those jobs once the plan of their model is
+# written.
 
+# The integer schemes of the study: their layers are compared with fp32's one by one.
 LAYER_ERROR_SCHEMES = [
-    scheme for scheme in config["schemes"] if scheme in CALIBRATED_SCHEMES
+    scheme for scheme in config["schemes"] if scheme in INTEGER_SCHEMES
 ]
 RECOVERED_SCHEMES = [
-    scheme for scheme in config["schemes"] if scheme == RECOVERED_SCHEME
+    scheme for scheme in config["schemes"] if scheme in RECOVERY_METHODS
 ]
 
 
 rule layer_error:
     input:
-        quantized=rules.convert_model.output.tflite,
-        reference=expand(
-            rules.convert_model.output.tflite,
-            allow_missing=True,
-            scheme=REFERENCE_SCHEME,
-        ),
+        quantized=VARIANT_FILE,
+        quantized_record=VARIANT_RECORD,
+        reference=variant_of(REFERENCE_SCHEME),
+        reference_record=variant_of(REFERENCE_SCHEME, VARIANT_RECORD),
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        csv=study_path("layer_error/{dataset}/{model}/{scheme}.csv"),
+        csv=study_path("layer_error/{dataset}/{model}/seed{seed}/{scheme}.csv"),
     log:
-        study_path("logs/layer_error/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/layer_error/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/layer_error/{dataset}/{model}/{scheme}.tsv")
+        study_path("benchmarks/layer_error/{dataset}/{model}/seed{seed}/{scheme}.tsv")
     wildcard_constraints:
         scheme=any_of(LAYER_ERROR_SCHEMES),
     conda:
@@ -58,9 +56,9 @@ checkpoint deployment_plan:
             scheme=config["schemes"],
         ),
     output:
-        plan=study_path("plan/{dataset}/{model}.json"),
+        plan=study_path("plan/{dataset}/{model}/seed{seed}.json"),
     log:
-        study_path("logs/deployment_plan/{dataset}/{model}.log"),
+        study_path("logs/deployment_plan/{dataset}/{model}/seed{seed}.log"),
     localrule: True
     conda:
         "../envs/tinyml.yaml"
@@ -79,32 +77,21 @@ checkpoint deployment_plan:
 
 rule recover_quantized:
     input:
-        model=rules.train_model.output.model,
-        dataset=rules.prepare_dataset.output.prepared,
-        quantized=expand(
-            rules.evaluate_model.output.metrics,
-            allow_missing=True,
-            scheme=RECOVERED_SCHEME,
-        ),
-        reference=expand(
-            rules.evaluate_model.output.metrics,
-            allow_missing=True,
-            scheme=REFERENCE_SCHEME,
-        ),
-        # Its reason comes from the plan: a job run elsewhere (a cluster node)
-        # reads the checkpoint's output again, so it must be an input.
-        plan=rules.deployment_plan.output.plan,
+        unpack(recovery_inputs),
     output:
-        tflite=study_path(
-            f"recover/{{dataset}}/{{model}}/{RECOVERED_SCHEME}_float_fallback.tflite"
+        tflite=study_path("recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.tflite"),
+        device=study_path(
+            "recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.device.tflite"
         ),
-        metrics=study_path(
-            f"recover/{{dataset}}/{{model}}/{RECOVERED_SCHEME}_float_fallback.json"
-        ),
+        metrics=study_path("recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.json"),
     log:
-        study_path("logs/recover_quantized/{dataset}/{model}.log"),
+        study_path("logs/recover_quantized/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/recover_quantized/{dataset}/{model}.tsv")
+        study_path(
+            "benchmarks/recover_quantized/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
+    wildcard_constraints:
+        scheme=any_of(RECOVERED_SCHEMES),
     conda:
         "../envs/tinyml.yaml"
     threads: 2
@@ -112,12 +99,25 @@ rule recover_quantized:
         mem_mb=2500,
         runtime=20,
     params:
-        calibration=config["conversion"][RECOVERED_SCHEME],
-        float_layers=config["diagnostics"]["recovery_float_layers"],
-        debug_images=config["diagnostics"]["layer_error_images"],
-        sample_seed=config["diagnostics"]["sample_seed"],
-        agreement_images=config["micro"]["agreement_images"],
-        batch_size=config["evaluation"]["batch_size"],
-        reason=lambda wildcards: planned(wildcards.dataset, wildcards.model)["reason"],
+        settings=lambda wildcards: {
+            # The LUT variant bins the int8 variant: int8's calibration.
+            "calibration": config["conversion"][
+                (
+                    wildcards.scheme
+                    if wildcards.scheme in CALIBRATED_SCHEMES
+                    else FULL_INTEGER
+                )
+            ],
+            "lut": config["conversion"][LUT],
+            "layers": config["diagnostics"]["recovery_layers"],
+            "debug_images": config["diagnostics"]["layer_error_images"],
+            "sample_seed": config["diagnostics"]["sample_seed"],
+            "agreement_images": config["micro"]["agreement_images"],
+            "agreement_seed": config["micro"]["sample_seed"],
+            "batch_size": config["evaluation"]["batch_size"],
+        },
+        reason=lambda wildcards: planned(
+            wildcards.dataset, wildcards.model, wildcards.seed
+        )["recover"][wildcards.scheme],
     script:
         "../scripts/recover_quantized.py"

@@ -1,4 +1,5 @@
-# Evaluation: every variant with the LiteRT interpreter on the whole (prepared) test set.
+# Evaluation: every variant with the LiteRT interpreter on the whole (prepared) test set, and
+# the int8 variants of the calibration sweep likewise.
 #
 # Resources cover the peaks measured on the full default run (10,000 test images)
 # with margin: 283 MB and 141 s at most (int16x8 runs LiteRT's slow reference kernels).
@@ -6,24 +7,21 @@
 
 rule evaluate_model:
     input:
-        tflite=rules.convert_model.output.tflite,
+        tflite=VARIANT_FILE,
+        record=VARIANT_RECORD,
         dataset=rules.prepare_dataset.output.prepared,
-        # Every variant is compared with its model's reference (fp32) variant; that one needs nothing.
-        reference_predictions=lambda wildcards: (
-            []
-            if wildcards.scheme == REFERENCE_SCHEME
-            else expand(
-                rules.evaluate_model.output.predictions,
-                **{**wildcards, "scheme": REFERENCE_SCHEME},
-            )
-        ),
+        reference_predictions=reference_predictions,
     output:
-        metrics=study_path("evaluate/{dataset}/{model}/{scheme}.json"),
-        predictions=study_path("evaluate/{dataset}/{model}/{scheme}.predictions.npy"),
+        metrics=study_path("evaluate/{dataset}/{model}/seed{seed}/{scheme}.json"),
+        predictions=study_path(
+            "evaluate/{dataset}/{model}/seed{seed}/{scheme}.predictions.npy"
+        ),
     log:
-        study_path("logs/evaluate_model/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/evaluate_model/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/evaluate_model/{dataset}/{model}/{scheme}.tsv")
+        study_path(
+            "benchmarks/evaluate_model/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
     conda:
         "../envs/tinyml.yaml"
     threads: 2
@@ -31,6 +29,47 @@ rule evaluate_model:
         mem_mb=1000,
         runtime=30,
     params:
+        variant=lambda wildcards: {**wildcards, "seed": int(wildcards.seed)},
+        batch_size=config["evaluation"]["batch_size"],
+    script:
+        "../scripts/evaluate_model.py"
+
+
+rule evaluate_calibration:
+    input:
+        tflite=rules.calibrate_int8.output.tflite,
+        record=rules.calibrate_int8.output.record,
+        dataset=rules.prepare_dataset.output.prepared,
+        reference_predictions=reference_predictions,
+    output:
+        metrics=study_path(
+            "calibration/{dataset}/{model}/seed{seed}/int8_{images}.metrics.json"
+        ),
+        predictions=study_path(
+            "calibration/{dataset}/{model}/seed{seed}/int8_{images}.predictions.npy"
+        ),
+    log:
+        study_path(
+            "logs/evaluate_calibration/{dataset}/{model}/seed{seed}/{images}.log"
+        ),
+    benchmark:
+        study_path(
+            "benchmarks/evaluate_calibration/{dataset}/{model}/seed{seed}/{images}.tsv"
+        )
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 2
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        variant=lambda wildcards: {
+            "dataset": wildcards.dataset,
+            "model": wildcards.model,
+            "seed": int(wildcards.seed),
+            "scheme": FULL_INTEGER,
+            "calibration_images": int(wildcards.images),
+        },
         batch_size=config["evaluation"]["batch_size"],
     script:
         "../scripts/evaluate_model.py"

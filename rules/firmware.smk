@@ -5,18 +5,24 @@
 
 rule firmware_bundle:
     input:
-        tflite=rules.convert_model.output.tflite,
+        tflite=device_file,
+        # The variant file LiteRT loads, for the input and output tensors' details.
+        interface=VARIANT_FILE,
         micro=rules.measure_micro.output.micro,
         dataset=rules.prepare_dataset.output.prepared,
     output:
         files=[
-            study_path(f"firmware/{{dataset}}/{{model}}/{{scheme}}/{name}")
+            study_path(
+                f"firmware/{{dataset}}/{{model}}/seed{{seed}}/{{scheme}}/{name}"
+            )
             for name in BUNDLE_FILES
         ],
     log:
-        study_path("logs/firmware_bundle/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/firmware_bundle/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/firmware_bundle/{dataset}/{model}/{scheme}.tsv")
+        study_path(
+            "benchmarks/firmware_bundle/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
     localrule: True
     conda:
         "../envs/tinyml.yaml"

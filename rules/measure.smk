@@ -1,6 +1,8 @@
 # Device-side measurements of every TFLite variant: its graph (operators, parameters,
 # MACs), TensorFlow Lite Micro (arena, operator support, agreement with LiteRT on a
 # seeded test sample) and host-CPU latency. Each is its own cached job per variant.
+# The graph and TFLite Micro see what a device stores (device_file: the compressed file
+# of the LUT scheme); LiteRT, which cannot decode it, runs the variant file.
 #
 # Resources cover the peaks measured on the largest default-preset variants with
 # margin: analyze_graph 35 MB and 0.3 s, measure_micro 240 MB, measure_latency 235 MB.
@@ -8,13 +10,14 @@
 
 rule analyze_graph:
     input:
-        tflite=rules.convert_model.output.tflite,
+        tflite=device_file,
+        record=device_record,
     output:
-        graph=study_path("graph/{dataset}/{model}/{scheme}.json"),
+        graph=study_path("graph/{dataset}/{model}/seed{seed}/{scheme}.json"),
     log:
-        study_path("logs/analyze_graph/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/analyze_graph/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/analyze_graph/{dataset}/{model}/{scheme}.tsv")
+        study_path("benchmarks/analyze_graph/{dataset}/{model}/seed{seed}/{scheme}.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -27,14 +30,18 @@ rule analyze_graph:
 
 rule measure_micro:
     input:
-        tflite=rules.convert_model.output.tflite,
+        tflite=device_file,
+        record=device_record,
+        # What LiteRT runs to compare with: the variant file (for the LUT scheme, the binned model).
+        reference=VARIANT_FILE,
+        reference_record=VARIANT_RECORD,
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        micro=study_path("micro/{dataset}/{model}/{scheme}.json"),
+        micro=study_path("micro/{dataset}/{model}/seed{seed}/{scheme}.json"),
     log:
-        study_path("logs/measure_micro/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/measure_micro/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/measure_micro/{dataset}/{model}/{scheme}.tsv")
+        study_path("benchmarks/measure_micro/{dataset}/{model}/seed{seed}/{scheme}.tsv")
     conda:
         "../envs/tinyml.yaml"
     threads: 1
@@ -50,14 +57,17 @@ rule measure_micro:
 
 rule measure_latency:
     input:
-        tflite=rules.convert_model.output.tflite,
+        tflite=VARIANT_FILE,
+        record=VARIANT_RECORD,
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        latency=study_path("latency/{dataset}/{model}/{scheme}.json"),
+        latency=study_path("latency/{dataset}/{model}/seed{seed}/{scheme}.json"),
     log:
-        study_path("logs/measure_latency/{dataset}/{model}/{scheme}.log"),
+        study_path("logs/measure_latency/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/measure_latency/{dataset}/{model}/{scheme}.tsv")
+        study_path(
+            "benchmarks/measure_latency/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
     conda:
         "../envs/tinyml.yaml"
     # One thread by design: latency of one image, as a device would run it.

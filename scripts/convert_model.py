@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule convert_model."""
+"""Snakemake entry point of rules convert_model and calibrate_int8."""
 
 from tinyml_quant.files import output_to_log
 
@@ -8,7 +8,7 @@ with output_to_log(snakemake.log[0]):
     run_conversion(
         snakemake.input.model,
         snakemake.input.dataset,
-        snakemake.wildcards.scheme,
+        snakemake.params.scheme,
         settings=dict(snakemake.params.settings),
         threads=snakemake.threads,
         output_path=snakemake.output.tflite,

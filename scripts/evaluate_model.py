@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule evaluate_model."""
+"""Snakemake entry point of rules evaluate_model and evaluate_calibration."""
 
 from tinyml_quant.evaluation import run_evaluation
 from tinyml_quant.files import output_to_log
@@ -9,7 +9,7 @@ with output_to_log(snakemake.log[0]):
     run_evaluation(
         snakemake.input.tflite,
         snakemake.input.dataset,
-        variant=dict(snakemake.wildcards),
+        variant=dict(snakemake.params.variant),
         threads=snakemake.threads,
         batch_size=snakemake.params.batch_size,
         metrics_path=snakemake.output.metrics,

@@ -11,4 +11,5 @@ with output_to_log(snakemake.log[0]):
         margin_percent=snakemake.params.arena_margin_percent,
         variant=dict(snakemake.wildcards),
         output_paths=list(snakemake.output.files),
+        interface_path=snakemake.input.interface,
     )

@@ -14,4 +14,5 @@ with output_to_log(snakemake.log[0]):
         threads=snakemake.threads,
         model_path=snakemake.output.model,
         metrics_path=snakemake.output.metrics,
+        seed=int(snakemake.wildcards.seed),
     )

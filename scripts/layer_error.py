@@ -6,7 +6,7 @@ from tinyml_quant.layer_error import run_layer_error
 with output_to_log(snakemake.log[0]):
     run_layer_error(
         snakemake.input.quantized,
-        snakemake.input.reference[0],
+        snakemake.input.reference,
         snakemake.input.dataset,
         images=snakemake.params.images,
         sample_seed=snakemake.params.sample_seed,

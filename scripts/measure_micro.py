@@ -11,4 +11,5 @@ with output_to_log(snakemake.log[0]):
         agreement_images=snakemake.params.agreement_images,
         sample_seed=snakemake.params.sample_seed,
         output_path=snakemake.output.micro,
+        reference_path=snakemake.input.reference,
     )

@@ -56,11 +56,12 @@ def trained():
 @pytest.fixture(scope="session")
 def flatbuffers(trained):
     """The fixture model converted with every scheme, calibrated on 50 seeded training images."""
-    from tinyml_quant.conversion import SCHEMES, calibration_images, convert
+    from tinyml_quant.conversion import calibration_images, convert
+    from tinyml_quant.schemes import CONVERTER_SCHEMES
 
     model, _, _, train_images = trained
     representative = calibration_images(train_images, 50, seed=0)
-    return {scheme: convert(model, scheme, representative) for scheme in SCHEMES}
+    return {scheme: convert(model, scheme, representative) for scheme in CONVERTER_SCHEMES}
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +70,7 @@ def small_resnet(tmp_path_factory):
     from tinyml_quant.architectures import build_model
     from tinyml_quant.conversion import calibration_images, convert
     from tinyml_quant.runtime import configure_tensorflow
+    from tinyml_quant.variants import converting
 
     configure_tensorflow(threads=2, seed=0)
     images, labels = brightest_quadrant(400)
@@ -79,7 +81,8 @@ def small_resnet(tmp_path_factory):
     paths = {}
     for scheme in ("fp32", "int8", "int16x8"):
         paths[scheme] = folder / f"{scheme}.tflite"
-        paths[scheme].write_bytes(convert(model, scheme, representative))
+        with converting(paths[scheme], "TFLite converter", {"scheme": scheme}) as made:  # the file and its record
+            made["flatbuffer"] = convert(model, scheme, representative)
     return model, images[320:], labels[320:], representative, paths
 
 

@@ -40,3 +40,12 @@ def save_as_prepared(path, images, labels, train_images=None, dataset="toy", nam
     provenance = {"dataset": dataset, "name": name}
     save_prepared(path, train_images, train_labels, images, labels, ["a", "b", "c", "d"], provenance)
     return path
+
+
+def write_variant(path, flatbuffer, scheme="int8"):
+    """``flatbuffer`` written as a variant file with its conversion record beside it, as the conversion jobs do."""
+    from tinyml_quant.variants import converting
+
+    with converting(path, "test", {"scheme": scheme}) as made:
+        made["flatbuffer"] = flatbuffer
+    return path

@@ -1,12 +1,15 @@
 """Conversion: a small trained model converted with every scheme; what each variant holds and how close it stays."""
 
+import json
+
 import numpy as np
 import pytest
 
-from tinyml_quant.conversion import SCHEMES, calibration_images, convert
+from tinyml_quant.conversion import calibration_images, convert
 from tinyml_quant.datasets import seeded_subset
 from tinyml_quant.evaluation import classification_metrics, predict
 from tinyml_quant.runtime import load_interpreter
+from tinyml_quant.schemes import CONVERTER_SCHEMES
 
 from synthetic import save_as_prepared
 
@@ -31,7 +34,7 @@ def test_int8_variant_has_integer_input_and_output(flatbuffers):
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", CONVERTER_SCHEMES)
 def test_quantized_variants_stay_close_to_fp32(trained, flatbuffers, scheme):
     _, test_images, test_labels, _ = trained
     reference, _ = predict(load_interpreter(flatbuffers["fp32"]), test_images, batch_size=100)
@@ -76,6 +79,37 @@ def test_the_conversion_job_calibrates_on_its_seeded_training_images(trained, tm
     run_conversion(tmp_path / "model.keras", tmp_path / "toy.npz", "int8", settings, 2, tmp_path / "int8.tflite")
     expected = convert(model, "int8", calibration_images(train_images, 20, seed=3))
     assert (tmp_path / "int8.tflite").read_bytes() == expected
+    record = json.loads((tmp_path / "int8.json").read_text())
+    assert record == {
+        "tool": "TFLite converter",
+        "scheme": "int8",
+        "settings": settings,
+        "status": "converted",
+        "bytes": len(expected),
+    }
+
+
+def test_a_model_the_converter_cannot_convert_is_marked_with_its_reason_and_nothing_else_is_lost(tmp_path):
+    """A layer TFLite's builtin operators cannot express: the variant is marked, the job still succeeds."""
+    import keras
+
+    from tinyml_quant.conversion import run_conversion
+    from tinyml_quant.variants import NotConverted, read_variant
+
+    inputs = keras.Input((4, 4, 1))
+    # erfinv: no TFLite builtin operator, and the converter is not allowed TensorFlow's own ops.
+    spread = keras.ops.erfinv(keras.layers.Rescaling(1 / 256)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(spread)))
+    model.save(tmp_path / "erfinv.keras")
+    images = np.zeros((8, 4, 4, 1), np.uint8)
+    save_as_prepared(tmp_path / "toy.npz", images, np.zeros(8, np.int64))
+    run_conversion(tmp_path / "erfinv.keras", tmp_path / "toy.npz", "fp32", {}, 1, tmp_path / "fp32.tflite")
+    record = json.loads((tmp_path / "fp32.json").read_text())
+    assert record["status"] == "not converted" and record["tool"] == "TFLite converter"
+    assert record["reason"] == "tf.Erfinv: 'tf.Erfinv' op is neither a custom op nor a flex op (ERROR_NEEDS_CUSTOM_OPS)"
+    assert (tmp_path / "fp32.tflite").read_bytes() == b""
+    with pytest.raises(NotConverted, match="TFLite converter: tf.Erfinv"):
+        read_variant(tmp_path / "fp32.tflite")
 
 
 def test_each_scheme_stores_the_tensor_types_it_promises(flatbuffers):
@@ -97,8 +131,10 @@ def test_each_scheme_stores_the_tensor_types_it_promises(flatbuffers):
 
 def test_conversion_settings_are_refused_with_their_names(trained):
     model, _, _, train_images = trained
-    with pytest.raises(ValueError, match=r"^unknown scheme 'int4'; known schemes: \['fp32', 'dynamic_range', "):
+    with pytest.raises(ValueError, match=r"^unknown scheme 'int4' of the TFLite converter; its schemes: \['fp32', "):
         convert(model, "int4")
+    with pytest.raises(ValueError, match="^calibration_images \\(501\\) is more than the 500 training images$"):
+        calibration_images(train_images, 501, seed=0)
     with pytest.raises(ValueError, match="^scheme int16x8 needs representative images for calibration$"):
         convert(model, "int16x8", train_images[:0].astype(np.float32))
     with pytest.raises(ValueError, match="^calibration_images must be at least 1, got 0$"):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.evaluation import classification_metrics, evaluation_interpreters, predict
 from tinyml_quant.runtime import load_interpreter
+from tinyml_quant.schemes import CONVERTER_SCHEMES
 
-from synthetic import save_as_prepared
+from synthetic import save_as_prepared, write_variant
 
 
 def test_metrics_match_an_independent_count():
@@ -30,7 +30,7 @@ def test_per_class_accuracy_of_a_class_with_one_test_image_or_none():
     assert "agreement_with_fp32" not in metrics  # no reference given: the fp32 variant's own record
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", CONVERTER_SCHEMES)
 def test_batched_evaluation_equals_one_image_at_a_time(trained, flatbuffers, scheme):
     _, test_images, _, _ = trained
     batched, _ = predict(load_interpreter(flatbuffers[scheme]), test_images, batch_size=33)
@@ -38,7 +38,7 @@ def test_batched_evaluation_equals_one_image_at_a_time(trained, flatbuffers, sch
     np.testing.assert_array_equal(batched.argmax(1), single.argmax(1))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", CONVERTER_SCHEMES)
 def test_interpreters_side_by_side_equal_one_image_at_a_time(trained, flatbuffers, scheme):
     _, test_images, _, _ = trained
     side_by_side, _ = predict([load_interpreter(flatbuffers[scheme]) for _ in range(3)], test_images, batch_size=33)
@@ -64,7 +64,7 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
 
     _, test_images, test_labels, _ = trained
     save_as_prepared(tmp_path / "toy.npz", test_images, test_labels)
-    (tmp_path / "int8.tflite").write_bytes(flatbuffers["int8"])
+    write_variant(tmp_path / "int8.tflite", flatbuffers["int8"])
     reference = np.zeros(len(test_labels), np.int16)  # a reference that says class 0 everywhere
     np.save(tmp_path / "fp32.npy", reference)
     variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
@@ -84,11 +84,11 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
     assert metrics["accuracy"] == pytest.approx(np.mean(predictions == test_labels))
     assert metrics["timing"] == "LiteRT on the host CPU, 1 thread(s), batches of 25"
     # The reference itself agrees with itself; int16x8 on two threads runs two interpreters side by side.
-    (tmp_path / "fp32.tflite").write_bytes(flatbuffers["fp32"])
+    write_variant(tmp_path / "fp32.tflite", flatbuffers["fp32"], "fp32")
     variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
     arguments = (tmp_path / "toy.npz", variant, 1, 25, tmp_path / "f.json", tmp_path / "f.npy", None)
     assert run_evaluation(tmp_path / "fp32.tflite", *arguments)["agreement_with_fp32"] == 1.0
-    (tmp_path / "int16x8.tflite").write_bytes(flatbuffers["int16x8"])
+    write_variant(tmp_path / "int16x8.tflite", flatbuffers["int16x8"], "int16x8")
     variant = {"dataset": "toy", "model": "custom", "scheme": "int16x8"}
     arguments = (tmp_path / "toy.npz", variant, 2, 25, tmp_path / "i.json", tmp_path / "i.npy", tmp_path / "f.npy")
     side_by_side = run_evaluation(tmp_path / "int16x8.tflite", *arguments)
@@ -225,7 +225,7 @@ def test_the_evaluation_record_gives_the_mean_invoke_time_per_image(trained, fla
 
     _, test_images, test_labels, _ = trained
     save_as_prepared(tmp_path / "toy.npz", test_images, test_labels)
-    (tmp_path / "fp32.tflite").write_bytes(flatbuffers["fp32"])
+    write_variant(tmp_path / "fp32.tflite", flatbuffers["fp32"], "fp32")
     ticks = itertools.count()
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))  # every invoke takes one second
     variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}

@@ -30,7 +30,7 @@ from conftest import REPOSITORY, require
 from elf import ElfObject
 
 CROSS = "arm-none-eabi-g++"
-SYMBOL = "g_toy_custom_int8_model_data"
+SYMBOL = "g_toy_custom_seed42_int8_model_data"
 
 
 # The Add* methods TFLite Micro's micro_mutable_op_resolver.h declares (read from the header; its commit
@@ -200,7 +200,7 @@ def bundle(variants, tmp_path_factory):
 
     write_prepared_dataset(folder / "toy.npz", np.zeros((4, 16, 16, 1), np.uint8))
     paths = [folder / "out" / name for name in ("model_data.cc", "model_data.h", "model_settings.h", "op_resolver.h")]
-    variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
+    variant = {"dataset": "toy", "model": "custom", "seed": "42", "scheme": "int8"}
     run_firmware_bundle(folder / "int8.tflite", folder / "micro.json", folder / "toy.npz", 10, variant, paths)
     return folder / "out", variants["int8"]
 

@@ -8,6 +8,8 @@ import pytest
 from tinyml_quant.conversion import convert
 from tinyml_quant.graph import analyze_graph, layer_costs, operator_counts, parse_model, run_graph_analysis
 
+from synthetic import write_variant
+
 # The hand-counted model: input 8x8x3 -> Conv2D(8, 3x3, valid) -> DepthwiseConv2D(3x3, multiplier 2) -> Dense(4).
 CONV_MACS = (6 * 6 * 8) * (3 * 3) * 3  # output elements x kernel h x kernel w x input channels = 7776
 DEPTHWISE_MACS = (4 * 4 * 16) * (3 * 3)  # output elements (8 channels x multiplier 2) x kernel h x w = 2304
@@ -75,7 +77,7 @@ def test_operators_are_named_and_counted(hand_counted):
 def test_run_graph_analysis_writes_json(hand_counted, tmp_path):
     _, flatbuffers = hand_counted
     tflite_path = tmp_path / "int8.tflite"
-    tflite_path.write_bytes(flatbuffers["int8"])
+    write_variant(tflite_path, flatbuffers["int8"])
     variant = {"dataset": "toy", "model": "hand", "scheme": "int8"}
     returned = run_graph_analysis(tflite_path, variant, tmp_path / "out" / "graph.json")
     written = json.loads((tmp_path / "out" / "graph.json").read_text())

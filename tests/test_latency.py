@@ -6,7 +6,7 @@ import pytest
 
 from tinyml_quant.latency import measure_latency, run_latency
 
-from synthetic import save_as_prepared
+from synthetic import save_as_prepared, write_variant
 
 VARIANT = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
 
@@ -22,7 +22,7 @@ def test_latency_is_positive_and_records_its_settings(trained, flatbuffers):
 def test_run_latency_writes_json(trained, flatbuffers, tmp_path):
     _, images, labels, _ = trained
     tflite_path = tmp_path / "fp32.tflite"
-    tflite_path.write_bytes(flatbuffers["fp32"])
+    write_variant(tflite_path, flatbuffers["fp32"], "fp32")
     dataset_path = save_as_prepared(tmp_path / "toy.npz", images, labels)
     returned = run_latency(tflite_path, dataset_path, VARIANT, 2, 10, 1, tmp_path / "latency.json")
     written = json.loads((tmp_path / "latency.json").read_text())

@@ -119,13 +119,13 @@ def test_the_layer_error_job_measures_its_seeded_sample_and_names_the_variant(sm
 
     _, test_images, labels, _, paths = small_resnet
     dataset = save_as_prepared(tmp_path / "toy.npz", test_images, labels)
-    variant = {"dataset": "toy", "model": "resnet_v1", "scheme": "int8"}
+    variant = {"dataset": "toy", "model": "resnet_v1", "seed": "7", "scheme": "int8"}  # as the wildcards give it
     with caplog.at_level("INFO", logger="tinyml_quant.layer_error"):
         returned = run_layer_error(paths["int8"], paths["fp32"], dataset, 6, 2, variant, tmp_path / "errors.csv")
     written = pd.read_csv(tmp_path / "errors.csv")
     expected = layer_errors(paths["int8"], paths["fp32"], test_images[seeded_subset(len(labels), 6, 2)])
-    assert list(written.columns) == ["dataset", "model", "scheme", "images", *expected.columns]
-    assert (written[["dataset", "model", "scheme"]] == ["toy", "resnet_v1", "int8"]).all().all()
+    assert list(written.columns) == ["dataset", "model", "seed", "scheme", "images", *expected.columns]
+    assert (written[["dataset", "model", "seed", "scheme"]] == ["toy", "resnet_v1", 7, "int8"]).all().all()
     assert (written.images == 6).all() and len(returned) == len(written)
     pd.testing.assert_frame_equal(written[expected.columns], expected, check_exact=False, rtol=1e-5)  # six digits
     worst = expected.loc[expected.rmse_in_steps.idxmax()]

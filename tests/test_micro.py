@@ -16,7 +16,7 @@ from tinyml_quant.micro import (
     run_micro_measurement,
 )
 
-from synthetic import save_as_prepared
+from synthetic import save_as_prepared, write_variant
 
 IMAGE_SHAPE = (16, 16, 1)
 
@@ -379,7 +379,7 @@ def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path):
     from tinyml_quant.runtime import load_interpreter
 
     tflite_path = tmp_path / "fp32.tflite"
-    tflite_path.write_bytes(flatbuffers["fp32"])
+    write_variant(tflite_path, flatbuffers["fp32"], "fp32")
     dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
     returned = run_micro_measurement(tflite_path, dataset_path, VARIANT, 5, 0, tmp_path / "out" / "micro.json")
     written = json.loads((tmp_path / "out" / "micro.json").read_text())

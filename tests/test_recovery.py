@@ -49,7 +49,16 @@ def test_the_float_fallback_keeps_the_worst_layers_float(small_resnet):
     assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
 
 
-def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(small_resnet, tmp_path, monkeypatch):
+def _write_metrics(path, accuracy, **extra):
+    import json
+
+    path.write_text(json.dumps({"dataset": "toy", "model": "resnet_v1", "seed": 0, "accuracy": accuracy, **extra}))
+    return path
+
+
+def test_the_int8_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(
+    small_resnet, tmp_path, monkeypatch
+):
     import json
 
     from tinyml_quant import recovery
@@ -62,67 +71,126 @@ def test_the_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verdict(s
     def spy(name):
         real = getattr(recovery, name)
 
-        def record(*args):
+        def record(*args, **keywords):
             calls[name] = args
-            return real(*args)
+            return real(*args, **keywords)
 
         monkeypatch.setattr(recovery, name, record)
 
     for name in ("evaluation_interpreters", "predict", "measure_micro"):
         spy(name)
 
-    model, test_images, labels, _, paths = small_resnet
+    model, test_images, labels, _, variants = small_resnet
     model.save(tmp_path / "model.keras")
-    dataset = save_as_prepared(tmp_path / "toy.npz", test_images, labels)
-    (tmp_path / "int8.json").write_text(
-        json.dumps({"dataset": "toy", "model": "resnet_v1", "accuracy": 0.5, "file_bytes": 1234})
-    )
-    (tmp_path / "fp32.json").write_text(json.dumps({"dataset": "toy", "model": "resnet_v1", "accuracy": 0.75}))
-    calibration = {"calibration_images": 30, "calibration_seed": 1}
-    outputs = (tmp_path / "recovered.tflite", tmp_path / "recovered.json")
-    record = run_recovery(
-        tmp_path / "model.keras",
-        dataset,
-        tmp_path / "int8.json",
-        tmp_path / "fp32.json",
-        calibration,
-        2,
-        10,
-        3,
-        12,
-        16,
-        1,
-        "asked for",
-        *outputs,
-    )
-    assert json.loads(outputs[1].read_text()) == json.loads(json.dumps(record))
+    paths = {
+        "model": tmp_path / "model.keras",
+        "dataset": save_as_prepared(tmp_path / "toy.npz", test_images, labels),
+        "fp32": variants["fp32"],
+        "int8": variants["int8"],
+        "quantized_metrics": _write_metrics(tmp_path / "int8.json", 0.5),
+        "reference_metrics": _write_metrics(tmp_path / "fp32.json", 0.75),
+        "quantized_device_record": variants["int8"].with_suffix(".json"),
+    }
+    settings = {
+        "calibration": {"calibration_images": 30, "calibration_seed": 1},
+        "layers": 2,
+        "debug_images": 10,
+        "sample_seed": 3,
+        "agreement_images": 12,
+        "agreement_seed": 5,
+        "batch_size": 16,
+    }
+    outputs = {name: tmp_path / f"recovered.{name}" for name in ("tflite", "device", "metrics")}
+    record = run_recovery("int8", paths, settings, 1, "asked for", outputs)
+    assert json.loads(outputs["metrics"].read_text()) == json.loads(json.dumps(record))
     debug_sample = test_images[seeded_subset(len(labels), 10, 3)]
     worst = worst_layers(model, calibration_images(255 - test_images, 30, 1), debug_sample, 2)  # the training split
-    assert [layer["tensor"] for layer in record["float_layers"]] == [layer["tensor"] for layer in worst]
-    assert [layer["rmse_in_steps"] for layer in record.pop("float_layers")] == pytest.approx(
+    assert [layer["tensor"] for layer in record["layers"]] == [layer["tensor"] for layer in worst]
+    assert [layer["rmse_in_steps"] for layer in record.pop("layers")] == pytest.approx(
         [layer["rmse_in_steps"] for layer in worst]
     )
-    recovered, _ = predict(load_interpreter(outputs[0]), test_images, 16)
+    recovered, _ = predict(load_interpreter(outputs["tflite"]), test_images, 16)
     micro = record.pop("micro")
     assert record == {
         "dataset": "toy",
         "model": "resnet_v1",
+        "seed": 0,
         "scheme": "int8",
+        "status": "converted",
+        "method": "worst layers kept in float",
         "reason": "asked for",
         "debug_images": 10,
         "reference_accuracy": 0.75,
         "quantized_accuracy": 0.5,
         "accuracy": pytest.approx(np.mean(recovered.argmax(1) == labels)),
         "test_images": len(labels),
-        "file_bytes": outputs[0].stat().st_size,
-        "quantized_file_bytes": 1234,
+        "file_bytes": outputs["device"].stat().st_size,
+        "quantized_file_bytes": variants["int8"].stat().st_size,
     }
+    assert outputs["device"].read_bytes() == outputs["tflite"].read_bytes()
     assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement"}
     assert micro["status"] == "runs" and micro["agreement"]["images"] == 12
-    # The agreement sample is the seeded one, with its labels: LiteRT's accuracy on it, recomputed.
-    sample = seeded_subset(len(labels), 12, 3)
+    # The agreement sample is TFLite Micro's seeded one, with its labels: LiteRT's accuracy on it, recomputed.
+    sample = seeded_subset(len(labels), 12, 5)
     litert_accuracy = np.mean(recovered[sample].argmax(1) == labels[sample])
     assert micro["agreement"]["litert_accuracy"] == pytest.approx(litert_accuracy)
-    assert calls["evaluation_interpreters"] == (outputs[0], "int8", 1) and calls["predict"][2] == 16
+    assert calls["evaluation_interpreters"] == (outputs["tflite"], "int8", 1) and calls["predict"][2] == 16
     _, micro_images, micro_labels = calls["measure_micro"]
     assert (micro_images == test_images[sample]).all() and (micro_labels == labels[sample]).all()
+
+
+def test_the_int4_mixed_variant_raises_the_worst_4_bit_layers_of_the_layer_error_table(small_resnet, tmp_path):
+    import pandas as pd
+    from test_edge_quantizer import weight_types
+
+    from tinyml_quant.edge_quantizer import quantize
+    from tinyml_quant.layer_error import layer_errors
+    from tinyml_quant.recovery import mixed_variant
+    from tinyml_quant.variants import read_variant
+
+    _, test_images, _, representative, variants = small_resnet
+    fp32 = read_variant(variants["fp32"])
+    (tmp_path / "int4.tflite").write_bytes(quantize(fp32, "int4", representative))
+    errors = pd.DataFrame(layer_errors(tmp_path / "int4.tflite", variants["fp32"], test_images[:8]))
+    convolutions = errors[errors.operator == "CONV_2D"].sort_values("rmse_in_steps", ascending=False)
+    flatbuffer, device, layers = mixed_variant(
+        "int4", {"fp32": fp32, "layer_errors": errors}, representative, None, 2, 1, test_images[:4]
+    )
+    assert [layer["tensor"] for layer in layers] == list(convolutions.tensor[:2])
+    assert flatbuffer == device
+    kinds = weight_types(flatbuffer)["CONV_2D"]
+    assert kinds == {("INT4", "per channel"), ("INT8", "per channel")}
+
+
+def test_a_mixed_variant_the_quantizer_cannot_make_is_recorded_with_its_reason(small_resnet, tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from tinyml_quant import edge_quantizer
+    from tinyml_quant.recovery import run_recovery
+
+    def refuse(*args, **keywords):
+        raise RuntimeError("Unsupported op: CUSTOM_OP")  # as the quantizer says of a layer it cannot handle
+
+    monkeypatch.setattr(edge_quantizer, "quantize", refuse)
+    _, test_images, labels, _, variants = small_resnet
+    (tmp_path / "errors.csv").write_text(
+        pd.DataFrame({"tensor": ["t"], "operator": ["CONV_2D"], "rmse_in_steps": [1.0]}).to_csv(index=False)
+    )
+    paths = {
+        "dataset": save_as_prepared(tmp_path / "toy.npz", test_images, labels),
+        "fp32": variants["fp32"],
+        "layer_errors": tmp_path / "errors.csv",
+        "quantized_metrics": _write_metrics(tmp_path / "int4.json", 0.5),
+        "reference_metrics": _write_metrics(tmp_path / "fp32.json", 0.75),
+        "quantized_device_record": variants["int8"].with_suffix(".json"),
+    }
+    settings = {"calibration": {"calibration_images": 8, "calibration_seed": 0}, "layers": 1, "debug_images": 4}
+    settings |= {"sample_seed": 0, "agreement_images": 4, "agreement_seed": 0, "batch_size": 16}
+    outputs = {name: tmp_path / f"mixed.{name}" for name in ("tflite", "device", "metrics")}
+    record = run_recovery("int4", paths, settings, 1, "asked for", outputs)
+    assert record["status"] == "not converted"
+    assert record["reason_not_made"] == "RuntimeError: Unsupported op: CUSTOM_OP" and record["reason"] == "asked for"
+    assert json.loads(outputs["metrics"].read_text()) == record
+    assert outputs["tflite"].read_bytes() == outputs["device"].read_bytes() == b""

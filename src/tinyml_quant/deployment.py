@@ -1,34 +1,42 @@
-"""Which variants go on after their measurements: firmware for what TFLite Micro runs, and a float
-fallback for an int8 variant that loses accuracy. The workflow plans those jobs from this record."""
+"""Which variants go on after their measurements: firmware for what TFLite Micro runs, and a mixed-precision
+variant for each scheme that loses accuracy. The workflow plans those jobs from this record."""
 
 import logging
 
-from .conversion import REFERENCE_SCHEME, SCHEMES
 from .files import read_json, write_json
 from .micro import RUNS
+from .schemes import REFERENCE_SCHEME, SCHEMES
 
 logger = logging.getLogger(__name__)
 
 
 def deployment_plan(evaluations, micro, threshold_points, always_recover, recovered_schemes):
-    """``{"firmware_schemes": [...], "recover": bool, "reason": str}`` for one dataset and model.
+    """``{"firmware_schemes": [...], "recover": {scheme: reason}, "loss_points": {scheme: loss}}`` for one model.
 
-    ``evaluations`` and ``micro`` map scheme to its record. A recovered scheme
-    is recovered when it loses more than ``threshold_points`` of accuracy
-    against the reference scheme, or always when ``always_recover``.
+    ``evaluations`` and ``micro`` map scheme to its record. A scheme of
+    ``recovered_schemes`` gets its mixed-precision variant when it loses more
+    than ``threshold_points`` of accuracy against the reference scheme, or
+    always when ``always_recover``; a variant that was not converted (or a
+    reference that was not) has nothing to recover from.
     """
     firmware = [scheme for scheme in SCHEMES if scheme in micro and micro[scheme]["status"] == RUNS]
-    plan = {"firmware_schemes": firmware, "recover": False, "reason": "", "loss_points": None}
+    plan = {"firmware_schemes": firmware, "recover": {}, "loss_points": {}, "reasons": {}}
+    reference = evaluations[REFERENCE_SCHEME].get("accuracy")
     for scheme in recovered_schemes:
+        accuracy = evaluations[scheme].get("accuracy")
+        if reference is None or accuracy is None:
+            plan["reasons"][scheme] = "not converted: nothing to recover"
+            continue
         # Rounded so that a loss of exactly the threshold (in points) is not "more" by a float's last bit.
-        loss = round(100 * (evaluations[REFERENCE_SCHEME]["accuracy"] - evaluations[scheme]["accuracy"]), 6)
-        plan["loss_points"] = loss
+        loss = round(100 * (reference - accuracy), 6)
+        plan["loss_points"][scheme] = loss
         if loss > threshold_points:
-            plan.update(recover=True, reason=f"{scheme} loses {loss:.2f} points (more than {threshold_points:g})")
+            plan["recover"][scheme] = f"{scheme} loses {loss:.2f} points (more than {threshold_points:g})"
         elif always_recover:
-            plan.update(recover=True, reason=f"listed in diagnostics.always_recover ({scheme} loses {loss:.2f} points)")
+            plan["recover"][scheme] = f"listed in diagnostics.always_recover ({scheme} loses {loss:.2f} points)"
         else:
-            plan["reason"] = f"{scheme} loses {loss:.2f} points (at most {threshold_points:g}): no fallback needed"
+            plan["reasons"][scheme] = f"{scheme} loses {loss:.2f} points (at most {threshold_points:g}): no fallback"
+    plan["reasons"].update(plan["recover"])
     return plan
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .conversion import INTEGER_16X8
 from .datasets import load_prepared
 from .files import atomic_path, write_json
 from .runtime import dequantize_output, image_shape, input_converter, load_interpreter
+from .schemes import INTEGER_16X8
+from .variants import CONVERTED, NotConverted, not_converted_fields, read_variant
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ def run_evaluation(
 
     dataset = load_prepared(dataset_path)
     scheme = variant["scheme"]
+    try:
+        read_variant(tflite_path)
+    except NotConverted as error:
+        metrics = {**variant, **not_converted_fields(error), "accuracy": None, "dataset_name": dataset.name}
+        with atomic_path(predictions_path) as temporary:
+            np.save(temporary, np.zeros(0, np.int16))
+        write_json(metrics_path, metrics)
+        return metrics
     interpreters = evaluation_interpreters(tflite_path, scheme, threads)
     outputs, seconds = predict(interpreters, dataset.x_test, batch_size)
     predictions = outputs.argmax(axis=1)
@@ -118,7 +127,9 @@ def run_evaluation(
         reference = predictions
     else:
         reference = np.load(reference_predictions_path, allow_pickle=False)
-        if reference.shape != predictions.shape:
+        if reference.size == 0:  # the fp32 variant was not converted: nothing to agree with
+            reference = None
+        elif reference.shape != predictions.shape:
             raise ValueError(
                 f"{reference_predictions_path}: holds {len(reference)} predictions, expected {len(predictions)}"
             )
@@ -132,6 +143,7 @@ def run_evaluation(
     metrics.update(
         {
             **variant,
+            "status": CONVERTED,
             "dataset_name": dataset.name,
             "file_bytes": Path(tflite_path).stat().st_size,
             "test_images": int(len(predictions)),

@@ -170,11 +170,16 @@ def op_resolver_file(symbol, operators):
     )
 
 
-def firmware_bundle(flatbuffer, micro_record, class_names, margin_percent, symbol):
-    """``{file name: text}`` of the bundle; a variant TFLite Micro does not run has none (ValueError)."""
+def firmware_bundle(flatbuffer, micro_record, class_names, margin_percent, symbol, interface=None):
+    """``{file name: text}`` of the bundle; a variant TFLite Micro does not run has none (ValueError).
+
+    ``interface``: a flatbuffer LiteRT loads with the same input and output
+    tensors, for a device file LiteRT cannot load (a LUT-compressed model's
+    binned twin); by default ``flatbuffer`` itself.
+    """
     if micro_record["status"] != "runs":
         raise ValueError(f"{symbol}: {micro_record['status']} ({micro_record['unsupported_operator']}): no firmware")
-    interpreter = load_interpreter(flatbuffer)
+    interpreter = load_interpreter(interface or flatbuffer)
     header, source = model_data_files(flatbuffer, symbol)
     return {
         "model_data.h": header,
@@ -191,12 +196,20 @@ def firmware_bundle(flatbuffer, micro_record, class_names, margin_percent, symbo
     }
 
 
-def run_firmware_bundle(tflite_path, micro_path, dataset_path, margin_percent, variant, output_paths):
-    """Snakemake entry point: write the bundle's files to ``output_paths`` (named as ``BUNDLE_FILES``)."""
+def run_firmware_bundle(
+    tflite_path, micro_path, dataset_path, margin_percent, variant, output_paths, interface_path=None
+):
+    """Snakemake entry point: write the bundle's files to ``output_paths`` (named as ``BUNDLE_FILES``).
+
+    ``tflite_path``: what the device stores; ``interface_path``: the variant file LiteRT loads, when that differs.
+    """
     flatbuffer = Path(tflite_path).read_bytes()
-    symbol = "g_" + c_identifier(variant["dataset"], variant["model"], variant["scheme"], "model_data")
+    interface = Path(interface_path).read_bytes() if interface_path else None
+    # Each seed's model is its own array: two bundles of one model can link into one firmware.
+    names = [variant["dataset"], variant["model"], *([f"seed{variant['seed']}"] if "seed" in variant else [])]
+    symbol = "g_" + c_identifier(*names, variant["scheme"], "model_data")
     files = firmware_bundle(
-        flatbuffer, read_json(micro_path), load_prepared(dataset_path).class_names, margin_percent, symbol
+        flatbuffer, read_json(micro_path), load_prepared(dataset_path).class_names, margin_percent, symbol, interface
     )
     by_name = {Path(path).name: path for path in output_paths}
     if set(by_name) != set(files):

@@ -33,12 +33,15 @@ import logging
 from pathlib import Path
 
 from .files import write_json
+from .variants import NotConverted, not_converted_fields, read_variant
 
 logger = logging.getLogger(__name__)
 
 # The operators whose MACs and parameters are counted, and the rank of their weights tensor.
 WEIGHTS_RANK = {"CONV_2D": 4, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 2}
 TFLITE_FILE_IDENTIFIER = b"TFL3"
+# TensorFlow Lite Micro's decoder of LUT-compressed tensors, as operator_name names it.
+DECODE = "CUSTOM:TFLM_DECODE"
 
 
 def read_flatbuffer(model):
@@ -167,13 +170,19 @@ def _is_constant(parsed, tensor):
 
 
 def _constant_source(parsed, subgraph, producers, tensor_index):
-    """The constant tensor behind an operator input, looking through a DEQUANTIZE (float16 weights)."""
+    """The constant tensor behind an operator input, looking through a DEQUANTIZE (float16 weights).
+
+    Behind TFLite Micro's DECODE (LUT-compressed weights) the decoded tensor
+    itself counts: its shape is the weights', its encoded input holds packed indices.
+    """
     if tensor_index < 0:
         return None  # optional input left out, e.g. a convolution without bias
     tensor = subgraph.tensors[tensor_index]
     if _is_constant(parsed, tensor):
         return tensor
     producer = producers.get(tensor_index)
+    if producer is not None and producer[0] == DECODE:
+        return tensor
     if producer is not None and producer[0] == "DEQUANTIZE" and _listed(producer[1].inputs):
         source = subgraph.tensors[producer[1].inputs[0]]
         if _is_constant(parsed, source):
@@ -252,6 +261,12 @@ def analyze_graph(model):
 
 def run_graph_analysis(tflite_path, variant, output_path):
     """Snakemake entry point: analyze one ``.tflite`` file and write the JSON record (``variant`` names it)."""
+    try:
+        read_variant(tflite_path)
+    except NotConverted as error:
+        empty = {"operators": {}, "operator_total": 0, "parameters": None, "macs": None, "file_bytes": None}
+        write_json(output_path, {**variant, **not_converted_fields(error), **empty})
+        return
     analysis = {**variant, **analyze_graph(tflite_path)}
     write_json(output_path, analysis)
     logger.info(

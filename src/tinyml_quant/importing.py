@@ -143,13 +143,17 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
     return model, metrics
 
 
-def run_import(trained_path, dataset_path, model_name, input_scale, input_offset, threads, model_path, metrics_path):
+def run_import(
+    trained_path, dataset_path, model_name, input_scale, input_offset, threads, model_path, metrics_path, seed=None
+):
     """Snakemake entry point: check, wrap and save a user's trained model with its test metrics."""
     configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
     model, metrics = import_trained_model(
         trained_path, dataset, f"trained_models.{model_name}", input_scale, input_offset
     )
+    # The seed of the study the model appears under (it is not trained here).
+    metrics["seed"] = seed
     metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}
     with atomic_path(model_path) as temporary:
         model.save(temporary)

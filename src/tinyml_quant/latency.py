@@ -20,6 +20,7 @@ from ai_edge_litert import __version__ as litert_version
 from .datasets import load_prepared
 from .files import write_json
 from .runtime import image_shape, load_interpreter, quantize_input
+from .variants import NotConverted, not_converted_fields, read_variant
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ def measure_latency(model, image=None, threads=1, invokes=50, warmup=5):
 def run_latency(tflite_path, dataset_path, variant, threads, invokes, warmup, output_path):
     """Snakemake entry point: time one variant (``variant`` names it) on the dataset's first test image."""
     dataset = load_prepared(dataset_path)
+    try:
+        read_variant(tflite_path)
+    except NotConverted as error:
+        empty = {"median_ms": None, "p90_ms": None, "threads": threads}
+        write_json(output_path, {**variant, **not_converted_fields(error), **empty})
+        return None
     result = measure_latency(tflite_path, dataset.x_test[0], threads, invokes, warmup)
     result.update(
         {**variant, "tflite_path": str(tflite_path), "dataset_name": dataset.name, "input_image": "test image 0"}

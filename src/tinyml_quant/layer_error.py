@@ -32,9 +32,15 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from .datasets import load_prepared, seeded_subset
 from .files import write_csv
 from .runtime import quantize_input
+from .variants import NotConverted, read_variant
 
 logger = logging.getLogger(__name__)
 
+# The columns of a layer-error table, after the variant's and the image count.
+LAYER_COLUMNS = (
+    *("layer", "depth", "operator", "tensor", "dtype"),
+    *("scale", "rmse", "rmse_in_steps", "cosine_similarity", "snr_db"),
+)
 # Operators whose output is a copy, a padding or a reinterpretation of their input: no error of their own.
 PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "PAD")
 
@@ -100,7 +106,7 @@ def layer_errors(quantized_model, reference_model, images):
                 **error_figures(*sums[position], counts[position], float(detail["quantization"][0])),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
 
 
 def error_figures(error_power, signal_power, dot, quantized_power, count, scale):
@@ -125,10 +131,17 @@ def run_layer_error(quantized_path, reference_path, dataset_path, images, sample
     """Snakemake entry point: the per-layer error CSV of one variant on a seeded sample of test images."""
     dataset = load_prepared(dataset_path)
     sample = seeded_subset(len(dataset.y_test), images, sample_seed)
+    try:
+        read_variant(quantized_path)
+        read_variant(reference_path)
+    except NotConverted as error:
+        logger.warning("%s: no layer error: %s", quantized_path, error)
+        write_csv(output_path, pd.DataFrame(columns=[*variant, "images", *LAYER_COLUMNS]))
+        return None
     table = layer_errors(quantized_path, reference_path, dataset.x_test[sample])
     table.insert(0, "images", len(sample))
-    for position, name in enumerate(("dataset", "model", "scheme")):
-        table.insert(position, name, variant[name])
+    for position, (name, value) in enumerate(variant.items()):  # dataset, model, seed, scheme
+        table.insert(position, name, value)
     write_csv(output_path, table)
     worst = table.sort_values("rmse_in_steps", ascending=False).iloc[0]
     logger.info(

@@ -64,12 +64,13 @@ from .datasets import load_prepared, seeded_subset
 from .files import write_json
 from .micro_worker import FIRST_ARENA_BYTES, GROWTH, MAX_ARENA_BYTES, refused_operator
 from .runtime import dequantize_output, image_shape, load_interpreter, quantize_input
+from .variants import NOT_CONVERTED, NotConverted, not_converted_fields, read_variant
 
 logger = logging.getLogger(__name__)
 
 RUNS = "runs"
 UNSUPPORTED = "unsupported on TFLite Micro"
-STATUSES = (RUNS, UNSUPPORTED)
+STATUSES = (RUNS, UNSUPPORTED, NOT_CONVERTED)
 # The child process: ``python -m`` this module with the request file.
 WORKER_MODULE = "tinyml_quant.micro_worker"
 # Each restart follows a crashed probe and narrows the search, so at most one per probe (about 31).
@@ -79,13 +80,7 @@ WORKER_TIMEOUT_SECONDS = 900
 
 def _read_model(model):
     """``(bytes, where, LiteRT interpreter)``; a file LiteRT cannot load raises ValueError naming it."""
-    if isinstance(model, (bytes, bytearray)):
-        content, where = bytes(model), "model bytes"
-    else:
-        try:
-            content, where = Path(model).read_bytes(), str(model)
-        except OSError as error:
-            raise ValueError(f"{model}: cannot read the TFLite file ({error})") from error
+    content, where = _model_bytes(model)
     try:
         interpreter = load_interpreter(content)
     except ValueError as error:
@@ -205,14 +200,44 @@ def _unsupported(result, message):
     return result
 
 
-def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYTES):
+def _model_bytes(model):
+    """``(bytes, where)`` of a ``.tflite`` path or flatbuffer bytes; ``where`` names it in errors."""
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model), "model bytes"
+    try:
+        return Path(model).read_bytes(), str(model)
+    except OSError as error:
+        raise ValueError(f"{model}: cannot read the TFLite file ({error})") from error
+
+
+def _run_on_tflm(content, where, model_inputs, max_arena_bytes, result):
+    """The arena search and the run of ``model_inputs`` in children; the final event, counts into ``result``."""
+    with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
+        model_path, input_path = Path(folder) / "model.tflite", Path(folder) / "input.npy"
+        model_path.write_bytes(content)
+        np.save(input_path, model_inputs)
+        request = {
+            "mode": "measure",
+            "model_path": str(model_path),
+            "input_path": str(input_path),
+            "max_arena_bytes": max_arena_bytes,
+        }
+        final = _search_in_children(request, folder, where, result)
+    if final["event"] == "too_large":
+        raise RuntimeError(f"{where}: TFLite Micro could not allocate the model in {max_arena_bytes} bytes")
+    return final
+
+
+def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYTES, reference=None):
     """Measure one variant on TFLite Micro; see the module docstring for the method.
 
     ``model`` is a ``.tflite`` path or flatbuffer bytes; ``images`` a batch
     of input images (unquantized pixels, NHWC). TFLM runs each at the measured
     arena and its outputs are compared with LiteRT's on the same quantized
     inputs (``compare_outputs``; ``labels`` add each runtime's accuracy);
-    without images it runs one image of zeros.
+    without images it runs one image of zeros. ``reference`` is the model
+    LiteRT runs instead, for a model only TFLite Micro runs (a compressed one,
+    against its uncompressed twin); by default the model itself.
 
     Returns a dict: ``status`` (``"runs"`` or ``"unsupported on TFLite
     Micro"``), ``arena_bytes`` (None when unsupported), ``flash_bytes`` (the
@@ -223,7 +248,8 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
 
     if not isinstance(max_arena_bytes, int) or max_arena_bytes < FIRST_ARENA_BYTES:
         raise ValueError(f"max_arena_bytes must be an integer of at least {FIRST_ARENA_BYTES}, got {max_arena_bytes!r}")
-    content, where, interpreter = _read_model(model)
+    content, where = _model_bytes(model)
+    _, _, interpreter = _read_model(model if reference is None else reference)
     if images is None:
         input_shape = image_shape(interpreter.get_input_details()[0])
         images = np.zeros((1, *input_shape), np.float32)
@@ -244,20 +270,8 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
         "tflm_version": tflm_version,
     }
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tflm-") as folder:
-        model_path, input_path = Path(folder) / "model.tflite", Path(folder) / "input.npy"
-        model_path.write_bytes(content)
-        np.save(input_path, model_inputs)
-        request = {
-            "mode": "measure",
-            "model_path": str(model_path),
-            "input_path": str(input_path),
-            "max_arena_bytes": max_arena_bytes,
-        }
-        final = _search_in_children(request, folder, where, result)
+    final = _run_on_tflm(content, where, model_inputs, max_arena_bytes, result)
     result["measurement_seconds"] = time.perf_counter() - started
-    if final["event"] == "too_large":
-        raise RuntimeError(f"{where}: TFLite Micro could not allocate the model in {max_arena_bytes} bytes")
     if final["event"] == "unsupported":
         return _unsupported(result, final["message"])
     result["arena_bytes"] = final["arena_bytes"]
@@ -265,6 +279,20 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
     tflm_outputs = np.asarray(final["outputs"], dtype=final["output_dtype"])
     result["agreement"] = compare_outputs(tflm_outputs, litert_outputs, output_detail, labels)
     return result
+
+
+def tflm_outputs(model, images, reference=None):
+    """TFLite Micro's raw outputs for ``images``, quantized as the model's input takes them; None if TFLM refuses it.
+
+    ``reference`` supplies the input's quantization where LiteRT cannot load ``model``.
+    """
+    content, where = _model_bytes(model)
+    _, _, interpreter = _read_model(reference if reference is not None else content)
+    model_inputs = np.ascontiguousarray(quantize_input(np.asarray(images), interpreter.get_input_details()[0]))
+    final = _run_on_tflm(content, where, model_inputs, MAX_ARENA_BYTES, {"arena_probes": 0, "crashed_probe_bytes": []})
+    if final["event"] != "done":
+        return None
+    return np.asarray(final["outputs"], dtype=final["output_dtype"])
 
 
 def _search_in_children(request, folder, where, result):
@@ -312,11 +340,25 @@ def _interrupted_probe(events):
     return None
 
 
-def run_micro_measurement(tflite_path, dataset_path, variant, agreement_images, sample_seed, output_path):
-    """Snakemake entry point: measure one variant on TFLM, and compare it with LiteRT on a seeded test sample."""
+def run_micro_measurement(
+    tflite_path, dataset_path, variant, agreement_images, sample_seed, output_path, reference_path=None
+):
+    """Snakemake entry point: measure one variant on TFLM, and compare it with LiteRT on a seeded test sample.
+
+    ``reference_path`` is the file LiteRT runs for a variant only TFLite Micro
+    runs (the LUT-compressed one: its binned twin).
+    """
     dataset = load_prepared(dataset_path)
     sample = seeded_subset(len(dataset.y_test), agreement_images, sample_seed)
-    result = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample])
+    try:
+        read_variant(tflite_path)
+        if reference_path is not None:
+            read_variant(reference_path)
+    except NotConverted as error:
+        result = {**variant, **not_converted_fields(error), "arena_bytes": None, "flash_bytes": None}
+        write_json(output_path, {**result, "unsupported_operator": None, "agreement": None})
+        return result
+    result = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample], reference=reference_path)
     result.update(
         {
             **variant,

@@ -1,15 +1,23 @@
-"""Winning accuracy back: an int8 variant converted again with its worst layers kept in float.
+"""Winning accuracy back: a quantized variant made again with its worst layers one step up in precision.
 
-The layers come from TensorFlow's quantization debugger
-(``tf.lite.experimental.QuantizationDebugger``) run on the int8 converter with
-a seeded sample of test images: each layer's own (not accumulated) error, as
-RMSE over the layer's quantization scale, the measure TensorFlow's debugging
-guide ranks suspect layers by. The ``recovery_float_layers`` worst go on the
-debugger's deny-list (``denylisted_nodes``), and ``get_nondebug_quantized_model``
-gives the selectively quantized model: those layers float, the rest int8, with
-quantize and dequantize operators between them and float input and output.
-That is a mixed model; whether TensorFlow Lite Micro runs it is measured, not
-assumed, and reported either way.
+Each scheme that can lose accuracy has its own step up, made by its own tool:
+
+* ``int8``: the worst layers kept in float (float fallback). TensorFlow's
+  quantization debugger (``tf.lite.experimental.QuantizationDebugger``) ranks
+  the layers by their own error (RMSE over the layer's quantization scale,
+  each fed quantized inputs) on a seeded sample of test images; the worst go
+  on its deny-list (``denylisted_nodes``) and ``get_nondebug_quantized_model``
+  gives the selectively quantized model, with quantize and dequantize
+  operators between the float and the int8 layers and float input and output.
+* ``int4``: the worst 4-bit layers at 8-bit per-channel weights, and
+  ``int8_per_tensor``: the worst layers per channel, both through the AI Edge
+  Quantizer's per-layer recipe (``edge_quantizer``);
+* ``int8_lut``: the worst layers neither binned nor compressed (``lut``).
+
+For the last three the layers are ranked by the per-layer error stage
+(``layer_error``: each layer's error in its own quantization steps against
+fp32), among the layers the scheme reduced. Whether TensorFlow Lite Micro runs
+the mixed model is measured, not assumed, and reported either way.
 """
 
 import io
@@ -19,17 +27,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conversion import FULL_INTEGER, calibration_images, converter_for
+from .conversion import calibration_images, converter_for, converter_reason, loadable
 from .datasets import load_prepared, seeded_subset
+from .edge_quantizer import REDUCED_WEIGHTS, quantized_variant
 from .evaluation import evaluation_interpreters, predict
 from .files import read_json, write_bytes, write_json
+from .lut import WEIGHTED_OPERATORS, binned_model, compress, verify_decoding
 from .micro import measure_micro
 from .runtime import configure_tensorflow, load_keras_model
+from .schemes import FULL_INTEGER, INT4, LUT, PER_TENSOR
+from .variants import CONVERTED, NOT_CONVERTED, NotConverted, ToolFailure, read_variant
 
 logger = logging.getLogger(__name__)
 
-# The scheme whose converter has a deny-list: full-integer quantization.
-RECOVERED_SCHEME = FULL_INTEGER
+# The schemes that have a mixed-precision variant, and what it keeps at higher precision.
+RECOVERY_METHODS = {
+    FULL_INTEGER: "worst layers kept in float",
+    PER_TENSOR: "worst layers with per-channel weights",
+    INT4: "worst layers with 8-bit weights",
+    LUT: "worst layers neither binned nor compressed",
+}
+# The layers each scheme stores at reduced precision, which its mixed variant may raise again.
+REDUCED_OPERATORS = {
+    **{scheme: tuple(operators) for scheme, operators in REDUCED_WEIGHTS.items()},
+    LUT: WEIGHTED_OPERATORS,
+}
 
 
 def _debugger(model, calibration, debug_images, denylisted_nodes=None):
@@ -40,14 +62,14 @@ def _debugger(model, calibration, debug_images, denylisted_nodes=None):
             yield [image[None].astype(np.float32)]
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylisted_nodes or None)
-    converter = converter_for(model, RECOVERED_SCHEME, calibration)
+    converter = converter_for(model, FULL_INTEGER, calibration)
     return tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=debug_dataset, debug_options=options
     )
 
 
 def worst_layers(model, calibration, debug_images, count):
-    """The ``count`` layers with the largest own error (RMSE / scale), as ``[{"tensor", "rmse_in_steps"}]``."""
+    """The ``count`` int8 layers with the largest own error (RMSE / scale), as ``[{"tensor", "operator", ...}]``."""
     debugger = _debugger(model, calibration, debug_images)
     debugger.run()
     dump = io.StringIO()
@@ -69,58 +91,122 @@ def float_fallback(model, calibration, debug_images, count):
     return debugger.get_nondebug_quantized_model(), layers
 
 
-def run_recovery(
-    model_path,
-    dataset_path,
-    quantized_metrics_path,
-    reference_metrics_path,
-    calibration,
-    float_layers,
-    debug_images,
-    sample_seed,
-    agreement_images,
-    batch_size,
-    threads,
-    reason,
-    tflite_path,
-    metrics_path,
-):
-    """Snakemake entry point: convert with the float fallback, evaluate on the whole test set, measure on TFLM."""
+def worst_reduced_layers(layer_errors, scheme, count):
+    """The ``count`` layers of ``scheme``'s reduced operators with the largest error in their own steps."""
+    candidates = layer_errors[layer_errors.operator.isin(REDUCED_OPERATORS[scheme])]
+    worst = candidates.sort_values("rmse_in_steps", ascending=False).head(count)
+    return [
+        {"tensor": row.tensor, "operator": row.operator, "rmse_in_steps": float(row.rmse_in_steps)}
+        for row in worst.itertuples()
+    ]
+
+
+def mixed_variant(scheme, sources, representative, debug_sample, count, threads, check_images):
+    """``(LiteRT flatbuffer, device flatbuffer, layers)`` of ``scheme``'s mixed-precision variant.
+
+    ``sources`` holds what each scheme starts from: ``model`` (the Keras
+    model), ``fp32`` and ``int8`` (variant flatbuffers) and ``layer_errors``
+    (the variant's per-layer error table).
+    """
+    if scheme == FULL_INTEGER:
+        try:
+            flatbuffer, layers = float_fallback(sources["model"], representative, debug_sample, count)
+        except Exception as error:  # the debugger converts the model again: the converter's errors
+            raise ToolFailure(converter_reason(error)) from error
+        loadable(flatbuffer, "TensorFlow's quantization debugger")
+        return flatbuffer, flatbuffer, layers
+    layers = worst_reduced_layers(sources["layer_errors"], scheme, count)
+    if scheme == LUT:
+        settings = sources["lut_settings"]
+        kept = {layer["tensor"] for layer in layers}
+        binned, tensors = binned_model(sources["int8"], settings["values_per_channel"], kept)
+        if not tensors:  # the layers kept were the only ones compression made smaller
+            return binned, binned, layers
+        compressed = compress(binned, tensors, settings["values_per_channel"])
+        verify_decoding(compressed, binned, check_images)
+        return binned, compressed, layers
+    higher = [(layer["tensor"], layer["operator"]) for layer in layers]
+    flatbuffer = quantized_variant(sources["fp32"], scheme, representative, higher, threads)
+    return flatbuffer, flatbuffer, layers
+
+
+def run_recovery(scheme, paths, settings, threads, reason, output_paths):
+    """Snakemake entry point: make ``scheme``'s mixed variant, evaluate it on the whole test set, measure it on TFLM.
+
+    ``paths``: ``model``, ``dataset``, ``fp32``, ``int8``, ``layer_errors``,
+    ``quantized_metrics``, ``reference_metrics``, ``quantized_device_record``
+    (the conversion record of what a device stores of the scheme's variant); ``settings``: the
+    calibration of the scheme, ``layers`` (how many to raise), the
+    ``debug_images`` and ``sample_seed`` of the diagnostics, the
+    ``agreement_images`` and ``agreement_seed`` of TFLite Micro's sample (the
+    variants' own), ``batch_size``, and for the LUT scheme ``lut``;
+    ``output_paths``: ``tflite``, ``device``, ``metrics``.
+    """
     configure_tensorflow(threads)
-    dataset = load_prepared(dataset_path)
-    model = load_keras_model(model_path)
+    dataset = load_prepared(paths["dataset"])
+    calibration = settings["calibration"]
     representative = calibration_images(
         dataset.x_train, calibration["calibration_images"], calibration["calibration_seed"]
     )
-    debug_sample = dataset.x_test[seeded_subset(len(dataset.y_test), debug_images, sample_seed)]
-    flatbuffer, layers = float_fallback(model, representative, debug_sample, float_layers)
-    write_bytes(tflite_path, flatbuffer)
-    outputs, _ = predict(evaluation_interpreters(tflite_path, RECOVERED_SCHEME, threads), dataset.x_test, batch_size)
-    accuracy = float(np.mean(outputs.argmax(axis=1) == dataset.y_test))
-    sample = seeded_subset(len(dataset.y_test), agreement_images, sample_seed)
-    micro = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample])
-    quantized, reference = read_json(quantized_metrics_path), read_json(reference_metrics_path)
+    debug_sample = dataset.x_test[seeded_subset(len(dataset.y_test), settings["debug_images"], settings["sample_seed"])]
+    sample = seeded_subset(len(dataset.y_test), settings["agreement_images"], settings["agreement_seed"])
+    sources = {
+        "model": load_keras_model(paths["model"]) if scheme == FULL_INTEGER else None,
+        "fp32": read_variant(paths["fp32"]),
+        "int8": read_variant(paths["int8"]) if scheme == LUT else None,
+        "layer_errors": pd.read_csv(paths["layer_errors"]) if scheme != FULL_INTEGER else None,
+        "lut_settings": settings.get("lut"),
+    }
+    quantized, reference = read_json(paths["quantized_metrics"]), read_json(paths["reference_metrics"])
     record = {
         "dataset": quantized["dataset"],
         "model": quantized["model"],
-        "scheme": RECOVERED_SCHEME,
+        "seed": quantized["seed"],
+        "scheme": scheme,
+        "method": RECOVERY_METHODS[scheme],
         "reason": reason,
-        "float_layers": layers,
-        "debug_images": int(len(debug_sample)),
         "reference_accuracy": reference["accuracy"],
         "quantized_accuracy": quantized["accuracy"],
-        "accuracy": accuracy,
-        "test_images": int(len(dataset.y_test)),
-        "file_bytes": Path(tflite_path).stat().st_size,
-        "quantized_file_bytes": quantized["file_bytes"],
-        "micro": {key: micro[key] for key in ("status", "arena_bytes", "unsupported_operator", "agreement")},
+        # None when the scheme's device file could not be made (the LUT compressor failed).
+        "quantized_file_bytes": read_json(paths["quantized_device_record"]).get("bytes"),
     }
-    write_json(metrics_path, record)
+    try:
+        flatbuffer, device, layers = mixed_variant(
+            scheme, sources, representative, debug_sample, settings["layers"], threads, dataset.x_test[sample]
+        )
+    except (ToolFailure, NotConverted) as error:
+        logger.warning("%s %s: no mixed variant: %s", record["model"], scheme, error)
+        for name in ("tflite", "device"):
+            write_bytes(output_paths[name], b"")
+        record.update(status=NOT_CONVERTED, reason_not_made=str(error))
+        write_json(output_paths["metrics"], record)
+        return record
+    write_bytes(output_paths["tflite"], flatbuffer)
+    write_bytes(output_paths["device"], device)
+    outputs, _ = predict(
+        evaluation_interpreters(output_paths["tflite"], scheme, threads), dataset.x_test, settings["batch_size"]
+    )
+    accuracy = float(np.mean(outputs.argmax(axis=1) == dataset.y_test))
+    micro = measure_micro(device, dataset.x_test[sample], dataset.y_test[sample], reference=flatbuffer)
+    record.update(
+        {
+            "status": CONVERTED,
+            "layers": layers,
+            "debug_images": int(len(debug_sample)),
+            "accuracy": accuracy,
+            "test_images": int(len(dataset.y_test)),
+            "file_bytes": Path(output_paths["device"]).stat().st_size,
+            "micro": {key: micro[key] for key in ("status", "arena_bytes", "unsupported_operator", "agreement")},
+        }
+    )
+    write_json(output_paths["metrics"], record)
     logger.info(
-        "%s: %d layers in float: accuracy %.4f (int8 %.4f, fp32 %.4f); TFLite Micro: %s",
-        tflite_path,
+        "%s %s: %d layers raised: accuracy %.4f (%s %.4f, fp32 %.4f); TFLite Micro: %s",
+        record["model"],
+        scheme,
         len(layers),
         accuracy,
+        scheme,
         quantized["accuracy"],
         reference["accuracy"],
         micro["status"],

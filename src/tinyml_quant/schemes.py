@@ -1,0 +1,63 @@
+"""The quantization schemes of the study: the one list of their names, and what each one is.
+
+Every table, figure, config check and rule takes its schemes from here, in
+this order. Needs neither TensorFlow nor Snakemake.
+"""
+
+from dataclasses import dataclass
+
+CONVERTER = "TFLite converter"
+EDGE_QUANTIZER = "AI Edge Quantizer"
+MICRO_COMPRESSION = "TFLite Micro compression"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    tool: str  # what makes the variant
+    weights: str  # how its weights are stored
+    activations: str  # what its layers compute in
+    calibrated: bool  # whether it needs representative training images
+
+
+SCHEME_LIST = (
+    Scheme("fp32", CONVERTER, "float32", "float32", False),
+    Scheme("dynamic_range", CONVERTER, "int8 per channel (tensors of 1,024 elements and more)", "float32", False),
+    Scheme("float16", CONVERTER, "float16", "float32", False),
+    Scheme("int8", CONVERTER, "int8 per channel", "int8", True),
+    Scheme("int16x8", CONVERTER, "int8 per channel", "int16", True),
+    Scheme("int8_per_tensor", EDGE_QUANTIZER, "int8, one scale per tensor", "int8", True),
+    Scheme(
+        "int4",
+        EDGE_QUANTIZER,
+        "int4 CONV_2D (per channel) and FULLY_CONNECTED (per tensor), int8 DEPTHWISE_CONV_2D",
+        "int8",
+        True,
+    ),
+    # Not calibrated itself: it bins the int8 variant's weights.
+    Scheme(
+        "int8_lut",
+        MICRO_COMPRESSION,
+        "int8's, binned to conversion.int8_lut.values_per_channel values a channel, as table indices",
+        "int8",
+        False,
+    ),
+)
+SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST)
+BY_NAME = {scheme.name: scheme for scheme in SCHEME_LIST}
+(
+    REFERENCE_SCHEME,  # the unquantized model, which every variant is compared with
+    DYNAMIC_RANGE,
+    FLOAT16,
+    FULL_INTEGER,
+    INTEGER_16X8,
+    PER_TENSOR,
+    INT4,
+    LUT,
+) = SCHEMES
+CONVERTER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.tool == CONVERTER)
+EDGE_QUANTIZER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.tool == EDGE_QUANTIZER)
+# Schemes calibrated on training images with their own settings (conversion.<scheme> in the config).
+CALIBRATED_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.calibrated)
+# Schemes whose layers compute in integers, so that the per-layer error stage compares each layer with fp32.
+INTEGER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.activations.startswith("int"))
