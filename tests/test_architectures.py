@@ -8,6 +8,7 @@ SMALL_KNOBS = {
     "mobilenet_v1": {"alpha": 0.25},
     "mobilenet_v2": {"alpha": 0.35},
     "custom": {"base_filters": 4},
+    "resnet8": {},
 }
 
 
@@ -48,3 +49,19 @@ def test_custom_model_is_microcontroller_sized():
 def test_mobilenets_pad_mnist_to_32_pixels():
     model = build_model("mobilenet_v1", (28, 28, 1), 10, alpha=0.25)
     assert model.get_layer("pad_to_minimum_size").output.shape[1:3] == (32, 32)
+
+
+def test_resnet8_is_mlperf_tinys_reference_model():
+    """The counts of MLPerf Tiny's own pretrainedResnet_quant.tflite: 77,706 weights and biases, 12,501,632 MACs."""
+    import numpy as np
+
+    from tinyml_quant.conversion import convert
+    from tinyml_quant.graph import analyze_graph
+
+    model = build_model("resnet8", (32, 32, 3), 10)
+    dense = model.get_layer("predictions")
+    dense.bias.assign(np.full(10, 0.1, np.float32))  # an untrained zero bias would be dropped by the converter
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    analysis = analyze_graph(convert(model, "int8", images))
+    assert analysis["macs"] == 12_501_632 and analysis["parameters"] == 77_706
+    assert analysis["operators"] == {"ADD": 3, "CONV_2D": 9, "FULLY_CONNECTED": 1, "MEAN": 1, "SOFTMAX": 1}

@@ -8,7 +8,22 @@ from tinyml_quant.devices import KB, board_from_config, boards_from_config, fit_
 
 from conftest import REPOSITORY
 
-ENTRY = {"name": "test_board", "flash_kb": 1024, "ram_kb": 256, "flash_allowance_kb": 150, "ram_allowance_kb": 32}
+ENTRY = {
+    "name": "test_board",
+    "cpu": "Cortex-M4F",
+    "clock_mhz": 100,
+    "flash_kb": 1024,
+    "ram_kb": 256,
+    "flash_allowance_kb": 150,
+    "ram_allowance_kb": 32,
+}
+NPU = {
+    "accelerator": "ethos-u55-128",
+    "clock_mhz": 500,
+    "system_config": "Ethos_U55_High_End_Embedded",
+    "memory_mode": "Shared_Sram",
+}
+CORTEX = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["cortex_m_latency"]
 BOARD = board_from_config(ENTRY)
 
 
@@ -88,15 +103,26 @@ def configured_boards():
     return entries, boards_from_config(entries)
 
 
-def test_configured_boards_are_valid_and_sized_as_documented():
+def test_configured_boards_are_valid_and_sized_as_their_datasheets_say():
     _, boards = configured_boards()
-    sizes = {name: (board.flash_bytes // KB, board.ram_bytes // KB) for name, board in boards.items()}
+    sizes = {name: (board.flash_bytes // KB, board.ram_bytes // KB, board.clock_mhz) for name, board in boards.items()}
     assert sizes == {
-        "arduino_nano_33_ble_sense": (1024, 256),
-        "stm32f746g_disco": (1024, 320),
-        "esp32": (4096, 520),
-        "raspberry_pi_pico": (2048, 264),
+        "arduino_nano_33_ble_sense": (1024, 256, 64),
+        "stm32f746g_disco": (1024, 320, 216),
+        "esp32": (4096, 520, 240),
+        "raspberry_pi_pico": (2048, 264, 133),
+        "nucleo_l4r5zi": (2048, 640, 120),
+        "nucleo_f401re": (512, 96, 84),
+        "nrf52_dk": (512, 64, 64),
+        "alif_e7_high_performance": (5632, 13824, 400),
+        "alif_e7_high_efficiency": (5632, 13824, 160),
+        "grove_vision_ai_v2": (16384, 2457, 400),
     }
+    # At least two boards where an int8 variant's memory decides: at most 128 KB of RAM and 512 KB of flash.
+    small = [board for board in boards.values() if board.ram_bytes <= 128 * KB and board.flash_bytes <= 512 * KB]
+    assert len(small) >= 2
+    accelerators = {board.npu["accelerator"] for board in boards.values() if board.npu}
+    assert accelerators == {"ethos-u55-256", "ethos-u55-128", "ethos-u55-64"}
 
 
 def test_verdicts_on_every_configured_board():
@@ -104,60 +130,89 @@ def test_verdicts_on_every_configured_board():
     assert fit_verdict(300 * KB, 200 * KB, "runs", boards["esp32"]) == "fits"
     assert fit_verdict(300 * KB, 200 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "fits"
     assert fit_verdict(300 * KB, 250 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "over RAM by 26 KB"
+    assert fit_verdict(300 * KB, 40 * KB, "runs", boards["nrf52_dk"]) == "over RAM by 8 KB"
 
 
-def test_fit_table_from_the_results_table(tmp_path):
+def results_table(tmp_path):
     results = pd.DataFrame(
         {
-            "dataset_name": ["toy (test)"] * 3 + ["another"],
-            "model": ["custom"] * 3 + ["resnet_v1"],
-            "scheme": ["int8", "float16", "fp32", "int8"],
-            "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 1000],
-            "arena_bytes": [30 * KB, None, 30 * KB, 300 * KB],
-            "tflm_status": ["runs", "unsupported on TFLite Micro", "runs", "runs"],
+            "dataset": ["toy"] * 3 + ["another"] * 2,
+            "dataset_name": ["toy (test)"] * 3 + ["another"] * 2,
+            "model": ["custom"] * 3 + ["resnet_v1"] * 2,
+            "seed": [1] * 5,
+            "scheme": ["int8", "float16", "fp32", "int8", "int8_lut"],
+            "status": ["converted"] * 4 + ["not converted"],
+            "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 1000, None],
+            "arena_bytes": [30 * KB, None, 30 * KB, 300 * KB, None],
+            "tflm_status": ["runs", "unsupported on TFLite Micro", "runs", "runs", "not converted"],
+            "macs": [1_000_000, 1_000_000, 1_000_000, 2_000_000, None],
         }
     )
     results.to_csv(tmp_path / "results.csv", index=False)
+    return tmp_path / "results.csv"
+
+
+def test_the_fit_table_of_a_board_without_npu_and_its_cortex_m_range(tmp_path):
     entry = {**ENTRY, "label": "Test board"}
-    table = run_fit_table(tmp_path / "results.csv", [entry], tmp_path / "fit.csv", tmp_path / "fit.md")
-    expected = pd.DataFrame(
-        {
-            "dataset_name": ["toy (test)"] * 3 + ["another"],
-            "model": ["custom"] * 3 + ["resnet_v1"],
-            "scheme": ["int8", "float16", "fp32", "int8"],
-            "flash_kb": [40.0, 50.0, 2000.0, 1000 / 1024],
-            "arena_kb": [30.0, None, 30.0, 300.0],
-            "Test board": ["fits", "unsupported", "over flash by 1126 KB", "over RAM by 76 KB"],
-        }
-    )
-    pd.testing.assert_frame_equal(table, expected)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "fit.csv"), expected)
-    # The whole report, written out here rather than built from the code under test:
-    # datasets in name order, KB to one decimal, "-" for a variant without an arena.
-    assert (tmp_path / "fit.md").read_text() == (
-        "# Will it fit? Every TFLite variant on every board\n\n"
-        "A variant fits when its `.tflite` file + the flash allowance <= flash and its TFLite Micro arena "
-        "+ the RAM allowance <= RAM (KB = 1024 bytes).\n\n"
-        "| board | flash (KB) | RAM (KB) | flash allowance (KB) | RAM allowance (KB) |\n"
-        "| --- | ---: | ---: | ---: | ---: |\n"
-        "| Test board | 1024 | 256 | 150 | 32 |\n"
-        "\n## another\n\n"
-        "| model     | scheme   |   flash (KB) |   arena (KB) | Test board        |\n"
-        "|:----------|:---------|-------------:|-------------:|:------------------|\n"
-        "| resnet_v1 | int8     |          1.0 |        300.0 | over RAM by 76 KB |\n"
-        "\n## toy (test)\n\n"
-        "| model   | scheme   |   flash (KB) |   arena (KB) | Test board            |\n"
-        "|:--------|:---------|-------------:|-------------:|:----------------------|\n"
-        "| custom  | int8     |         40.0 |         30.0 | fits                  |\n"
-        "| custom  | float16  |         50.0 |            - | unsupported           |\n"
-        "| custom  | fp32     |       2000.0 |         30.0 | over flash by 1126 KB |\n"
-    )
+    table = run_fit_table(results_table(tmp_path), [], [entry], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md")
+    assert table.verdict.tolist() == [
+        "fits",
+        "unsupported",
+        "over flash by 1126 KB",
+        "over RAM by 76 KB",
+        "not converted",
+    ]
+    from tinyml_quant.cortex_m import variant_range_ms
+
+    low, high = variant_range_ms(1_000_000, 100, CORTEX)
+    assert (table.latency_low_ms[0], table.latency_high_ms[0]) == pytest.approx((low, high))
+    assert pd.isna(table.latency_low_ms[1])  # TFLite Micro does not run it: no estimate
+    # The range is MLPerf Tiny's int8 models': fp32 gets none.
+    assert pd.isna(table.latency_low_ms[2]) and table.latency_source[2] == "no estimate: the range is from int8 models"
+    assert table.latency_source[0] == f"estimate from MLPerf Tiny's cycles per MAC on the {CORTEX['board']}, at 100 MHz"
+    markdown = (tmp_path / "fit.md").read_text()
+    assert "**Every latency here is an estimate, not a measurement**" in markdown
+    assert f"| custom  | int8     | 40.0         | 30.0              | fits; {low:.3g}-{high:.3g} ms" in markdown
+    assert pd.read_csv(tmp_path / "fit.csv").verdict.tolist() == table.verdict.tolist()
 
 
-def test_two_boards_with_one_name_are_refused(tmp_path):
-    entries, _ = configured_boards()
-    pd.DataFrame(columns=["dataset_name", "model", "scheme", "file_bytes", "arena_bytes", "tflm_status"]).to_csv(
-        tmp_path / "results.csv", index=False
+def test_an_npu_board_takes_velas_memory_and_time(tmp_path):
+    npu_board = {**ENTRY, "name": "npu_board", "label": "NPU board", "npu": NPU}
+    estimate = {
+        "dataset": "toy",
+        "model": "custom",
+        "seed": 1,
+        "scheme": "int8",
+        "board": "npu_board",
+        "status": "compiled",
+        "sram_kb": 100.0,
+        "flash_kb": 900.0,
+        "inference_ms": 1.5,
+        "clock_hz": 500e6,
+    }
+    refused = {**estimate, "dataset": "another", "model": "resnet_v1"}
+    refused.update(status="unsupported by Vela", reason="Vela crashed (SIGFPE)")
+    paths = []
+    for number, record in enumerate((estimate, refused)):
+        paths.append(tmp_path / f"npu{number}.json")
+        paths[-1].write_text(__import__("json").dumps(record))
+    table = run_fit_table(
+        results_table(tmp_path), paths, [npu_board], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md"
     )
-    with pytest.raises(ValueError, match="is used by an earlier board"):
-        run_fit_table(tmp_path / "results.csv", entries + entries[:1], tmp_path / "fit.csv", tmp_path / "fit.md")
+    assert table.verdict.tolist() == [
+        "over flash by 26 KB",
+        "not for the NPU (float)",
+        "not for the NPU (float)",
+        "unsupported",
+        "not converted",
+    ]
+    assert table.latency_low_ms[0] == 1.5
+    assert table.latency_source[0] == "Vela's cycles at the board's 500 MHz NPU clock"
+    assert table.target[0] == "Cortex-M4F + ethos-u55-128"
+
+
+def test_no_cortex_m_estimate_for_a_processor_the_range_was_not_measured_on(tmp_path):
+    pico = {**ENTRY, "cpu": "Cortex-M0+", "label": "Pico"}
+    table = run_fit_table(results_table(tmp_path), [], [pico], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md")
+    assert table.latency_low_ms.isna().all()
+    assert table.latency_source[0] == f"no estimate for a Cortex-M0+ (the range is from the {CORTEX['board']})"

@@ -1,12 +1,18 @@
-"""Microcontroller boards and whether a variant fits on them.
+"""Microcontroller boards, whether a variant fits on them, and how fast it runs there (an estimate).
 
 A board comes from the config's ``boards`` list (sizes in KB = 1024 bytes):
 ``name`` (a key of ``[a-z0-9_]+``), ``label`` (how reports call it),
-``flash_kb`` and ``ram_kb`` (what the chip has), and ``flash_allowance_kb`` and
-``ram_allowance_kb`` (what the rest of the firmware takes first). The model
-gets ``flash - allowance`` for its ``.tflite`` file and ``ram - allowance`` for
-its tensor arena: a variant fits when ``file bytes + flash allowance <= flash``
-and ``arena bytes + RAM allowance <= RAM``.
+``flash_kb`` and ``ram_kb`` (what the chip has), ``flash_allowance_kb`` and
+``ram_allowance_kb`` (what the rest of the firmware takes first), its ``cpu``
+and ``clock_mhz``, and for a board with an Arm Ethos-U NPU its ``npu``
+configuration (Vela's accelerator, system configuration and memory mode).
+
+On a board without an NPU, TensorFlow Lite Micro runs the variant: it fits
+when ``file bytes + flash allowance <= flash`` and ``arena bytes + RAM
+allowance <= RAM`` (the arena measured by ``micro``), and its latency is the
+Cortex-M range of ``cortex_m``. On an NPU board, Vela's compiled model must
+fit: its SRAM and flash (``npu``) plus the allowances, and its latency is
+Vela's estimate.
 
 ``boards_from_config`` is the one place boards are checked beyond their types
 (the schema checks those): unique names, allowances within the memory. The
@@ -17,10 +23,15 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from . import cortex_m
 from .files import write_csv, write_text
 from .micro import RUNS, STATUSES
+from .npu import COMPILED
+from .schemes import BY_NAME, INTEGER_SCHEMES
+from .variants import NOT_CONVERTED
 
 KB = 1024
 MEMORIES = ("flash", "ram")
@@ -34,6 +45,9 @@ class Board:
     ram_bytes: int
     flash_allowance_bytes: int
     ram_allowance_bytes: int
+    cpu: str = ""
+    clock_mhz: float = 0.0
+    npu: dict = None
 
     def budget_bytes(self, memory):
         """What the model may use of ``memory`` ("flash" or "ram"): the memory less its allowance."""
@@ -61,6 +75,9 @@ def board_from_config(entry, position=0):
         label=entry.get("label", entry["name"]),
         **{f"{memory}_bytes": int(entry[f"{memory}_kb"]) * KB for memory in ("flash", "ram")},
         **{f"{memory}_allowance_bytes": int(entry[f"{memory}_allowance_kb"]) * KB for memory in ("flash", "ram")},
+        cpu=entry.get("cpu", ""),
+        clock_mhz=float(entry.get("clock_mhz", 0.0)),
+        npu=dict(entry["npu"]) if entry.get("npu") else None,
     )
 
 
@@ -110,58 +127,155 @@ def fit_verdict(file_bytes, arena_bytes, status, board):
     return " and ".join(problems) if problems else "fits"
 
 
-def fit_table(results, boards):
-    """One row per variant of ``results`` (the study's results table), one verdict column per board."""
+def npu_fit_verdict(record, board):
+    """The verdict of Vela's compiled model on an NPU board: its SRAM and flash against the board's budgets."""
+    if record is None or record.get("status") != COMPILED:
+        return "unsupported"
+    problems = []
+    for memory, used_kb in (("flash", record["flash_kb"]), ("ram", record["sram_kb"])):
+        over = used_kb * KB - board.budget_bytes(memory)
+        if over > 0:
+            problems.append(f"over {'RAM' if memory == 'ram' else 'flash'} by {_kilobytes_over(over)} KB")
+    return " and ".join(problems) if problems else "fits"
+
+
+def latency_estimate(variant, board, npu_record, cortex_reference):
+    """``(low ms, high ms, source)`` of a variant on a board: Vela's estimate, or the Cortex-M range; Nones if none.
+
+    The Cortex-M range is calibrated on int8 models on CMSIS-NN's kernels, so
+    only variants with int8 activations get it.
+    """
+    if board.npu:
+        if npu_record is None or npu_record.get("status") != COMPILED:
+            return None, None, "no estimate: Vela did not compile it"
+        milliseconds, clock_mhz = npu_record["inference_ms"], npu_record["clock_hz"] / 1e6
+        return milliseconds, milliseconds, f"Vela's cycles at the board's {clock_mhz:g} MHz NPU clock"
+    if variant.tflm_status != RUNS or pd.isna(variant.macs) or not board.clock_mhz:
+        return None, None, "no estimate"
+    if BY_NAME[variant.scheme].activations != cortex_m.ESTIMATED_ACTIVATIONS:
+        return None, None, f"no estimate: the range is from {cortex_m.ESTIMATED_ACTIVATIONS} models"
+    reference_board = cortex_reference["board"]
+    if not cortex_m.applies(cortex_reference, board.cpu):
+        return None, None, f"no estimate for a {board.cpu} (the range is from the {reference_board})"
+    low, high = cortex_m.variant_range_ms(int(variant.macs), board.clock_mhz, cortex_reference)
+    return low, high, f"estimate from MLPerf Tiny's cycles per MAC on the {reference_board}, at {board.clock_mhz:g} MHz"
+
+
+def not_for_the_npu(scheme):
+    """Whether a scheme's variants never go to Vela: the NPU computes in integers only."""
+    return scheme not in INTEGER_SCHEMES
+
+
+def fit_table(results, boards, npu_records=None, cortex_reference=None):
+    """One row per variant of ``results`` and board: the verdict and the estimated latency range.
+
+    ``npu_records`` maps ``(dataset, model, seed, scheme, board)`` to Vela's record.
+    """
+    npu_records = npu_records or {}
     rows = []
     for variant in results.itertuples():
         arena_bytes = None if pd.isna(variant.arena_bytes) else int(variant.arena_bytes)
-        rows.append(
-            {
-                "dataset_name": variant.dataset_name,
-                "model": variant.model,
-                "scheme": variant.scheme,
-                "flash_kb": variant.file_bytes / KB,
-                "arena_kb": None if arena_bytes is None else arena_bytes / KB,
-                **{
-                    board.label: fit_verdict(int(variant.file_bytes), arena_bytes, variant.tflm_status, board)
-                    for board in boards.values()
-                },
-            }
-        )
+        for board in boards.values():
+            key = (variant.dataset, variant.model, int(variant.seed), variant.scheme, board.name)
+            npu_record = npu_records.get(key)
+            if variant.status == NOT_CONVERTED:
+                verdict = NOT_CONVERTED
+            elif board.npu and not_for_the_npu(variant.scheme):
+                verdict = "not for the NPU (float)"
+            elif board.npu:
+                verdict = npu_fit_verdict(npu_record, board)
+            elif variant.tflm_status not in STATUSES or variant.tflm_status != RUNS:
+                verdict = "unsupported"
+            else:
+                verdict = fit_verdict(int(variant.file_bytes), arena_bytes, variant.tflm_status, board)
+            low, high, source = latency_estimate(variant, board, npu_record, cortex_reference)
+            rows.append(
+                {
+                    "dataset_name": variant.dataset_name,
+                    "model": variant.model,
+                    "seed": int(variant.seed),
+                    "scheme": variant.scheme,
+                    "board": board.label,
+                    "target": f"{board.cpu} + {board.npu['accelerator']}" if board.npu else board.cpu,
+                    "flash_kb": None if pd.isna(variant.file_bytes) else variant.file_bytes / KB,
+                    "arena_kb": None if arena_bytes is None else arena_bytes / KB,
+                    "npu_sram_kb": npu_record.get("sram_kb") if npu_record else None,
+                    "npu_flash_kb": npu_record.get("flash_kb") if npu_record else None,
+                    "verdict": verdict,
+                    "latency_low_ms": low,
+                    "latency_high_ms": high,
+                    "latency_source": source,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def fit_markdown(table, boards):
-    """Per dataset, variant x board: fits / over flash by N KB / over RAM by N KB / unsupported."""
+def _latency_cell(low, high):
+    if low is None or pd.isna(low):
+        return ""
+    if high is None or pd.isna(high) or np.isclose(low, high):
+        return f"{low:.3g} ms"
+    return f"{low:.3g}-{high:.3g} ms"
+
+
+def fit_markdown(table, boards, cortex_reference=None):
+    """Per dataset, variant x board: the verdict and the latency estimate; the boards and the estimates' sources."""
+    reference_board = (cortex_reference or {}).get("board", "a Cortex-M board")
     lines = [
-        "# Will it fit? Every TFLite variant on every board\n",
-        "A variant fits when its `.tflite` file + the flash allowance <= flash and its TFLite Micro arena "
-        "+ the RAM allowance <= RAM (KB = 1024 bytes).\n",
-        "| board | flash (KB) | RAM (KB) | flash allowance (KB) | RAM allowance (KB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "# Will it fit, and how fast? Every TFLite variant on every board\n",
+        "On a board without an NPU a variant fits when its `.tflite` file + the flash allowance <= flash and its "
+        "TFLite Micro arena + the RAM allowance <= RAM; on an NPU board, when Vela's compiled model (its SRAM and "
+        "flash) + the allowances fits (KB = 1024 bytes).\n",
+        "**Every latency here is an estimate, not a measurement**: on NPU boards Arm Vela's estimated cycles at the "
+        "board's NPU clock (`npu.clock_mhz`; operators left on the CPU not counted); on Cortex-M boards, "
+        "for variants with int8 activations, a range: the variant's MACs times the cycles per MAC of MLPerf Tiny's "
+        f"published int8 results on the {reference_board} (fastest submission to TFLite Micro + CMSIS-NN "
+        "reference), at the board's clock (docs/latency.md).\n",
+        "| board | processor | clock (MHz) | NPU (Vela) | flash (KB) | RAM (KB) | flash / RAM allowance (KB) |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for board in boards.values():
+        npu = (
+            f"{board.npu['accelerator']}, {board.npu['system_config']}, {board.npu['memory_mode']}"
+            if board.npu
+            else "-"
+        )
         lines.append(
-            f"| {board.label} | {board.flash_bytes // KB} | {board.ram_bytes // KB} | "
-            f"{board.flash_allowance_bytes // KB} | {board.ram_allowance_bytes // KB} |"
+            f"| {board.label} | {board.cpu or '-'} | {board.clock_mhz:g} | {npu} | {board.flash_bytes // KB} | "
+            f"{board.ram_bytes // KB} | {board.flash_allowance_bytes // KB} / {board.ram_allowance_bytes // KB} |"
         )
-    for dataset_name, part in table.groupby("dataset_name"):
-        shown = part.drop(columns="dataset_name").assign(
-            flash_kb=part.flash_kb.map("{:.1f}".format),
-            arena_kb=part.arena_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}"),
+    several_seeds = table.seed.nunique() > 1
+    for dataset_name, part in table.groupby("dataset_name", sort=True):
+        part = part.assign(
+            cell=[
+                f"{verdict}; {_latency_cell(low, high)}".rstrip("; ")
+                for verdict, low, high in zip(part.verdict, part.latency_low_ms, part.latency_high_ms)
+            ]
         )
-        shown = shown.rename(columns={"flash_kb": "flash (KB)", "arena_kb": "arena (KB)"})
+        index = ["model", "seed", "scheme"] if several_seeds else ["model", "scheme"]
+        wide = part.pivot_table(index=index, columns="board", values="cell", aggfunc="first", observed=True)
+        sizes = part.drop_duplicates(index).set_index(index)[["flash_kb", "arena_kb"]]
+        shown = sizes.join(wide[[board.label for board in boards.values() if board.label in wide.columns]])
+        shown = shown.reset_index()
+        shown["flash_kb"] = shown.flash_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}")
+        shown["arena_kb"] = shown.arena_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}")
+        shown = shown.rename(columns={"flash_kb": "flash (KB)", "arena_kb": "TFLM arena (KB)"})
         lines.append(f"\n## {dataset_name}\n")
-        # The numbers are already formatted: tabulate must not parse them back (it drops "40.0" to "40").
-        alignment = ["right" if column.endswith("(KB)") else "left" for column in shown.columns]
-        lines.append(shown.to_markdown(index=False, disable_numparse=True, colalign=alignment))
+        lines.append(shown.to_markdown(index=False, disable_numparse=True))
     return "\n".join(lines) + "\n"
 
 
-def run_fit_table(results_csv_path, board_entries, csv_path, markdown_path):
+def run_fit_table(results_csv_path, npu_paths, board_entries, cortex_reference, csv_path, markdown_path):
     """Snakemake entry point: the fit table of every variant on every configured board, as CSV and Markdown."""
+    from .files import read_json
+
     boards = boards_from_config(board_entries)
-    table = fit_table(pd.read_csv(results_csv_path), boards)
+    npu_records = {}
+    for path in npu_paths:
+        record = read_json(path)
+        key = (record["dataset"], record["model"], int(record["seed"]), record["scheme"], record["board"])
+        npu_records[key] = record
+    table = fit_table(pd.read_csv(results_csv_path), boards, npu_records, cortex_reference)
     write_csv(csv_path, table)
-    write_text(markdown_path, fit_markdown(table, boards))
+    write_text(markdown_path, fit_markdown(table, boards, cortex_reference))
     return table

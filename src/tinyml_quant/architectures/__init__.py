@@ -19,6 +19,7 @@ ARCHITECTURES = {
     "mobilenet_v1": ("mobilenets", "mobilenet_v1"),
     "mobilenet_v2": ("mobilenets", "mobilenet_v2"),
     "custom": ("custom", "custom_cnn"),
+    "resnet8": ("resnet8", "resnet8"),
 }
 
 # ResNet depth = blocks per stage x convolutions per block x 3 stages + 2 (stem and classifier).

@@ -37,7 +37,8 @@ def rescaled_input(input_shape, minimum_size=None):
 
 def classifier_head(x, num_classes):
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    # float32 whatever the training precision: class probabilities and their log in the loss need its range.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
 def convolution(filters, kernel_size, strides, name):
