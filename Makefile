@@ -3,7 +3,8 @@
 
 VENV ?= .venv
 PYTHON ?= python3
-CORES ?= 4
+# One Snakemake core per CPU core: each training job is one thread (rules/train.smk).
+CORES ?= $(shell nproc)
 
 .PHONY: setup run smoke test test-fast system-packages report rulegraph bench mutation fuzz
 

@@ -1,6 +1,7 @@
-# TinyML quantization study: data -> training (or your own models) -> five TFLite
-# variants -> LiteRT evaluation, TFLite Micro and latency measurements, per-layer
-# diagnostics and firmware bundles -> tables and figures. See README.md.
+# TinyML quantization study: data -> training (or your own models) -> a TFLite variant
+# per quantization scheme -> LiteRT evaluation, TFLite Micro and host measurements,
+# per-layer diagnostics, Ethos-U NPU estimates and firmware bundles -> tables and
+# figures. See README.md.
 
 from snakemake.utils import min_version
 
@@ -20,6 +21,7 @@ include: "rules/convert.smk"
 include: "rules/evaluate.smk"
 include: "rules/measure.smk"
 include: "rules/diagnose.smk"
+include: "rules/npu.smk"
 include: "rules/firmware.smk"
 include: "rules/report.smk"
 

@@ -8,7 +8,15 @@ from snakemake.utils import validate
 
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES
-from tinyml_quant.conversion import CALIBRATED_SCHEMES, REFERENCE_SCHEME
+from tinyml_quant.schemes import (
+    CALIBRATED_SCHEMES,
+    CONVERTER_SCHEMES,
+    EDGE_QUANTIZER_SCHEMES,
+    FULL_INTEGER,
+    INTEGER_SCHEMES,
+    LUT,
+    REFERENCE_SCHEME,
+)
 
 from tinyml_quant.firmware import BUNDLE_FILES
 from tinyml_quant.figures import (
@@ -17,8 +25,9 @@ from tinyml_quant.figures import (
     DIAGNOSTIC_FIGURES,
     RESULT_FIGURES,
     TRAINING_FIGURES,
+    tradeoff_figure_names,
 )
-from tinyml_quant.recovery import RECOVERED_SCHEME
+from tinyml_quant.recovery import RECOVERY_METHODS
 
 # This workflow's own folder, also where another workflow uses it as a module; the conda
 # environment's post-deploy script installs the package from it (envs/tinyml.post-deploy.sh).
@@ -38,15 +47,51 @@ config.update(study.check(study.resolve(config, Path.cwd(), WORKFLOW_FOLDER)))
 # Every file of this study lives under results/<study>/: presets and user configs
 # never overwrite each other's results, caches or reports.
 STUDY_FOLDER = Path("results", config["study"])
-PAIRS = study.study_pairs(config)
+# Every (dataset, model, seed) of the study: each built-in model is trained once per seed.
+INSTANCES = study.study_instances(config)
 TRAINED_MODELS = sorted(config["trained_models"])
-# The (dataset, model) pairs of the built-in models, which are trained here.
-TRAINED_HERE = [pair for pair in PAIRS if pair[1] in ARCHITECTURES]
+# The instances of the built-in models, which are trained here.
+TRAINED_HERE = [instance for instance in INSTANCES if instance[1] in ARCHITECTURES]
 
 
 def study_path(relative):
     """``relative`` (a path with wildcards) inside this study's folder."""
     return str(STUDY_FOLDER / relative)
+
+
+# Every variant's file and, beside it, its conversion record (tinyml_quant.variants); for the LUT
+# scheme the file is the binned model, which LiteRT runs, and DEVICE_FILE the compressed one.
+VARIANT_FILE = study_path("convert/{dataset}/{model}/seed{seed}/{scheme}.tflite")
+VARIANT_RECORD = study_path("convert/{dataset}/{model}/seed{seed}/{scheme}.json")
+COMPRESSED_FILE = study_path("compress/{dataset}/{model}/seed{seed}/{scheme}.tflite")
+# The int8 variants of the calibration sweep, one per number of calibration images.
+CALIBRATION_FILE = study_path(
+    "calibration/{dataset}/{model}/seed{seed}/int8_{images}.tflite"
+)
+CALIBRATION_SIZES = config["conversion"]["calibration_sweep"]
+
+
+def variant_of(scheme, pattern=VARIANT_FILE):
+    """``pattern`` for ``scheme``, the other wildcards left as they are."""
+    (path,) = expand(pattern, allow_missing=True, scheme=scheme)
+    return path
+
+
+def one(paths):
+    """The single path of an ``expand``."""
+    (path,) = paths
+    return path
+
+
+def device_file(wildcards, record=False):
+    """What a device stores of this variant: the compressed file for the LUT scheme, else the variant file."""
+    pattern = COMPRESSED_FILE if wildcards.scheme == LUT else VARIANT_FILE
+    suffix = ".json" if record else ".tflite"
+    return one(expand(pattern.removesuffix(".tflite") + suffix, **wildcards))
+
+
+def device_record(wildcards):
+    return device_file(wildcards, record=True)
 
 
 def any_of(names):
@@ -57,77 +102,84 @@ def any_of(names):
 wildcard_constraints:
     dataset=any_of(config["datasets"]),
     model=any_of(config["models"]),
+    seed=any_of(map(str, config["seeds"])),
     scheme=any_of(config["schemes"]),
 
 
 def every_model(pattern, trained_here=None):
-    """``pattern`` for every (dataset, model) pair of the study; other wildcards stay.
+    """``pattern`` for every (dataset, model, seed) of the study; other wildcards stay.
 
     ``trained_here``: True for the built-in models only, False for the imported ones.
     """
-    pairs = [
-        pair
-        for pair in PAIRS
-        if trained_here is None or (pair in TRAINED_HERE) == trained_here
+    instances = [
+        instance
+        for instance in INSTANCES
+        if trained_here is None or (instance in TRAINED_HERE) == trained_here
     ]
     return expand(
         pattern,
         zip,
         allow_missing=True,
-        dataset=[dataset for dataset, _ in pairs],
-        model=[model for _, model in pairs],
+        dataset=[dataset for dataset, _, _ in instances],
+        model=[model for _, model, _ in instances],
+        seed=[seed for _, _, seed in instances],
     )
 
 
 def every_variant(pattern, schemes=None):
     """``pattern`` for every dataset x model x scheme of the study."""
-    return expand(every_model(pattern), scheme=schemes or config["schemes"])
+    return expand(
+        every_model(pattern),
+        allow_missing=True,
+        scheme=config["schemes"] if schemes is None else schemes,
+    )
 
 
 def trained_settings(wildcards):
-    """The training recipe of this dataset and model: shared settings, then their overrides."""
-    return study.training_settings(
-        config["training"], wildcards.dataset, wildcards.model
-    )
+    """The training recipe of this dataset, model and seed: shared settings, then their overrides."""
+    return {
+        **study.training_settings(
+            config["training"], wildcards.dataset, wildcards.model
+        ),
+        "seed": int(wildcards.seed),
+    }
 
 
 # --------------------------------------------------------------- after the deployment plans (checkpoints)
 
 
-def planned(dataset, model):
-    """The deployment plan of one dataset and model (read once its checkpoint job has run)."""
+def planned(dataset, model, seed):
+    """The deployment plan of one instance (read once its checkpoint job has run)."""
     import json
 
-    with open(
-        checkpoints.deployment_plan.get(dataset=dataset, model=model).output.plan
-    ) as handle:
+    plan = checkpoints.deployment_plan.get(dataset=dataset, model=model, seed=seed)
+    with open(plan.output.plan) as handle:
         return json.load(handle)
 
 
-def every_recovery(wildcards):
-    """The float-fallback result of every model whose plan asks for one."""
+def every_planned(pattern, key):
+    """``pattern`` for every instance and every scheme its plan lists under ``key``."""
     return [
         path
-        for dataset, model in PAIRS
-        if planned(dataset, model)["recover"]
+        for dataset, model, seed in INSTANCES
         for path in expand(
-            rules.recover_quantized.output.metrics, dataset=dataset, model=model
+            pattern,
+            dataset=dataset,
+            model=model,
+            seed=seed,
+            scheme=list(planned(dataset, model, seed)[key]),
         )
     ]
+
+
+def every_recovery(wildcards, pattern=None):
+    """The mixed-precision result of every scheme whose instance's plan asks for one."""
+    return every_planned(pattern or rules.recover_quantized.output.metrics, "recover")
 
 
 def every_firmware_bundle(wildcards):
     """Every file of the bundle of every variant whose plan says TFLite Micro runs it."""
-    return [
-        path
-        for dataset, model in PAIRS
-        for path in expand(
-            rules.firmware_bundle.output.files,
-            dataset=dataset,
-            model=model,
-            scheme=planned(dataset, model)["firmware_schemes"],
-        )
-    ]
+    return every_planned(rules.firmware_bundle.output.files, "firmware_schemes")
 
 
 def figure_outputs(names, category, caption):
@@ -151,34 +203,88 @@ def grid_benchmarks(wildcards):
     """
     per_dataset = [rules.fetch_dataset.benchmark, rules.prepare_dataset.benchmark]
     per_variant = [
-        rules.convert_model.benchmark,
         rules.evaluate_model.benchmark,
         rules.analyze_graph.benchmark,
         rules.measure_micro.benchmark,
         rules.measure_latency.benchmark,
     ]
+    schemes_of = lambda tool: [scheme for scheme in config["schemes"] if scheme in tool]
+    lut = (
+        [rules.bin_weights.benchmark, rules.compress_model.benchmark]
+        if LUT in config["schemes"]
+        else []
+    )
+    calibration = [rules.calibrate_int8.benchmark, rules.evaluate_calibration.benchmark]
     return [
         *expand(per_dataset, dataset=config["datasets"]),
         *every_model(rules.train_model.benchmark, trained_here=True),
         *every_model(rules.import_model.benchmark, trained_here=False),
+        *every_variant(rules.convert_model.benchmark, schemes_of(CONVERTER_SCHEMES)),
+        *every_variant(
+            rules.quantize_model.benchmark, schemes_of(EDGE_QUANTIZER_SCHEMES)
+        ),
+        *every_model(lut),
+        *expand(every_model(calibration), images=CALIBRATION_SIZES),
         *every_variant(per_variant),
         *every_variant(rules.layer_error.benchmark, LAYER_ERROR_SCHEMES),
-        *[
-            path
-            for dataset, model in PAIRS
-            for path in expand(
-                rules.recover_quantized.benchmark, dataset=dataset, model=model
-            )
-            if planned(dataset, model)["recover"]
-        ],
-        *[
-            path
-            for dataset, model in PAIRS
-            for path in expand(
-                rules.firmware_bundle.benchmark,
-                dataset=dataset,
-                model=model,
-                scheme=planned(dataset, model)["firmware_schemes"],
-            )
-        ],
+        *expand(
+            every_variant(rules.estimate_npu.benchmark, NPU_SCHEMES), board=NPU_BOARDS
+        ),
+        *every_recovery(wildcards, rules.recover_quantized.benchmark),
+        *every_planned(rules.firmware_bundle.benchmark, "firmware_schemes"),
     ]
+
+
+def reference_predictions(wildcards):
+    """The fp32 variant's predictions, which every other variant is compared with; none for fp32 itself."""
+    if wildcards.get("scheme") == REFERENCE_SCHEME:
+        return []
+    return expand(
+        rules.evaluate_model.output.predictions,
+        dataset=wildcards.dataset,
+        model=wildcards.model,
+        seed=wildcards.seed,
+        scheme=REFERENCE_SCHEME,
+    )
+
+
+def recovery_inputs(wildcards):
+    """What the mixed variant of this scheme starts from (recovery.mixed_variant) and is compared with."""
+    variant = {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "seed": wildcards.seed,
+    }
+    inputs = {
+        "dataset": one(
+            expand(rules.prepare_dataset.output.prepared, dataset=wildcards.dataset)
+        ),
+        "fp32": one(expand(VARIANT_FILE, **variant, scheme=REFERENCE_SCHEME)),
+        "fp32_record": one(expand(VARIANT_RECORD, **variant, scheme=REFERENCE_SCHEME)),
+        "quantized_metrics": one(
+            expand(
+                rules.evaluate_model.output.metrics, **variant, scheme=wildcards.scheme
+            )
+        ),
+        "reference_metrics": one(
+            expand(
+                rules.evaluate_model.output.metrics, **variant, scheme=REFERENCE_SCHEME
+            )
+        ),
+        "quantized_device_record": device_record(wildcards),
+        # Its reason comes from the plan: a job run elsewhere (a cluster node) reads the
+        # checkpoint's output again, so it must be an input.
+        "plan": one(expand(rules.deployment_plan.output.plan, **variant)),
+    }
+    if wildcards.scheme == FULL_INTEGER:
+        inputs["model"] = one(expand(rules.train_model.output.model, **variant))
+    else:
+        inputs["layer_errors"] = one(
+            expand(rules.layer_error.output.csv, **variant, scheme=wildcards.scheme)
+        )
+    if wildcards.scheme == LUT:
+        inputs["int8"] = one(expand(VARIANT_FILE, **variant, scheme=FULL_INTEGER))
+        inputs["int8_record"] = one(
+            expand(VARIANT_RECORD, **variant, scheme=FULL_INTEGER)
+        )
+    return inputs

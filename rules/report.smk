@@ -7,12 +7,24 @@
 rule gather_results:
     input:
         evaluations=every_variant(rules.evaluate_model.output.metrics),
+        predictions=every_variant(rules.evaluate_model.output.predictions),
+        datasets=expand(
+            rules.prepare_dataset.output.prepared, dataset=config["datasets"]
+        ),
         graphs=every_variant(rules.analyze_graph.output.graph),
         micro_measurements=every_variant(rules.measure_micro.output.micro),
         latencies=every_variant(rules.measure_latency.output.latency),
         training_metrics=every_model(rules.train_model.output.metrics),
         layer_errors=every_variant(rules.layer_error.output.csv, LAYER_ERROR_SCHEMES),
         recoveries=every_recovery,
+        calibrations=expand(
+            every_model(rules.evaluate_calibration.output.metrics),
+            images=CALIBRATION_SIZES,
+        ),
+        npu_estimates=expand(
+            every_variant(rules.estimate_npu.output.estimate, NPU_SCHEMES),
+            board=NPU_BOARDS,
+        ),
     output:
         csv=report(
             study_path("reports/results.csv"),
@@ -24,6 +36,16 @@ rule gather_results:
             category="Tables",
             caption="../report/results_md.rst",
         ),
+        calibration_csv=report(
+            study_path("reports/calibration.csv"),
+            category="Tables",
+            caption="../report/calibration_csv.rst",
+        ),
+        npu_csv=report(
+            study_path("reports/npu.csv"),
+            category="Will it fit?",
+            caption="../report/npu_csv.rst",
+        ),
     log:
         study_path("logs/gather_results.log"),
     benchmark:
@@ -32,8 +54,18 @@ rule gather_results:
         "../envs/tinyml.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=2000,
+        runtime=10,
+    params:
+        # Only the labels: a board's memory or allowance changes the fit table, not these tables.
+        board_labels={
+            board["name"]: board.get("label", board["name"])
+            for board in config["boards"]
+        },
+        cortex_m_latency=config["cortex_m_latency"],
+        mlperf_reference=config["mlperf_reference"],
+        recovery_threshold_points=config["diagnostics"]["recovery_threshold_points"],
+        calibration_images=config["conversion"][FULL_INTEGER]["calibration_images"],
     script:
         "../scripts/gather_results.py"
 
@@ -62,6 +94,7 @@ rule plot_results:
 rule fit_table:
     input:
         csv=rules.gather_results.output.csv,
+        npu_estimates=rules.gather_results.input.npu_estimates,
     output:
         csv=report(
             study_path("reports/fit_table.csv"),
@@ -85,6 +118,7 @@ rule fit_table:
         runtime=5,
     params:
         boards=config["boards"],
+        cortex_m_latency=config["cortex_m_latency"],
     script:
         "../scripts/fit_table.py"
 
@@ -92,8 +126,14 @@ rule fit_table:
 rule plot_device_fit:
     input:
         csv=rules.gather_results.output.csv,
+        calibration_csv=rules.gather_results.output.calibration_csv,
+        npu_csv=rules.gather_results.output.npu_csv,
     output:
-        **figure_outputs(DEVICE_FIGURES, "Will it fit?", "../report/device_figures.rst"),
+        **figure_outputs(
+            [*DEVICE_FIGURES, *tradeoff_figure_names(config["datasets"])],
+            "Will it fit?",
+            "../report/device_figures.rst",
+        ),
     log:
         study_path("logs/plot_device_fit.log"),
     benchmark:
@@ -128,7 +168,7 @@ rule plot_learning_curves:
         runtime=5,
     params:
         dpi=config["plots"]["dpi"],
-        pairs=[f"{dataset}/{model}" for dataset, model in TRAINED_HERE],
+        names=[f"{dataset}/{model}/{seed}" for dataset, model, seed in TRAINED_HERE],
     script:
         "../scripts/plot_learning_curves.py"
 
@@ -196,6 +236,7 @@ REPORT_RULES = [
     rules.stage_costs,
 ]
 STUDY_REPORTS = [path for rule in REPORT_RULES for path in rule.output]
+PUBLISHED_REPORTS = Path(config["published_reports"])
 
 
 rule publish_reports:
@@ -203,7 +244,7 @@ rule publish_reports:
         STUDY_REPORTS,
     output:
         [
-            str(Path("reports") / Path(path).relative_to(study_path("reports")))
+            str(PUBLISHED_REPORTS / Path(path).relative_to(study_path("reports")))
             for path in STUDY_REPORTS
         ],
     log:

@@ -1,6 +1,6 @@
 # Models: the built-in architectures are trained here; your own trained models are imported.
 #
-# Resources cover the peaks measured on the full default run (2 threads, 2-core
+# Resources cover the peaks measured on the full default run (one thread each, 2-core
 # machine) with margin. The paper preset (config/paper.yaml) trains far longer:
 # raise runtime (and mem_mb for the full-width MobileNets) with --set-resources.
 #
@@ -14,18 +14,20 @@ rule train_model:
     input:
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        model=study_path("models/{dataset}/{model}/model.keras"),
-        history=study_path("models/{dataset}/{model}/history.csv"),
-        metrics=study_path("models/{dataset}/{model}/test_metrics.json"),
+        model=study_path("models/{dataset}/{model}/seed{seed}/model.keras"),
+        history=study_path("models/{dataset}/{model}/seed{seed}/history.csv"),
+        metrics=study_path("models/{dataset}/{model}/seed{seed}/test_metrics.json"),
     log:
-        study_path("logs/train_model/{dataset}/{model}.log"),
+        study_path("logs/train_model/{dataset}/{model}/seed{seed}.log"),
     benchmark:
-        study_path("benchmarks/train_model/{dataset}/{model}.tsv")
+        study_path("benchmarks/train_model/{dataset}/{model}/seed{seed}.tsv")
     wildcard_constraints:
         model=any_of(ARCHITECTURES),
     conda:
         "../envs/tinyml.yaml"
-    threads: 2
+    # One thread: on these models a second thread speeds a training up far less than twice, so two
+    # trainings side by side finish sooner (docs/performance.md). Weights depend on the thread count.
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
@@ -41,12 +43,12 @@ rule import_model:
         dataset=rules.prepare_dataset.output.prepared,
         trained=lambda wildcards: config["trained_models"][wildcards.model]["file"],
     output:
-        model=study_path("models/{dataset}/{model}/model.keras"),
-        metrics=study_path("models/{dataset}/{model}/test_metrics.json"),
+        model=study_path("models/{dataset}/{model}/seed{seed}/model.keras"),
+        metrics=study_path("models/{dataset}/{model}/seed{seed}/test_metrics.json"),
     log:
-        study_path("logs/import_model/{dataset}/{model}.log"),
+        study_path("logs/import_model/{dataset}/{model}/seed{seed}.log"),
     benchmark:
-        study_path("benchmarks/import_model/{dataset}/{model}.tsv")
+        study_path("benchmarks/import_model/{dataset}/{model}/seed{seed}.tsv")
     wildcard_constraints:
         model=any_of(TRAINED_MODELS),
     conda:

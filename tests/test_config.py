@@ -34,7 +34,7 @@ def checked(change, tmp_path=None, environ=None):
 
 
 def test_the_default_config_and_the_presets_pass():
-    for name in ("smoke", "paper"):
+    for name in ("smoke", "paper", "seeds"):
         checked(yaml.safe_load((REPOSITORY / "config" / f"{name}.yaml").read_text()))
     assert checked({})["study"] == "default"
 
@@ -72,6 +72,15 @@ def test_the_default_config_and_the_presets_pass():
             "architectures.mobilenet_v2.stem_stride: 3 is not one",
         ),
         ({"boards": []}, "boards: [] should be non-empty"),
+        ({"seeds": []}, "seeds: [] should be non-empty"),
+        ({"seeds": [42, 42]}, "seeds: [42, 42] has non-unique elements"),
+        ({"seeds": [1.5]}, "seeds.0: 1.5 is not of type 'integer'"),
+        ({"seeds": ["42"]}, "seeds.0: '42' is not of type 'integer'"),
+        ({"conversion": {"calibration_sweep": [0]}}, "conversion.calibration_sweep.0: 0 is less than the minimum of 1"),
+        (
+            {"conversion": {"int8_lut": {"values_per_channel": 129}}},
+            "conversion.int8_lut.values_per_channel: 129 is greater than the maximum of 128",
+        ),
         ({"image_folders": {"parts": {"source": "x.zip", "image_size": [32]}}}, "image_folders.parts.image_size: [32]"),
         ({"trained_models": {"mine": {"file": "m.keras"}}}, "trained_models.mine: 'dataset' is a required property"),
     ],
@@ -92,8 +101,41 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
     [
         ({"models": ["resnet_v1", "vgg"]}, "models: 'vgg' is neither built-in"),
         ({"datasets": ["mnist", "svhn"]}, "datasets: 'svhn' is neither built-in"),
-        ({"schemes": ["fp32", "int4"]}, "schemes: 'int4' is not a scheme"),
+        ({"schemes": ["fp32", "binary"]}, "schemes: 'binary' is not a scheme; known: "),
+        ({"schemes": ["fp32", "int8_lt"]}, "schemes: 'int8_lt' is not a scheme; did you mean 'int8_lut'? known: "),
+        ({"schemes": ["fp32", "int8_lut"]}, "schemes: 'int8_lut' bins the 'int8' variant's weights; list 'int8' too"),
+        (
+            {"conversion": {"int4": {"calibration_images": 60_001, "calibration_seed": 0}}},
+            "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",
+        ),
+        (
+            {"data": {"max_train_images": 300}, "conversion": {"calibration_sweep": [1, 301]}},
+            "conversion.calibration_sweep: 301 is more than the 300 training images of mnist",
+        ),
+        (
+            {
+                "boards": [
+                    {
+                        "name": "npu_board",
+                        "cpu": "Cortex-M55",
+                        "clock_mhz": 400,
+                        "flash_kb": 1024,
+                        "ram_kb": 512,
+                        "flash_allowance_kb": 0,
+                        "ram_allowance_kb": 0,
+                        "npu": {"accelerator": "ethos-u55-96", "clock_mhz": 400, "system_config": "X"}
+                        | {"memory_mode": "Shared_Sram"},
+                    }
+                ]
+            },
+            "boards[0] (npu_board).npu.accelerator: 'ethos-u55-96' is not one Vela ",
+        ),
         ({"schemes": ["int8"]}, "schemes: must contain 'fp32'"),
+        (
+            {"conversion": {"calibration_sweep": [10, 500]}},
+            "conversion.calibration_sweep: 500 is int8's own calibration size",
+        ),
+        ({"schemes": ["fp32", "int4"]}, "conversion.calibration_sweep: the sweep makes int8 variants; list 'int8'"),
         (
             {"architectures": {"resnet_v1": {"depth": 21}}},
             "architectures.resnet_v1.depth: resnet_v1 depth must be 6n+2",

@@ -23,9 +23,9 @@ def grid(tmp_path):
     """Two stages of one model on one dataset, a data job and a report job."""
     return [
         write_benchmark(tmp_path, "prepare_dataset/mnist.tsv", 2.0, 400.0, 1.5),
-        write_benchmark(tmp_path, "train_model/mnist/custom.tsv", 30.0, 1200.0, 55.0),
-        write_benchmark(tmp_path, "convert_model/mnist/custom/fp32.tsv", 4.0, 700.0, 3.5),
-        write_benchmark(tmp_path, "convert_model/mnist/custom/int8.tsv", 6.0, 800.0, 5.0),
+        write_benchmark(tmp_path, "train_model/mnist/custom/seed42.tsv", 30.0, 1200.0, 55.0),
+        write_benchmark(tmp_path, "convert_model/mnist/custom/seed42/fp32.tsv", 4.0, 700.0, 3.5),
+        write_benchmark(tmp_path, "convert_model/mnist/custom/seed42/int8.tsv", 6.0, 800.0, 5.0),
         write_benchmark(tmp_path, "gather_results.tsv", 1.0, "NA", 0.5),
     ]
 
@@ -43,11 +43,18 @@ def test_read_benchmark_averages_repeats_and_skips_unmeasured(tmp_path):
 @pytest.mark.parametrize(
     "path, job",
     [
-        ("w/benchmarks/fetch_dataset/mnist.tsv", ("fetch_dataset", "mnist", "", "")),
-        ("benchmarks/train_model/cifar10/resnet_v1.tsv", ("train_model", "cifar10", "resnet_v1", "")),
-        ("benchmarks/evaluate_model/mnist/custom/int8.tsv", ("evaluate_model", "mnist", "custom", "int8")),
-        ("results/smoke/benchmarks/layer_error/mnist/custom/int8.tsv", ("layer_error", "mnist", "custom", "int8")),
-        ("benchmarks/gather_results.tsv", ("gather_results", "", "", "")),
+        ("w/benchmarks/fetch_dataset/mnist.tsv", ("fetch_dataset", "mnist", "", "", "")),
+        ("benchmarks/train_model/cifar10/resnet_v1/seed42.tsv", ("train_model", "cifar10", "resnet_v1", "42", "")),
+        ("benchmarks/import_model/grey/mine.tsv", ("import_model", "grey", "mine", "", "")),
+        (
+            "benchmarks/evaluate_model/mnist/custom/seed3/int8.tsv",
+            ("evaluate_model", "mnist", "custom", "3", "int8"),
+        ),
+        (
+            "results/smoke/benchmarks/estimate_npu/mnist/custom/seed42/int8/alif.tsv",
+            ("estimate_npu", "mnist", "custom", "42", "int8/alif"),
+        ),
+        ("benchmarks/gather_results.tsv", ("gather_results", "", "", "", "")),
     ],
 )
 def test_job_of_reads_rule_and_wildcards_from_the_path(path, job):

@@ -27,8 +27,9 @@ from tinyml_quant.files import atomic_path, write_text
 from tools.workflow import Workflow, read_job_log
 
 from conftest import SMOKE, SMOKE_STUDY, SMOKE_SUBSET
+from synthetic import write_variant
 
-VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
+VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 
 # --------------------------------------------------------------------------- downloads
 
@@ -56,7 +57,9 @@ def serve_as_official(monkeypatch, base_url, name, expected_content, checksum_of
         urls=(base_url,),
     )
     mnist = fetch.BUILTIN_DATASETS["mnist"]
-    monkeypatch.setitem(fetch.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror))
+    monkeypatch.setitem(
+        fetch.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror, mnist.train_images)
+    )
 
 
 def test_download_is_verified_and_recorded(tmp_path, monkeypatch, file_server):
@@ -237,14 +240,18 @@ def test_copies_go_to_their_own_destinations_or_none_at_all(tmp_path):
     assert not (tmp_path / "out" / "3").exists()
 
 
-@pytest.fixture
-def failing_rename(monkeypatch):
-    """Every atomic rename fails, as a full disk or a kill between write and rename would leave it."""
+def refuse_renames(monkeypatch):
+    """Every atomic rename fails from now on, as a full disk or a kill between write and rename would leave it."""
 
     def refuse(source, destination):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "replace", refuse)
+
+
+@pytest.fixture
+def failing_rename(monkeypatch):
+    refuse_renames(monkeypatch)
 
 
 def test_a_conversion_that_cannot_finish_leaves_no_tflite_file(tmp_path, failing_rename):
@@ -261,7 +268,7 @@ def test_a_conversion_that_cannot_finish_leaves_no_tflite_file(tmp_path, failing
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras"]
 
 
-def test_an_evaluation_that_cannot_finish_leaves_no_record(tmp_path, failing_rename):
+def test_an_evaluation_that_cannot_finish_leaves_no_record(tmp_path, monkeypatch):
     from tinyml_quant.architectures import build_model
     from tinyml_quant.conversion import convert
     from tinyml_quant.evaluation import run_evaluation
@@ -278,13 +285,14 @@ def test_an_evaluation_that_cannot_finish_leaves_no_record(tmp_path, failing_ren
         class_names=np.asarray(toy.class_names),
         provenance=np.asarray(json.dumps(toy.provenance)),
     )
-    (tmp_path / "fp32.tflite").write_bytes(convert(build_model("custom", (16, 16, 1), 4, base_filters=4), "fp32"))
+    write_variant(tmp_path / "fp32.tflite", convert(build_model("custom", (16, 16, 1), 4, base_filters=4), "fp32"))
     variant = {"dataset": "toy", "model": "custom", "scheme": "fp32"}
+    refuse_renames(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         run_evaluation(
             tmp_path / "fp32.tflite", tmp_path / "toy.npz", variant, 1, 8, tmp_path / "e.json", tmp_path / "p.npy", None
         )
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["fp32.tflite", "toy.npz"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["fp32.json", "fp32.tflite", "toy.npz"]
 
 
 # --------------------------------------------------------------------------- corrupted artefacts
@@ -313,12 +321,12 @@ def test_damaged_tflite_is_an_error_naming_it(tmp_path, content):
     save_prepared(
         tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
     )
-    damaged = tmp_path / "int8.tflite"
-    damaged.write_bytes(content)
+    damaged = write_variant(tmp_path / "int8.tflite", content)  # damaged after its conversion
     variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
+    metrics = tmp_path / "metrics.json"
     with pytest.raises(ValueError, match="int8.tflite: not a loadable TFLite model"):
-        run_evaluation(damaged, tmp_path / "toy.npz", variant, 1, 8, tmp_path / "int8.json", tmp_path / "p.npy", None)
-    assert not (tmp_path / "int8.json").exists()
+        run_evaluation(damaged, tmp_path / "toy.npz", variant, 1, 8, metrics, tmp_path / "p.npy", None)
+    assert not metrics.exists()
 
 
 # --------------------------------------------------------------------------- the workflow under faults
@@ -400,7 +408,7 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
     # The resumed study equals the uninterrupted smoke run, prediction for prediction.
     for model in SMOKE_SUBSET["models"]:
         for scheme in SMOKE_SUBSET["schemes"]:
-            relative = f"evaluate/mnist/{model}/{scheme}.predictions.npy"
+            relative = f"evaluate/mnist/{model}/seed42/{scheme}.predictions.npy"
             np.testing.assert_array_equal(
                 np.load(study / relative), np.load(smoke_run.study(SMOKE_STUDY) / relative), err_msg=relative
             )
@@ -410,7 +418,7 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
 def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smoke_copy, tmp_path):
     workflow = smoke_copy
     study = workflow.study(SMOKE_STUDY)
-    broken = study / "convert" / "mnist" / "custom" / "int8.tflite"
+    broken = study / "convert" / "mnist" / "custom" / "seed42" / "int8.tflite"
     broken.write_bytes(broken.read_bytes()[:300])
     # A new evaluation batch size makes every evaluation run again, beside the broken one.
     arguments = (*SMOKE, workflow.write_config("batch", {"evaluation": {"batch_size": 64}}))
@@ -424,18 +432,19 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smo
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
 
-    failed_log = (study / "logs" / "evaluate_model" / "mnist" / "custom" / "int8.log").read_text()
+    failed_log = (study / "logs" / "evaluate_model" / "mnist" / "custom" / "seed42" / "int8.log").read_text()
     assert "int8.tflite: not a loadable TFLite model" in failed_log
     evaluations = list((study / "evaluate").rglob("*.json"))
-    assert len(evaluations) == 49
+    # All but the broken int8 variant and the LUT variant binned from it.
+    assert len(evaluations) == 94
     assert all(path.stat().st_mtime_ns >= started for path in evaluations)
     assert (study / "reports" / "results.csv").stat().st_mtime_ns == report_time
 
     broken.unlink()  # the fault removed: the variant converts again
     jobs = workflow.planned(*arguments)
-    variant = "dataset=mnist, model=custom, scheme=int8"
-    expected_rules = {*VARIANT_RULES, "layer_error"}
+    variant = "dataset=mnist, model=custom, seed=42, scheme=int8"
+    expected_rules = {"convert_model", *VARIANT_RULES, "layer_error"}
     assert {rule for rule, wildcards in jobs if wildcards == variant} == expected_rules
-    assert {wildcards for rule, wildcards in jobs if "model=" in wildcards} <= {variant, "dataset=mnist, model=custom"}
+    assert all("dataset=mnist, model=custom, seed=42" in wildcards for _, wildcards in jobs if "model=" in wildcards)
     workflow.run("--cores", "2", *arguments)
-    assert len(pd.read_csv(study / "reports" / "results.csv")) == 50
+    assert len(pd.read_csv(study / "reports" / "results.csv")) == 96

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tinyml_quant import figures
-from tinyml_quant.conversion import SCHEMES
+from tinyml_quant.schemes import SCHEMES
 
 from conftest import REPOSITORY
 
@@ -23,9 +23,14 @@ def results_csv(tmp_path):
                 "dataset": dataset,
                 "dataset_name": f"{dataset} (test)",
                 "model": model,
+                "seed": 42,
                 "scheme": scheme,
+                "status": "converted",
                 "size_kb": 100.0 if scheme == "fp32" else 40.0,
                 "accuracy": 0.9 - 0.01 * SCHEMES.index(scheme),
+                "accuracy_ci_low": 0.89 - 0.01 * SCHEMES.index(scheme),
+                "accuracy_ci_high": 0.91 - 0.01 * SCHEMES.index(scheme),
+                "significant": SCHEMES.index(scheme) > 2,
                 "accuracy_change_vs_fp32": -SCHEMES.index(scheme),
                 "tflm_status": "runs" if runs else "unsupported on TFLite Micro",
                 "arena_bytes": 50_000 if runs else np.nan,
@@ -36,14 +41,44 @@ def results_csv(tmp_path):
     return tmp_path / "results.csv"
 
 
-def test_the_result_and_device_figures_go_to_exactly_their_paths(results_csv, tmp_path):
-    boards = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"]
+@pytest.fixture
+def calibration_csv(tmp_path):
+    rows = [
+        {"dataset": dataset, "dataset_name": f"{dataset} (test)", "model": model, "seed": 42}
+        | {"calibration_images": images, "accuracy_change_vs_fp32": -3.0 / images}
+        for dataset, model, images in itertools.product(["mnist", "cifar10"], ["custom", "resnet_v1"], [1, 10, 100])
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "calibration.csv", index=False)
+    return tmp_path / "calibration.csv"
+
+
+@pytest.fixture
+def npu_csv(tmp_path):
+    boards = [board for board in config_boards() if board.get("npu")]
+    rows = [
+        {"dataset": dataset, "model": model, "seed": 42, "scheme": scheme, "board": board["label"]}
+        | {"vela_status": "compiled" if scheme != "int4" else "Vela crashed (SIGFPE)", "inference_ms_estimate": 0.4}
+        for dataset, model, scheme, board in itertools.product(
+            ["mnist", "cifar10"], ["custom", "resnet_v1"], ["int8", "int16x8", "int4"], boards
+        )
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "npu.csv", index=False)
+    return tmp_path / "npu.csv"
+
+
+def config_boards():
+    return yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"]
+
+
+def test_the_result_and_device_figures_go_to_exactly_their_paths(results_csv, calibration_csv, npu_csv, tmp_path):
+    boards = config_boards()
     outputs = {
         name: [tmp_path / "out" / f"{name}.png", tmp_path / "out" / f"{name}.svg"] for name in figures.RESULT_FIGURES
     }
     figures.plot_results(results_csv, outputs, dpi=40)
-    devices = {name: [tmp_path / "out" / f"{name}.pdf"] for name in figures.DEVICE_FIGURES}
-    figures.plot_device_fit(results_csv, boards, devices, dpi=40)
+    names = [*figures.DEVICE_FIGURES, *figures.tradeoff_figure_names(["mnist", "cifar10"])]
+    devices = {name: [tmp_path / "out" / f"{name}.pdf"] for name in names}
+    figures.plot_device_fit(results_csv, calibration_csv, npu_csv, boards, devices, dpi=40)
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
     expected = sorted(path.name for paths in [*outputs.values(), *devices.values()] for path in paths)
     assert written == expected
@@ -61,7 +96,7 @@ def test_learning_curves_and_layer_errors_are_drawn(tmp_path):
     history = tmp_path / "history.csv"
     pd.DataFrame({"epoch": [1, 2], "accuracy": [0.5, 0.7], "val_accuracy": [0.55, 0.72]}).to_csv(history, index=False)
     curves = {"learning_curves": [tmp_path / "curves.png"]}
-    figures.plot_learning_curves([history, history], ["mnist/custom", "cifar10/custom"], curves, dpi=40)
+    figures.plot_learning_curves([history, history], ["mnist/custom/1", "cifar10/custom/1"], curves, dpi=40)
     layers = tmp_path / "layers.csv"
     pd.DataFrame(
         {"dataset": "mnist", "model": "custom", "scheme": "int8", "depth": [0, 0.5, 1.0], "snr_db": [40.0, 35.0, 30.0]}
@@ -70,7 +105,7 @@ def test_learning_curves_and_layer_errors_are_drawn(tmp_path):
     figures.plot_layer_errors([layers], errors, dpi=40)
     assert curves["learning_curves"][0].stat().st_size > 1000 and errors["layer_error"][0].stat().st_size > 1000
     with pytest.raises(ValueError, match="2 histories but 1 names"):
-        figures.plot_learning_curves([history, history], ["mnist/custom"], curves)
+        figures.plot_learning_curves([history, history], ["mnist/custom/1"], curves)
 
 
 def drawn_without_overlaps(figure):
@@ -80,12 +115,13 @@ def drawn_without_overlaps(figure):
     legends = [legend.get_window_extent(renderer) for legend in figure.legends]
     others = [figure._suptitle.get_window_extent(renderer)] if figure._suptitle else []
     others += [axis.get_window_extent(renderer) for axis in figure.axes]
+    others += [axis.title.get_window_extent(renderer) for axis in figure.axes if axis.get_title()]
     return not any(legend.overlaps(other) for legend in legends for other in others)
 
 
 @pytest.mark.parametrize("name", ["accuracy_vs_arena", "accuracy_vs_flash"])
 def test_one_models_device_figures_have_readable_axes_and_legends_clear_of_the_title(results_csv, name):
-    boards = figures.boards_from_config(yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"])
+    boards = figures.boards_from_config(config_boards())
     table = figures.read_results(results_csv)
     one = table[table.model == "custom"].copy()
     one["size_kb"] = np.where(one.scheme == "fp32", 48.0, 30.0)  # within one decade, as one small model's are
@@ -97,4 +133,34 @@ def test_one_models_device_figures_have_readable_axes_and_legends_clear_of_the_t
         in_view = [tick for tick in axis.get_xticks() if low <= tick <= high]
         assert len(in_view) >= 3, labels
     assert drawn_without_overlaps(figure)
+    figures.pyplot().close(figure)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_pareto_front_is_every_point_no_other_point_beats(seed):
+    """Against the definition: a point is on the front when no other is as small and more accurate, or smaller
+    and as accurate."""
+    generator = np.random.default_rng(seed)
+    sizes = generator.choice([10.0, 20.0, 30.0, 40.0], 12)
+    changes = generator.choice([-2.0, -1.0, 0.0, 0.5], 12)
+    dominated = {
+        index
+        for index in range(12)
+        for other in range(12)
+        if (sizes[other] <= sizes[index] and changes[other] > changes[index])
+        or (sizes[other] < sizes[index] and changes[other] >= changes[index])
+    }
+    front = figures.pareto_front(sizes, changes)
+    on_front = set(range(12)) - dominated
+    # Of equal points (same size and change) the front keeps one.
+    assert {(sizes[index], changes[index]) for index in front} == {(sizes[index], changes[index]) for index in on_front}
+    assert list(sizes[front]) == sorted(sizes[front])
+
+
+def test_the_tradeoff_figures_legends_are_clear_of_the_title_and_the_panel(results_csv):
+    boards = figures.boards_from_config(config_boards())
+    figure = figures.tradeoff(figures.read_results(results_csv), boards, "cifar10")
+    assert drawn_without_overlaps(figure)
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == ["What to choose on cifar10 (test): accuracy change against flash"]
     figures.pyplot().close(figure)

@@ -65,9 +65,10 @@ def test_another_workflow_uses_this_one_as_a_module_to_the_end(tmp_path, mirror)
     assert run.returncode == 0, run.stdout + run.stderr
     results = pd.read_csv(tmp_path / "results" / "outer" / "reports" / "results.csv")
     assert sorted(results.scheme) == ["fp32", "int8"] and (results.test_images == 64).all()
-    assert (tmp_path / "results" / "outer" / "firmware" / "mnist" / "custom" / "int8" / "op_resolver.h").is_file()
+    firmware = tmp_path / "results" / "outer" / "firmware" / "mnist" / "custom" / "seed42" / "int8"
+    assert (firmware / "op_resolver.h").is_file()
     # The module's defaults filled in what the outer config left out.
-    assert (results.latency_threads == 1).all()
+    assert (results.host_latency_threads == 1).all()
     # The conda post-deploy script installs the package from the folder the workflow named, which holds it,
     # wherever Snakemake runs: here with a stand-in pip that records what it is asked to install.
     named = Path((tmp_path / "where.txt").read_text())

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from tinyml_quant.datasets import PreparedDataset
@@ -20,6 +21,7 @@ from tinyml_quant.importing import ModelMismatch, import_trained_model
 from tools.workflow import Workflow
 
 CLASSES = ("circle", "cross", "square")
+SCHEMES_HERE = ("fp32", "int8", "int4", "int8_lut")
 STUDY = "parts"
 
 
@@ -236,6 +238,8 @@ def own_study(tmp_path_factory, mirror):
         "study": STUDY,
         "datasets": ["grey", "colour"],
         "models": ["custom", "resnet_v1", "users_cnn"],
+        # The reference, the converter's int8, and the AI Edge Quantizer's and TFLite Micro's compression.
+        "schemes": list(SCHEMES_HERE),
         "image_folders": {
             "grey": {"source": str(inputs / "grey.tar.gz")},
             "colour": {"source": str(inputs / "colour.zip"), "test_fraction": 0.25, "split_seed": 1},
@@ -256,8 +260,11 @@ def own_study(tmp_path_factory, mirror):
             "per_dataset": {},
         },
         "conversion": {
-            "int8": {"calibration_images": 32, "calibration_seed": 0},
-            "int16x8": {"calibration_images": 32, "calibration_seed": 0},
+            **{
+                scheme: {"calibration_images": 32, "calibration_seed": 0}
+                for scheme in ("int8", "int16x8", "int8_per_tensor", "int4")
+            },
+            "calibration_sweep": [8],
         },
         "micro": {"agreement_images": 20},
         "diagnostics": {"layer_error_images": 8},
@@ -274,12 +281,13 @@ def test_own_data_and_model_run_through_every_stage(own_study):
     study = workflow.study(STUDY)
     results = pd.read_csv(study / "reports" / "results.csv")
     pairs = Counter(zip(results.dataset, results.model))
+    schemes = len(SCHEMES_HERE)
     assert pairs == {
-        ("grey", "custom"): 5,
-        ("grey", "resnet_v1"): 5,
-        ("grey", "users_cnn"): 5,
-        ("colour", "custom"): 5,
-        ("colour", "resnet_v1"): 5,
+        ("grey", "custom"): schemes,
+        ("grey", "resnet_v1"): schemes,
+        ("grey", "users_cnn"): schemes,
+        ("colour", "custom"): schemes,
+        ("colour", "resnet_v1"): schemes,
     }
     users = results[results.model == "users_cnn"]
     assert (users.model_source.str.startswith("imported from")).all()
@@ -291,8 +299,11 @@ def test_own_data_and_model_run_through_every_stage(own_study):
     assert (results[results.dataset == "colour"].test_images == 30).all()
     assert (results[results.dataset == "grey"].test_images == 120).all()
     fit = pd.read_csv(study / "reports" / "fit_table.csv")
-    assert len(fit) == 25
-    assert (study / "firmware" / "grey" / "users_cnn" / "int8" / "op_resolver.h").is_file()
+    boards = yaml.safe_load((workflow.folder / "config" / "config.yaml").read_text())["boards"]
+    assert len(fit) == 5 * schemes * len(boards)
+    # An imported model is trained once: it appears under the study's first seed.
+    assert (results[results.model == "users_cnn"].seed == 42).all()
+    assert (study / "firmware" / "grey" / "users_cnn" / "seed42" / "int8" / "op_resolver.h").is_file()
     assert (study / "reports" / "figures" / "learning_curves.png").is_file()
     # Nothing about MNIST or CIFAR-10 ran.
     assert sorted(path.name for path in (study / "data").iterdir()) == ["colour", "colour.npz", "grey", "grey.npz"]
@@ -322,7 +333,7 @@ def test_replacing_an_archive_reruns_exactly_its_chain(own_study):
     assert per_dataset and all(wildcards.startswith("dataset=grey") for wildcards in per_dataset)
     rules = Counter(rule for rule, _ in jobs)
     assert rules["fetch_dataset"] == 1 and rules["train_model"] == 2 and rules["import_model"] == 1
-    assert rules["evaluate_model"] == 15 and rules["gather_results"] == 1
+    assert rules["evaluate_model"] == 3 * len(SCHEMES_HERE) and rules["gather_results"] == 1
 
 
 @pytest.mark.e2e
@@ -350,7 +361,7 @@ def test_a_study_of_imported_models_only_runs_to_the_end(own_study):
     workflow.run("--cores", "2", "--configfile", workflow.write_config("imported_only", config))
     reports = workflow.study("imported_only") / "reports"
     results = pd.read_csv(reports / "results.csv")
-    assert set(results.model) == {"users_cnn"} and len(results) == 5
+    assert set(results.model) == {"users_cnn"} and len(results) == len(SCHEMES_HERE)
     assert "users_cnn (imported)" in (reports / "results.md").read_text()
     assert (reports / "figures" / "size_vs_accuracy.png").is_file()
     assert not (reports / "figures" / "learning_curves.png").exists()

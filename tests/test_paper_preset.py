@@ -5,9 +5,10 @@ import pytest
 import yaml
 
 from tinyml_quant import config as study
-from tinyml_quant.conversion import SCHEMES, convert
+from tinyml_quant.conversion import convert
 from tinyml_quant.evaluation import predict
 from tinyml_quant.runtime import load_interpreter
+from tinyml_quant.schemes import CONVERTER_SCHEMES
 
 from conftest import REPOSITORY
 
@@ -42,7 +43,7 @@ def test_every_paper_architecture_trains_a_step_and_converts_with_every_scheme(m
     model, history, metrics = train(dataset, model_name, PAPER["architectures"][model_name], settings, threads=2)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     representative = images[:8].astype(np.float32)
-    for scheme in SCHEMES:
+    for scheme in CONVERTER_SCHEMES:
         flatbuffer = convert(model, scheme, representative)
         outputs, _ = predict(load_interpreter(flatbuffer), images[32:], batch_size=16)
         assert outputs.shape == (16, 10) and np.isfinite(outputs).all(), scheme

@@ -5,8 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tinyml_quant.reporting import run_gather
+
+from conftest import REPOSITORY
+from synthetic import save_as_prepared
 
 VERSIONS = {"tensorflow": "tf", "keras": "k", "workflow": "w"}
 
@@ -17,18 +21,37 @@ def write(path, record):
     return path
 
 
-def study_records(folder, models, schemes=("fp32", "int8"), test_images=200, accuracy=None):
-    """Every record ``gather`` reads, for ``models`` ({name: training record}) on dataset "toy"."""
-    paths = {kind: [] for kind in ("evaluations", "training", "graphs", "micro", "latencies")}
+def study_records(
+    folder, models, schemes=("fp32", "int8"), test_images=200, accuracy=None, predictions=None, dataset="toy"
+):
+    """Every record ``run_gather`` reads, for ``models`` ({name: training record}) on ``dataset``, seed 1.
+
+    The test labels are 0, 1, 2, 0, 1, 2, ...; a variant's predictions are ``predictions(model, scheme, labels)``,
+    by default the labels with its first ``number x 2`` images wrong.
+    """
+    labels = np.arange(test_images) % 3
+    save_as_prepared(
+        folder / "toy.npz", np.zeros((test_images, 4, 4, 1), np.uint8), labels, dataset=dataset, name="toy (test)"
+    )
+    paths = {kind: [] for kind in ("evaluations", "training_metrics", "graphs", "micro_measurements", "latencies")}
+    paths.update(datasets=[folder / "toy.npz"], predictions=[], layer_errors=[], recoveries=[], calibrations=[])
+    paths["npu_estimates"] = []
     for model, trained in models.items():
-        base = {"dataset": "toy", "dataset_name": "toy (test)", "model": model}
-        paths["training"].append(write(folder / "train" / f"{model}.json", {**base, "versions": VERSIONS, **trained}))
+        base = {"dataset": dataset, "dataset_name": "toy (test)", "model": model, "seed": 1}
+        paths["training_metrics"].append(
+            write(folder / "train" / f"{model}.json", {**base, "versions": VERSIONS, **trained})
+        )
         for number, scheme in enumerate(schemes):
             variant = {**base, "scheme": scheme}
-            value = accuracy(model, scheme) if accuracy else 0.8 - 0.01 * number
+            if predictions:
+                predicted = predictions(model, scheme, labels)
+            else:
+                predicted = labels.copy()
+                predicted[: number * 2] = (predicted[: number * 2] + 1) % 3
+            value = accuracy(model, scheme) if accuracy else float(np.mean(predicted == labels))
             evaluation = {
                 **variant,
-                "file_bytes": 4096 // (number + 1),
+                "status": "converted",
                 "accuracy": value,
                 "agreement_with_fp32": 1.0 - 0.02 * number,
                 "test_images": test_images,
@@ -37,28 +60,38 @@ def study_records(folder, models, schemes=("fp32", "int8"), test_images=200, acc
                 "threads": 2,
                 "litert_version": "l",
             }
-            paths["evaluations"].append(write(folder / "evaluate" / model / f"{scheme}.json", evaluation))
-            graph = {**variant, "macs": 1000, "parameters": 100, "operator_total": 3, "operators": {"CONV_2D": 3}}
+            metrics = write(folder / "evaluate" / model / f"{scheme}.json", evaluation)
+            np.save(folder / "evaluate" / model / f"{scheme}.predictions.npy", predicted.astype(np.int16))
+            paths["evaluations"].append(metrics)
+            paths["predictions"].append(folder / "evaluate" / model / f"{scheme}.predictions.npy")
+            graph = {
+                **variant,
+                "macs": 1000,
+                "parameters": 100,
+                "operator_total": 3,
+                "operators": {"CONV_2D": 3},
+                "file_bytes": 4096 // (number + 1),
+            }
             paths["graphs"].append(write(folder / "graph" / model / f"{scheme}.json", graph))
             micro = {**variant, "status": "runs", "arena_bytes": 2048, "unsupported_operator": None, "agreement": None}
-            paths["micro"].append(write(folder / "micro" / model / f"{scheme}.json", micro))
+            paths["micro_measurements"].append(write(folder / "micro" / model / f"{scheme}.json", micro))
             latency = {**variant, "median_ms": 0.5, "p90_ms": 0.6, "threads": 1}
             paths["latencies"].append(write(folder / "latency" / model / f"{scheme}.json", latency))
     return paths
 
 
 def gathered(folder, paths):
-    table = run_gather(
-        paths["evaluations"],
-        paths["training"],
-        paths["graphs"],
-        paths["micro"],
-        paths["latencies"],
-        [],
-        [],
-        folder / "results.csv",
-        folder / "results.md",
-    )
+    config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
+    parameters = {
+        "board_labels": {board["name"]: board["label"] for board in config["boards"]},
+        "cortex_m_latency": config["cortex_m_latency"],
+        "mlperf_reference": config["mlperf_reference"],
+        "recovery_threshold_points": 1.0,
+        "calibration_images": 500,
+    }
+    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv")}
+    outputs["markdown"] = folder / "results.md"
+    table = run_gather({name: [str(path) for path in value] for name, value in paths.items()}, parameters, outputs)
     return table, (folder / "results.md").read_text()
 
 
@@ -66,7 +99,6 @@ TRAINED = {
     "source": "trained here",
     "test_accuracy": 0.8,
     "parameters": 100,
-    "seed": 42,
     "epoch_seconds_median": 0.4213,
     "final_epoch": {"epoch": 3, "accuracy": 0.7, "val_accuracy": 0.75},
 }
@@ -84,14 +116,15 @@ def test_the_tables_say_which_model_is_imported_and_show_its_warning_first(tmp_p
     assert markdown.index("## Warnings") < markdown.index("## toy (test)")
     assert f"- **mine** on toy (test): {IMPORTED['warning']}" in markdown
     assert "| mine (imported) |" in markdown and "| custom " in markdown
-    written = pd.read_csv(tmp_path / "results.csv")
+    written = pd.read_csv(tmp_path / "csv.out")
     assert written[written.model == "mine"].model_warning.unique().tolist() == [IMPORTED["warning"]]
     assert written[written.model == "custom"].model_warning.isna().all()
 
 
 def test_a_model_trained_in_under_a_second_an_epoch_does_not_read_zero(tmp_path):
     _, markdown = gathered(tmp_path, study_records(tmp_path, {"custom": TRAINED}))
-    row = next(line for line in markdown.splitlines() if line.startswith("| toy (test) | custom"))
+    training = markdown[markdown.index("## Training") :]
+    row = next(line for line in training.splitlines() if line.startswith("| toy (test) | custom"))
     assert row.rstrip(" |").endswith("0.421")
 
 
@@ -104,5 +137,140 @@ def test_size_compression_and_accuracy_change_are_against_the_models_own_fp32(tm
     table, _ = gathered(tmp_path, study_records(tmp_path, {"custom": TRAINED}))
     int8 = table[table.scheme == "int8"].iloc[0]
     assert int8.compression_vs_fp32 == pytest.approx(2.0) and int8.size_kb == pytest.approx(2.0)
-    assert int8.accuracy_change_vs_fp32 == pytest.approx(-1.0)
+    assert int8.accuracy_change_vs_fp32 == pytest.approx(-1.0)  # 2 of 200 images wrong
     assert np.isclose(table[table.scheme == "fp32"].accuracy_change_vs_fp32, 0).all()
+
+
+def test_every_accuracy_carries_its_wilson_interval(tmp_path):
+    from tinyml_quant.statistics import wilson_interval
+
+    table, markdown = gathered(tmp_path, study_records(tmp_path, {"custom": TRAINED}))
+    int8 = table[table.scheme == "int8"].iloc[0]
+    assert (int8.accuracy_ci_low, int8.accuracy_ci_high) == pytest.approx(wilson_interval(198, 200))
+    low, high = wilson_interval(198, 200)
+    assert f"99.00 [{100 * low:.2f}, {100 * high:.2f}]" in markdown
+
+
+def test_each_change_is_tested_against_the_same_images_and_corrected_over_the_study(tmp_path):
+    """fp32 right on every image; int8 wrong on 40 of them: b = 40, c = 0; int4 wrong on 2: b = 2, c = 0."""
+    from tinyml_quant.statistics import holm, mcnemar_exact
+
+    def predictions(model, scheme, labels):
+        wrong = {"fp32": 0, "int8": 40, "int4": 2}[scheme]
+        predicted = labels.copy()
+        predicted[:wrong] = (predicted[:wrong] + 1) % 3
+        return predicted
+
+    paths = study_records(tmp_path, {"custom": TRAINED}, ("fp32", "int8", "int4"), predictions=predictions)
+    table, markdown = gathered(tmp_path, paths)
+    tested = table[table.scheme != "fp32"].set_index("scheme")
+    assert tested.fp32_only_right.tolist() == [40, 2] and tested.variant_only_right.tolist() == [0, 0]
+    raw = [mcnemar_exact(40, 0), mcnemar_exact(2, 0)]
+    assert tested.mcnemar_p.astype(float).tolist() == pytest.approx(raw)
+    adjusted, rejected = holm(raw)
+    assert tested.holm_p.astype(float).tolist() == pytest.approx(list(adjusted))
+    assert tested.significant.tolist() == list(rejected) == [True, False]
+    assert "40 / 0, p " in markdown and " *" in markdown and "corrected over the study's 2 tests" in markdown
+
+
+def test_several_seeds_give_means_spreads_and_the_change_of_each_seed(tmp_path):
+    seeds = {}
+    for seed, int8_wrong in ((1, 2), (2, 6)):
+        folder = tmp_path / f"seed{seed}"
+        paths = study_records(
+            folder,
+            {"custom": TRAINED},
+            predictions=lambda m, s, labels, w=int8_wrong: np.where(
+                np.arange(len(labels)) < (w if s == "int8" else 0), (labels + 1) % 3, labels
+            ),
+        )
+        for path in (
+            paths["training_metrics"]
+            + paths["evaluations"]
+            + paths["graphs"]
+            + paths["micro_measurements"]
+            + paths["latencies"]
+        ):
+            record = json.loads(path.read_text())
+            record["seed"] = seed
+            path.write_text(json.dumps(record))
+        seeds[seed] = paths
+    merged = {name: seeds[1][name] + (seeds[2][name] if name != "datasets" else []) for name in seeds[1]}
+    table, markdown = gathered(tmp_path, merged)
+    assert sorted(table.seed.unique()) == [1, 2]
+    assert "## Across trainings: every model trained once per seed" in markdown
+    assert "-2.00 ± 1.41" in markdown and "-1.00, -3.00" in markdown
+
+
+def test_what_to_choose_is_the_smallest_variant_tflite_micro_runs_within_a_point(tmp_path):
+    """int8 loses 0.5 points at half fp32's size; int4 is smallest but loses 3; int8_lut, smaller than int8,
+    does not run on TFLite Micro here: int8 is the choice, int4 the largest loss."""
+    wrong = {"fp32": 0, "int8": 1, "int8_lut": 0, "int4": 6}
+    sizes = {"fp32": 4000, "int8": 2000, "int8_lut": 1500, "int4": 1000}
+
+    def predictions(model, scheme, labels):
+        predicted = labels.copy()
+        predicted[: wrong[scheme]] = (predicted[: wrong[scheme]] + 1) % 3
+        return predicted
+
+    schemes = ("fp32", "int8", "int8_lut", "int4")
+    paths = study_records(tmp_path, {"custom": TRAINED}, schemes, predictions=predictions)
+    for path in paths["graphs"]:
+        record = json.loads(path.read_text())
+        record["file_bytes"] = sizes[record["scheme"]]
+        path.write_text(json.dumps(record))
+    for path in paths["micro_measurements"]:
+        record = json.loads(path.read_text())
+        if record["scheme"] == "int8_lut":
+            record.update(status="unsupported on TFLite Micro", arena_bytes=None, unsupported_operator="X")
+        path.write_text(json.dumps(record))
+    _, markdown = gathered(tmp_path, paths)
+    choice = markdown[markdown.index("## What to choose") :].split("\n## ")[0]
+    row = next(line for line in choice.splitlines() if line.startswith("| toy (test) | custom"))
+    assert "int8 (2.0 KB, -0.50 points)" in row and "int4 (-3.00 points)" in row
+
+
+def test_the_reference_row_holds_the_published_accuracy_beside_the_studys(tmp_path):
+    config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["mlperf_reference"]
+    paths = study_records(tmp_path, {config["model"]: TRAINED}, dataset=config["dataset"])
+    _, markdown = gathered(tmp_path, paths)
+    section = markdown[markdown.index(f"## MLPerf Tiny's {config['model']}") :].split("\n## ")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if "|" in line]
+    published = config["published_accuracy"]
+    assert [
+        "MLPerf Tiny (published)",
+        f"{100 * published['fp32']:.2f}",
+        f"{100 * published['int8']:.2f}",
+        "yes",
+    ] in rows
+    assert ["this study", "100.00", "99.00", "yes"] in rows  # int8 here: 2 of 200 images wrong
+
+
+def test_a_mixed_variant_that_could_not_be_made_shows_why(tmp_path):
+    paths = study_records(tmp_path, {"custom": TRAINED}, ("fp32", "int4"))
+    record = {"dataset": "toy", "model": "custom", "seed": 1, "scheme": "int4", "status": "not converted"}
+    record |= {"method": "worst layers with 8-bit weights", "reason": "int4 loses 1.00 points (more than 0.5)"}
+    record |= {"reference_accuracy": 1.0, "quantized_accuracy": 0.99, "quantized_file_bytes": 2048}
+    record["reason_not_made"] = "RuntimeError: Unsupported op"
+    paths["recoveries"] = [write(tmp_path / "recover" / "int4_mixed.json", record)]
+    _, markdown = gathered(tmp_path, paths)
+    section = markdown[markdown.index("## What buys the accuracy back") :]
+    row = next(line for line in section.splitlines() if line.startswith("| toy"))
+    assert "not made: RuntimeError: Unsupported op" in row and "2.0 / -" in row
+
+
+def test_a_variant_whose_device_file_could_not_be_made_has_no_change_and_no_test(tmp_path):
+    paths = study_records(tmp_path, {"custom": TRAINED}, ("fp32", "int8", "int8_lut"))
+    reason = "TFLite Micro compression: no weight tensor is large enough"
+    for kind in ("graphs", "micro_measurements"):
+        for path in paths[kind]:
+            record = json.loads(path.read_text())
+            if record["scheme"] == "int8_lut":
+                record.update(status="not converted", reason=reason, file_bytes=None, arena_bytes=None)
+            path.write_text(json.dumps(record))
+    table, markdown = gathered(tmp_path, paths)
+    lut = table[table.scheme == "int8_lut"].iloc[0]
+    assert lut.status == "not converted" and lut.reason == reason
+    assert pd.isna(lut.accuracy) and pd.isna(lut.accuracy_change_vs_fp32) and pd.isna(lut.mcnemar_p)
+    assert "corrected over the study's 1 tests" in markdown  # int8's only
+    assert f"not converted ({reason})" in markdown

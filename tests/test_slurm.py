@@ -32,6 +32,10 @@ GROUP_OF_RULE = yaml.safe_load((REPOSITORY / "profiles" / "slurm" / "config.yaml
 GROUPED_RULES = tuple(GROUP_OF_RULE)
 
 
+def workflow_boards():
+    return yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["boards"]
+
+
 def local_slurm(command):
     return subprocess.run(["bash", str(LOCAL_SLURM), command], capture_output=True, text=True, timeout=900)
 
@@ -111,9 +115,9 @@ def test_every_job_went_through_slurm_and_completed(slurm_run):
     workflow, _, _, jobs = slurm_run
     assert jobs, "SLURM knows no job of this run"
     assert Counter(job["state"] for job in jobs) == {"COMPLETED": len(jobs)}, jobs
-    # Training got its 2 threads as 2 CPUs, as in the local run (the weights depend on it).
+    # Training got its 1 thread as 1 CPU, as in the local run (the weights depend on it).
     training = [job for job in jobs if job["rule"] == "train_model"]
-    assert len(training) == len(MODELS) and all(job["cpus"] == 2 for job in training)
+    assert len(training) == len(MODELS) and all(job["cpus"] == 1 for job in training)
     # The dataset mirror reached the jobs through sbatch --export=ALL (no network here).
     manifest = json.loads((workflow.study(SMOKE_STUDY) / "data" / "mnist" / "manifest.json").read_text())
     assert manifest["source"].startswith("mirror ")
@@ -123,9 +127,12 @@ def test_variant_jobs_are_grouped_one_slurm_job_per_model(slurm_run):
     _, planned, _, jobs = slurm_run
     submitted = Counter(job["rule"] for job in jobs)
     ungrouped = Counter(job.rule for job in planned)
-    # Ungrouped, every variant job would be a SLURM job (5 rules per scheme and int8's layer error: 11 per
-    # model here); grouped, a model's go out as one.
-    assert sum(ungrouped[rule] for rule in GROUPED_RULES) == len(MODELS) * (5 * len(SCHEMES_RUN) + 1)
+    # Ungrouped, every variant job would be a SLURM job (per model here: 2 conversions, 4 measurements
+    # of each, int8's layer error, its NPU estimate per NPU board, and the calibration sweep's 2 sizes,
+    # each made and evaluated); grouped, a model's go out as one.
+    npu_boards = sum(1 for board in workflow_boards() if board.get("npu"))
+    per_model = 2 + 4 * len(SCHEMES_RUN) + 1 + npu_boards + 2 * 2
+    assert sum(ungrouped[rule] for rule in GROUPED_RULES) == len(MODELS) * per_model
     assert submitted["variants"] == len(MODELS), jobs
     assert not set(submitted) & set(GROUPED_RULES), jobs
     # Local rules (the deployment plan, firmware text, `all`) never go to SLURM.
@@ -140,7 +147,7 @@ def test_slurm_results_equal_a_local_run(slurm_run, tmp_path, mirror):
     local_run.run("--cores", "2", *SMOKE, local_run.write_config("subset", SMOKE_SUBSET))
     for model in MODELS:
         for scheme in SCHEMES_RUN:
-            path = Path("evaluate", "mnist", model, f"{scheme}.predictions.npy")
+            path = Path("evaluate", "mnist", model, "seed42", f"{scheme}.predictions.npy")
             on_slurm = (workflow.study(SMOKE_STUDY) / path).read_bytes()
             local = (local_run.study(SMOKE_STUDY) / path).read_bytes()
             assert on_slurm == local, f"{path}: SLURM and local predictions differ"

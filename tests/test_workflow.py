@@ -10,15 +10,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.figures import COST_FIGURES, DEVICE_FIGURES, DIAGNOSTIC_FIGURES, RESULT_FIGURES, TRAINING_FIGURES
+from tinyml_quant.schemes import SCHEMES
 from tools.workflow import Workflow
 
 from conftest import REPOSITORY, SMOKE, SMOKE_STUDY
 
-MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet_v1", "resnet_v2"]
+MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet8", "resnet_v1", "resnet_v2"]
+INSTANCES = 2 * len(MODELS)  # the smoke preset's datasets x models, one seed
+VARIANTS = INSTANCES * 8  # x the study's schemes
+SEED = 42  # the smoke preset's one seed (config.yaml's seeds)
 # Rules with one job per variant, and the report's rules (one job each).
-VARIANT_RULES = ("convert_model", "evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
+VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
+# The study's 8 schemes and 10 trained models (2 datasets x 5 models): the tools that make the variants.
+CONVERTER_RULE_JOBS = {"convert_model": 5, "quantize_model": 2, "bin_weights": 1, "compress_model": 1}  # each model
+NPU_BOARDS = 3  # the NPU boards of config.yaml's board list
+VELA_SCHEMES = 5  # the integer schemes: int8, int16x8, int8_per_tensor, int4, int8_lut
 REPORT_RULES = (
     "gather_results",
     "plot_results",
@@ -72,9 +79,13 @@ def test_dry_run_plans_the_whole_grid(tmp_path):
     assert rules == {
         "fetch_dataset": 2,
         "prepare_dataset": 2,
-        "train_model": 10,
-        **dict.fromkeys(VARIANT_RULES, 50),
-        "layer_error": 20,
+        "train_model": INSTANCES,
+        **{rule: jobs * INSTANCES for rule, jobs in CONVERTER_RULE_JOBS.items()},
+        **dict.fromkeys(VARIANT_RULES, VARIANTS),
+        "layer_error": INSTANCES * VELA_SCHEMES,
+        "estimate_npu": INSTANCES * VELA_SCHEMES * NPU_BOARDS,
+        "calibrate_int8": INSTANCES * 2,  # the smoke sweep's two sizes
+        "evaluate_calibration": INSTANCES * 2,
         "deployment_plan": 1,
         **dict.fromkeys(REPORT_RULES, 1),
         "all": 1,
@@ -106,7 +117,8 @@ def test_every_preset_plans_inside_its_own_study_folder(tmp_path):
         (
             {
                 "boards": [
-                    {"name": "tiny", "flash_kb": 64, "ram_kb": 16, "flash_allowance_kb": 8, "ram_allowance_kb": 20}
+                    {"name": "tiny", "cpu": "Cortex-M0+", "clock_mhz": 48}
+                    | {"flash_kb": 64, "ram_kb": 16, "flash_allowance_kb": 8, "ram_allowance_kb": 20}
                 ]
             },
             "boards[0] (tiny).ram_allowance_kb: 20 is more than ram_kb 16",
@@ -150,21 +162,25 @@ def smoke_results(smoke_run):
 @pytest.mark.e2e
 def test_smoke_run_reports_every_variant(smoke_run):
     results = smoke_results(smoke_run)
-    assert len(results) == 50
+    assert len(results) == VARIANTS and set(results.scheme) == set(SCHEMES) and (results.seed == SEED).all()
     assert set(results.dataset_name) == {"mnist (official)", "cifar10 (jpeg mirror)"}
     assert results.accuracy.between(0, 1).all() and (results.file_bytes > 0).all()
     assert (results.test_images == 300).all() and (results.model_source == "trained here").all()
     figures = smoke_run.study(SMOKE_STUDY) / "reports" / "figures"
-    for name in FIGURES:
+    for name in (*FIGURES, "tradeoff_mnist", "tradeoff_cifar10"):
         assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
         assert b"<svg" in (figures / f"{name}.svg").read_bytes()[:500], name
     markdown = (smoke_run.study(SMOKE_STUDY) / "reports" / "results.md").read_text()
     for heading in (
         "## mnist (official)",
         "## cifar10 (jpeg mirror)",
+        "## What to choose",
+        "## Calibration size",
+        "## On an Ethos-U NPU",
+        "## MLPerf Tiny's ResNet-8, the reference row",
         "## Training: the last epoch",
         "## Where the quantization error is",
-        "## Winning accuracy back",
+        "## What buys the accuracy back",
     ):
         assert heading in markdown
     # A smoke study writes nothing outside its own folder.
@@ -182,9 +198,10 @@ def test_the_smoke_models_learn(smoke_run):
 @pytest.mark.e2e
 def test_every_variant_is_measured_for_microcontrollers(smoke_run):
     results = smoke_results(smoke_run)
-    assert set(results.tflm_status) <= {"runs", "unsupported on TFLite Micro"}
-    runs = results[results.tflm_status == "runs"]
-    refused = results[results.tflm_status != "runs"]
+    converted = results[results.status == "converted"]
+    assert set(converted.tflm_status) <= {"runs", "unsupported on TFLite Micro"}
+    runs = converted[converted.tflm_status == "runs"]
+    refused = converted[converted.tflm_status != "runs"]
     assert (runs.arena_bytes > 0).all()
     assert (runs.tflm_sample_images == 20).all() and runs.tflm_top1_agreement.between(0, 1).all()
     assert runs.tflm_sample_accuracy.notna().all()
@@ -199,30 +216,77 @@ def test_every_variant_is_measured_for_microcontrollers(smoke_run):
     float16 = results[results.scheme == "float16"]
     assert (float16.tflm_status == "unsupported on TFLite Micro").all()
     assert (float16.tflm_unsupported_operator == "DEQUANTIZE").all()
-    assert (results.scheme == "int8").sum() == (runs.scheme == "int8").sum() == 10
-    assert (results.macs > 0).all() and (results.latency_median_ms > 0).all()
-    assert (results.latency_p90_ms >= results.latency_median_ms).all() and (results.latency_threads == 1).all()
+    # Every integer scheme of the grid runs on TFLite Micro, the LUT-compressed one with its decoder.
+    for scheme in ("int8", "int8_per_tensor", "int4"):
+        assert (results.scheme == scheme).sum() == (runs.scheme == scheme).sum() == INSTANCES, scheme
+    lut = converted[converted.scheme == "int8_lut"]
+    assert len(lut) and (lut.tflm_status == "runs").all() and lut.operators.str.contains("TFLM_DECODE").all()
+    assert (converted.macs > 0).all() and (converted.host_latency_median_ms > 0).all()
+    assert (converted.host_latency_p90_ms >= converted.host_latency_median_ms).all()
+    assert (converted.host_latency_threads == 1).all()
     # MACs and parameters belong to the model, whatever the scheme.
-    assert (results.groupby(["dataset", "model"])[["macs", "tflite_parameters"]].nunique() == 1).all().all()
+    assert (converted.groupby(["dataset", "model"])[["macs", "tflite_parameters"]].nunique() == 1).all().all()
 
 
 @pytest.mark.e2e
-def test_fit_table_gives_a_verdict_for_every_variant_and_board(smoke_run):
+def test_a_variant_a_tool_could_not_make_is_marked_with_the_tools_reason(smoke_run):
+    results = smoke_results(smoke_run)
+    missing = results[results.status != "converted"]
+    assert set(missing.status) <= {"not converted"} and missing.reason.notna().all()
+    assert missing.accuracy.isna().all() and missing.scheme.isin(["int8_lut"]).all()
+    markdown = (smoke_run.study(SMOKE_STUDY) / "reports" / "results.md").read_text()
+    for row in missing.itertuples():
+        assert row.reason in markdown
+
+
+@pytest.mark.e2e
+def test_the_new_schemes_shrink_the_file_where_they_promise(smoke_run):
+    sizes = smoke_results(smoke_run).pivot_table(index=["dataset", "model"], columns="scheme", values="file_bytes")
+    # 4-bit weights where TFLite Micro has 4-bit kernels: smaller than int8 on every model.
+    assert (sizes.int4 < sizes.int8).all()
+    # One scale per tensor instead of per channel: a few bytes smaller, never larger.
+    assert (sizes.int8_per_tensor <= sizes.int8).all()
+    lut = sizes.int8_lut.dropna()
+    assert (lut < sizes.int8[lut.index]).all()
+
+
+@pytest.mark.e2e
+def test_fit_table_gives_a_verdict_and_a_labelled_latency_estimate_for_every_variant_and_board(smoke_run):
     reports = smoke_run.study(SMOKE_STUDY) / "reports"
     fit = pd.read_csv(reports / "fit_table.csv")
-    boards = ["Arduino Nano 33 BLE Sense", "STM32F746G-DISCO", "ESP32", "Raspberry Pi Pico"]
-    assert len(fit) == 50 and set(boards) <= set(fit.columns)
-    verdicts = fit[boards].stack()
-    assert verdicts.str.fullmatch(r"fits|unsupported|over (flash|RAM) by \d+ KB( and over RAM by \d+ KB)?").all()
-    assert (fit[fit.scheme == "float16"][boards] == "unsupported").all().all()
+    boards = yaml.safe_load((smoke_run.folder / "config" / "config.yaml").read_text())["boards"]
+    assert len(fit) == VARIANTS * len(boards) and set(fit.board) == {board["label"] for board in boards}
+    npu_boards = {board["label"] for board in boards if board.get("npu")}
+    cpu = fit[~fit.board.isin(npu_boards)]
+    npu = fit[fit.board.isin(npu_boards)]
+    assert cpu.verdict.str.fullmatch(r"fits|unsupported|over (flash|RAM) by \d+ KB( and over RAM by \d+ KB)?").all()
+    assert (cpu[cpu.scheme == "float16"].verdict == "unsupported").all()
+    estimated = fit[fit.latency_low_ms.notna()]
+    assert (estimated.latency_low_ms <= estimated.latency_high_ms).all() and estimated.latency_source.notna().all()
+    # On an NPU board the time is Vela's; on a Cortex-M board a range.
+    assert set(npu[npu.latency_low_ms.notna()].latency_source.str.split().str[0]) <= {"Vela"}
+    assert npu[npu.scheme == "int8"].latency_low_ms.notna().all()
     markdown = (reports / "fit_table.md").read_text()
-    assert "## mnist (official)" in markdown and "| ESP32 | 4096 | 520 |" in markdown
+    assert "## mnist (official)" in markdown and "an estimate, not a measurement" in markdown
+
+
+@pytest.mark.e2e
+def test_vela_compiles_every_int8_variant_for_every_npu_board(smoke_run):
+    npu = pd.read_csv(smoke_run.study(SMOKE_STUDY) / "reports" / "npu.csv")
+    int8 = npu[npu.scheme == "int8"]
+    assert len(int8) == INSTANCES * NPU_BOARDS and (int8.vela_status == "compiled").all()
+    assert (int8.cycles > 0).all() and (int8.inference_ms_estimate > 0).all() and (int8.sram_kb > 0).all()
+    failed = npu[npu.vela_status != "compiled"]
+    assert failed.vela_reason.notna().all()
+    for row in int8.itertuples():
+        layers = smoke_run.study(SMOKE_STUDY) / "npu" / row.dataset / row.model / f"seed{SEED}" / "int8"
+        assert (layers / f"{row.board_name}.layers.csv").stat().st_size > 0
 
 
 @pytest.mark.e2e
 def test_fp32_tflite_accuracy_equals_keras_accuracy(smoke_run):
     fp32 = smoke_results(smoke_run).query("scheme == 'fp32'")
-    assert len(fp32) == 10
+    assert len(fp32) == INSTANCES
     difference_in_points = 100 * (fp32.accuracy - fp32.keras_test_accuracy).abs()
     assert (difference_in_points <= 0.1).all(), fp32[["dataset", "model", "accuracy", "keras_test_accuracy"]]
 
@@ -238,37 +302,64 @@ def test_file_sizes_order_as_the_schemes_promise(smoke_run):
 
 
 @pytest.mark.e2e
+def test_every_accuracy_carries_its_interval_and_every_change_its_paired_test(smoke_run):
+    results = smoke_results(smoke_run)
+    converted = results[results.status == "converted"]
+    assert (converted.accuracy_ci_low <= converted.accuracy).all()
+    assert (converted.accuracy <= converted.accuracy_ci_high).all()
+    tested = converted[converted.scheme != "fp32"]
+    assert tested.mcnemar_p.between(0, 1).all() and (tested.holm_p >= tested.mcnemar_p).all()
+    # The discordant images: fp32 right alone minus the variant right alone is the change, in images.
+    change_in_images = tested.accuracy_change_vs_fp32 / 100 * tested.test_images
+    assert np.allclose(tested.variant_only_right - tested.fp32_only_right, change_in_images, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_the_calibration_sweep_makes_an_int8_variant_per_size(smoke_run):
+    sweep = pd.read_csv(smoke_run.study(SMOKE_STUDY) / "reports" / "calibration.csv")
+    sizes = yaml.safe_load((smoke_run.folder / "config" / "smoke.yaml").read_text())["conversion"]
+    expected = {*sizes["calibration_sweep"], sizes["int8"]["calibration_images"]}
+    assert set(sweep.calibration_images) == expected
+    assert sweep.groupby(["dataset", "model"]).calibration_images.nunique().eq(len(expected)).all()
+    assert sweep.accuracy.between(0, 1).all()
+
+
+@pytest.mark.e2e
 def test_layer_errors_cover_every_quantized_layer(smoke_run):
     study = smoke_run.study(SMOKE_STUDY)
     for model in MODELS:
-        for scheme in ("int8", "int16x8"):
-            layers = pd.read_csv(study / "layer_error" / "mnist" / model / f"{scheme}.csv")
+        for scheme in ("int8", "int16x8", "int4"):
+            layers = pd.read_csv(study / "layer_error" / "mnist" / model / f"seed{SEED}" / f"{scheme}.csv")
             assert len(layers) >= 3 and (layers.images == 8).all()
             assert (layers.rmse >= 0).all() and layers.cosine_similarity.between(-1, 1.000001).all()
             assert np.allclose(layers.rmse_in_steps, layers.rmse / layers.scale, rtol=1e-4)
             assert layers.depth.iloc[0] == 0 and layers.depth.iloc[-1] == 1
             # 16-bit activations have 256 times finer steps: their output matches fp32 closer.
             if scheme == "int16x8":
-                int8 = pd.read_csv(study / "layer_error" / "mnist" / model / "int8.csv")
+                int8 = pd.read_csv(study / "layer_error" / "mnist" / model / f"seed{SEED}" / "int8.csv")
                 assert layers.snr_db.iloc[-1] > int8.snr_db.iloc[-1] - 3
 
 
 @pytest.mark.e2e
-def test_the_float_fallback_runs_for_the_model_the_smoke_preset_names(smoke_run):
+def test_every_schemes_mixed_variant_runs_for_the_model_the_smoke_preset_names(smoke_run):
     study = smoke_run.study(SMOKE_STUDY)
-    record = yaml.safe_load((study / "recover" / "mnist" / "custom" / "int8_float_fallback.json").read_text())
-    assert record["reason"].startswith("listed in diagnostics.always_recover")
-    assert len(record["float_layers"]) == 3 and record["test_images"] == 300
-    assert 0 <= record["accuracy"] <= 1 and record["file_bytes"] > 0
-    assert record["micro"]["status"] in ("runs", "unsupported on TFLite Micro")
+    folder = study / "recover" / "mnist" / "custom" / f"seed{SEED}"
+    for scheme in ("int8", "int8_per_tensor", "int4", "int8_lut"):
+        record = yaml.safe_load((folder / f"{scheme}_mixed.json").read_text())
+        assert record["reason"].startswith("listed in diagnostics.always_recover"), scheme
+        if record["status"] == "converted":
+            assert len(record["layers"]) == 3 and record["test_images"] == 300
+            assert 0 <= record["accuracy"] <= 1 and record["file_bytes"] > 0
+            assert record["micro"]["status"] in ("runs", "unsupported on TFLite Micro")
+        else:
+            assert record["reason_not_made"]
     plans = {
-        path.parent.name + "/" + path.stem: yaml.safe_load(path.read_text())
+        path.relative_to(study / "plan").as_posix(): yaml.safe_load(path.read_text())
         for path in (study / "plan").rglob("*.json")
     }
-    assert len(plans) == 10
-    recovered = sorted(pair for pair, plan in plans.items() if plan["recover"])
-    assert "mnist/custom" in recovered
-    assert len(list((study / "recover").rglob("*.json"))) == len(recovered)
+    assert len(plans) == INSTANCES
+    recovered = sum(len(plan["recover"]) for plan in plans.values())
+    assert len(list((study / "recover").rglob("*_mixed.json"))) == recovered
 
 
 @pytest.mark.e2e
@@ -280,8 +371,11 @@ def test_a_firmware_bundle_for_every_variant_tflite_micro_runs(smoke_run):
         path.parent.relative_to(study / "firmware") for path in (study / "firmware").rglob("model_data.cc")
     )
     assert [str(path) for path in bundles] == sorted(
-        f"{row.dataset}/{row.model}/{row.scheme}" for row in runs.itertuples()
+        f"{row.dataset}/{row.model}/seed{row.seed}/{row.scheme}" for row in runs.itertuples()
     )
+    for row in runs[runs.scheme == "int8_lut"].itertuples():
+        resolver = study / "firmware" / row.dataset / row.model / f"seed{row.seed}" / row.scheme / "op_resolver.h"
+        assert "resolver.AddDecode()" in resolver.read_text()
 
 
 @pytest.mark.e2e
@@ -294,10 +388,20 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run):
     change = smoke_run.write_config("calibration", {"conversion": {"int8": {"calibration_images": 16}}})
     jobs = smoke_run.planned(*SMOKE, change)
     rules = {rule for rule, _ in jobs} - {"all"}
-    assert rules == {*VARIANT_RULES, "layer_error", "deployment_plan", *REPORT_RULES} - {"plot_learning_curves"}
+    # int8 and the LUT variant binned from it; their measurements, layer errors and NPU estimates.
+    assert rules == {
+        "convert_model",
+        "bin_weights",
+        "compress_model",
+        *VARIANT_RULES,
+        "layer_error",
+        "estimate_npu",
+        "deployment_plan",
+        *REPORT_RULES,
+    } - {"plot_learning_curves"}
     variant_jobs = [wildcards for rule, wildcards in jobs if rule in (*VARIANT_RULES, "layer_error")]
-    assert len(variant_jobs) == 10 * (len(VARIANT_RULES) + 1)
-    assert all(wildcards.endswith("scheme=int8") for wildcards in variant_jobs)
+    assert len(variant_jobs) == 2 * INSTANCES * (len(VARIANT_RULES) + 1)
+    assert all(wildcards.endswith(("scheme=int8", "scheme=int8_lut")) for wildcards in variant_jobs)
 
 
 @pytest.mark.e2e
@@ -321,7 +425,7 @@ def test_latency_invoke_count_change_reruns_only_latency_and_the_report(smoke_ru
     change = smoke_run.write_config("latency", {"latency": {"invokes": 7}})
     counts = Counter(rule for rule, _ in smoke_run.planned(*SMOKE, change) if rule != "all")
     assert counts == {
-        "measure_latency": 50,
+        "measure_latency": VARIANTS,
         "gather_results": 1,
         "fit_table": 1,
         "plot_results": 1,
@@ -334,18 +438,27 @@ def _per_model(jobs):
     return Counter(rule for rule, wildcards in jobs if "model=" in wildcards)
 
 
+def _chain(instances, deployment_plans):
+    """The jobs of ``instances`` trained models (dataset, model, seed) from training on, in the smoke preset."""
+    per_instance = {
+        "train_model": 1,
+        **CONVERTER_RULE_JOBS,
+        **dict.fromkeys(VARIANT_RULES, 8),
+        "layer_error": VELA_SCHEMES,
+        "estimate_npu": VELA_SCHEMES * NPU_BOARDS,
+        "calibrate_int8": 2,
+        "evaluate_calibration": 2,
+    }
+    return {rule: count * instances for rule, count in per_instance.items()} | {"deployment_plan": deployment_plans}
+
+
 @pytest.mark.e2e
 def test_one_models_training_change_reruns_only_its_chain(smoke_run):
     # The learning rate, as no per-dataset setting overrides it for this model.
     change = smoke_run.write_config("training", {"training": {"per_model": {"custom": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("model=custom" in wildcards for _, wildcards in jobs if "model=" in wildcards)
-    assert _per_model(jobs) == {
-        "train_model": 2,
-        **dict.fromkeys(VARIANT_RULES, 10),
-        "layer_error": 4,
-        "deployment_plan": 1,
-    }
+    assert _per_model(jobs) == _chain(2, 1)
 
 
 @pytest.mark.e2e
@@ -354,7 +467,7 @@ def test_one_datasets_training_change_reruns_only_its_chain(smoke_run):
     change = smoke_run.write_config("dataset", {"training": {"per_dataset": {"cifar10": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("dataset=cifar10" in wildcards for _, wildcards in jobs if "dataset=" in wildcards)
-    assert _per_model(jobs)["train_model"] == 5 and _per_model(jobs)["evaluate_model"] == 25
+    assert _per_model(jobs)["train_model"] == len(MODELS) and _per_model(jobs)["evaluate_model"] == 8 * len(MODELS)
 
 
 @pytest.mark.e2e
@@ -372,12 +485,7 @@ def test_replaced_dataset_file_reruns_only_what_depends_on_it(smoke_copy):
     jobs = smoke_copy.planned(*SMOKE)
     per_dataset = [wildcards for _, wildcards in jobs if "dataset=" in wildcards]
     assert per_dataset and all("dataset=mnist" in wildcards for wildcards in per_dataset)
-    assert _per_model(jobs) == {
-        "train_model": 5,
-        **dict.fromkeys(VARIANT_RULES, 25),
-        "layer_error": 10,
-        "deployment_plan": 1,
-    }
+    assert _per_model(jobs) == _chain(len(MODELS), 1)
 
 
 @pytest.mark.e2e

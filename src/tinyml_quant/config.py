@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from .architectures import ARCHITECTURES, check_knobs
-from .conversion import REFERENCE_SCHEME, SCHEMES
 from .devices import boards_from_config
 from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
+from .npu import check_configuration
+from .schemes import CALIBRATED_SCHEMES, FULL_INTEGER, LUT, REFERENCE_SCHEME, SCHEMES
 
 
 class ConfigError(ValueError):
@@ -121,6 +122,7 @@ def check(config):
     _check_names(config, problems)
     _check_sources(config, problems)
     _check_training(config, problems)
+    _check_calibration(config, problems)
     for name in config["models"]:
         if name in ARCHITECTURES:
             try:
@@ -131,6 +133,9 @@ def check(config):
         boards_from_config(config["boards"])
     except ValueError as error:
         problems.append(str(error))
+    for position, board in enumerate(config["boards"]):
+        if board.get("npu"):
+            problems += check_configuration(board["npu"], f"boards[{position}] ({board['name']})")
     if not problems:  # the study's pairs are only known once its names are
         pairs = set(study_pairs(config))
         for pair in config["diagnostics"]["always_recover"]:
@@ -144,9 +149,13 @@ def check(config):
 def _check_names(config, problems):
     for scheme in config["schemes"]:
         if scheme not in SCHEMES:
-            problems.append(f"schemes: {scheme!r} is not a scheme; known: {list(SCHEMES)}")
+            close = difflib.get_close_matches(scheme, SCHEMES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"schemes: {scheme!r} is not a scheme; {hint}known: {list(SCHEMES)}")
     if REFERENCE_SCHEME not in config["schemes"]:
         problems.append(f"schemes: must contain {REFERENCE_SCHEME!r}, which every other variant is compared with")
+    if LUT in config["schemes"] and FULL_INTEGER not in config["schemes"]:
+        problems.append(f"schemes: {LUT!r} bins the {FULL_INTEGER!r} variant's weights; list {FULL_INTEGER!r} too")
     for key, own, builtin in (
         ("image_folders", config["image_folders"], BUILTIN_DATASETS),
         ("trained_models", config["trained_models"], ARCHITECTURES),
@@ -208,6 +217,42 @@ def _check_training(config, problems):
                 )
 
 
+def built_in_train_images(config):
+    """The training images of each built-in dataset of the study, as the workflow will prepare them."""
+    limit = config["data"]["max_train_images"]
+    return {
+        dataset: min(BUILTIN_DATASETS[dataset].train_images, limit or BUILTIN_DATASETS[dataset].train_images)
+        for dataset in config["datasets"]
+        if dataset in BUILTIN_DATASETS
+    }
+
+
+def _check_calibration(config, problems):
+    """Calibration sizes within the training split of every built-in dataset (your own are checked when read)."""
+    sweep = config["conversion"]["calibration_sweep"]
+    own = config["conversion"][FULL_INTEGER]["calibration_images"]
+    if own in sweep:
+        problems.append(
+            f"conversion.calibration_sweep: {own} is int8's own calibration size (conversion.int8), already in "
+            "the sweep's table"
+        )
+    if sweep and FULL_INTEGER not in config["schemes"]:
+        problems.append("conversion.calibration_sweep: the sweep makes int8 variants; list 'int8' in schemes, or []")
+    counts = built_in_train_images(config)
+    if not counts:
+        return
+    dataset, fewest = min(counts.items(), key=lambda item: item[1])
+    sizes = [
+        (f"conversion.{scheme}.calibration_images", config["conversion"][scheme]["calibration_images"])
+        for scheme in CALIBRATED_SCHEMES
+        if scheme in config["schemes"]
+    ]
+    sizes += [("conversion.calibration_sweep", size) for size in config["conversion"]["calibration_sweep"]]
+    for key, size in sizes:
+        if size > fewest:
+            problems.append(f"{key}: {size} is more than the {fewest} training images of {dataset}")
+
+
 def study_pairs(config):
     """Every ``(dataset, model)`` of the study: each built-in model on each dataset, each trained model on its own."""
     pairs = []
@@ -218,6 +263,20 @@ def study_pairs(config):
             if trained is None or trained["dataset"] == dataset:
                 pairs.append((dataset, model))
     return pairs
+
+
+def study_instances(config):
+    """Every ``(dataset, model, seed)``: each built-in model once per seed, each trained model once.
+
+    A trained model is imported, not trained, so it has no seed of its own; it
+    appears under the first seed.
+    """
+    seeds = [str(seed) for seed in config["seeds"]]
+    return [
+        (dataset, model, seed)
+        for dataset, model in study_pairs(config)
+        for seed in (seeds[:1] if model in config["trained_models"] else seeds)
+    ]
 
 
 def is_trained_model(config, model):

@@ -1,7 +1,7 @@
 """Where the study's time and memory go, from Snakemake's per-job benchmark files.
 
-Every rule writes ``benchmarks/<rule>/<dataset>/<model>/<scheme>.tsv`` (fewer
-levels for rules with fewer wildcards): Snakemake's record of the job's wall
+Every rule writes ``benchmarks/<rule>/<dataset>/<model>/seed<seed>/<scheme>.tsv``
+(fewer levels for rules with fewer wildcards, one more for the NPU's board): Snakemake's record of the job's wall
 seconds (``s``), peak resident memory in MB (``max_rss``), CPU seconds
 (``cpu_time``) and mean CPU load in percent (``mean_load``). This module reads
 them into one row per job, sums them per stage (rule) and per model, and
@@ -21,10 +21,14 @@ logger = logging.getLogger(__name__)
 
 # The workflow's stages in the order they run; other rules follow, sorted.
 STAGE_ORDER = (
-    *("fetch_dataset", "prepare_dataset", "train_model", "import_model", "convert_model", "evaluate_model"),
-    *("analyze_graph", "measure_micro", "measure_latency", "layer_error", "recover_quantized", "firmware_bundle"),
+    *("fetch_dataset", "prepare_dataset", "train_model", "import_model", "convert_model", "quantize_model"),
+    *("bin_weights", "compress_model", "calibrate_int8", "evaluate_model", "evaluate_calibration"),
+    *("analyze_graph", "measure_micro", "measure_latency", "estimate_npu", "layer_error", "recover_quantized"),
+    "firmware_bundle",
 )
-WILDCARDS = ("dataset", "model", "scheme")
+# ``variant``: the rest of the path after the seed: a scheme, a scheme and an NPU board, a calibration size.
+WILDCARDS = ("dataset", "model", "seed", "variant")
+SEED_PREFIX = "seed"
 # Snakemake's benchmark columns read here, and what the job table calls them.
 COLUMNS = {"s": "wall_s", "cpu_time": "cpu_s", "max_rss": "max_rss_mb", "mean_load": "mean_load"}
 
@@ -55,9 +59,10 @@ def read_benchmark(path):
 
 
 def job_of(path):
-    """``.../benchmarks/<rule>/<dataset>/<model>/<scheme>.tsv`` as ``{"stage": rule, "dataset": ..., ...}``.
+    """``.../benchmarks/<rule>/<dataset>/<model>/seed<seed>/<scheme>.tsv`` as ``{"stage": rule, "dataset": ...}``.
 
-    The path is read from its last ``benchmarks`` folder; missing levels are empty.
+    The path is read from its last ``benchmarks`` folder; missing levels are
+    empty; what follows the seed is the ``variant`` (``int8``, ``int8/<board>``).
     """
     parts = list(Path(path).with_suffix("").parts)
     if "benchmarks" in parts:
@@ -65,12 +70,16 @@ def job_of(path):
     if not parts:
         raise ValueError(f"{path}: not a benchmark path")
     job = {"stage": parts[0], **dict.fromkeys(WILDCARDS, "")}
-    job.update(zip(WILDCARDS, parts[1:]))
+    job.update(zip(("dataset", "model"), parts[1:3]))
+    rest = parts[3:]
+    if rest and rest[0].startswith(SEED_PREFIX):
+        job["seed"], rest = rest[0].removeprefix(SEED_PREFIX), rest[1:]
+    job["variant"] = "/".join(rest)
     return job
 
 
 def jobs_table(paths):
-    """One row per benchmark file: stage, dataset, model, scheme, wall_s, cpu_s, max_rss_mb, mean_load."""
+    """One row per benchmark file: stage, dataset, model, seed, variant, wall_s, cpu_s, max_rss_mb, mean_load."""
     rows = []
     for path in paths:
         record = read_benchmark(path)
@@ -110,7 +119,7 @@ def model_summary(jobs):
 
 
 def cost_rows(jobs):
-    """The CSV: one row per stage, dataset and model (summed over schemes), with the job count."""
+    """The CSV: one row per stage, dataset and model (summed over seeds and schemes), with the job count."""
     grouped = jobs.groupby(["stage", "dataset", "model"], sort=False)
     return grouped.agg(
         jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"), max_rss_mb=("max_rss_mb", "max")
@@ -144,7 +153,7 @@ def markdown(jobs):
         "samples CPU and memory once a second for a job's first 30 s, then every 30 s, so jobs shorter than a "
         "second show little or no CPU time and memory.\n",
         "## Per stage\n",
-        shown.to_markdown(index=False) + "\n",
+        shown.to_markdown(index=False, disable_numparse=True) + "\n",
     ]
     models = model_summary(jobs)
     if not models.empty:
@@ -154,8 +163,8 @@ def markdown(jobs):
         formatted["max_rss_mb"] = models.max_rss_mb.map("{:.0f}".format)
         formatted = formatted.rename(columns={"total_s": "total (s)", "max_rss_mb": "peak memory (MB)"})
         sections += [
-            "## Per model (wall seconds per stage, summed over schemes)\n",
-            formatted.to_markdown(index=False) + "\n",
+            "## Per model (wall seconds per stage, summed over seeds and schemes)\n",
+            formatted.to_markdown(index=False, disable_numparse=True) + "\n",
         ]
     return "\n".join(sections)
 

@@ -68,6 +68,7 @@ class BuiltinDataset:
     class_names: tuple
     online: Source
     mirror: Source
+    train_images: int  # in the training split of either source, so settings can be checked before any job
 
 
 _MNIST_FILES = (
@@ -91,6 +92,7 @@ BUILTIN_DATASETS = {
             ),
         ),
         mirror=Source(variant="official", format="idx", files=_MNIST_FILES, mirror_folder="mnist"),
+        train_images=60_000,
     ),
     "cifar10": BuiltinDataset(
         class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
@@ -112,6 +114,7 @@ BUILTIN_DATASETS = {
             ),
             mirror_folder="cifar10-jpeg",
         ),
+        train_images=50_000,
     ),
 }
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conversion import SCHEMES
 from .devices import KB, boards_from_config
 from .files import atomic_path
 from .micro import RUNS
+from .npu import COMPILED
+from .schemes import SCHEMES
+from .variants import NOT_CONVERTED
 
-SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P")))
+SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P", "X", "v", "*"), strict=True))
 BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
 
@@ -48,7 +50,11 @@ def _check_outputs(outputs, names):
 
 
 def read_results(csv_path):
+    """The results table, without the variants that were not converted (they have no numbers to draw)."""
     table = pd.read_csv(csv_path)
+    if "status" in table:
+        table = table[table.status != NOT_CONVERTED]
+    table = table.reset_index(drop=True)
     table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
     return table
 
@@ -81,6 +87,17 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
     """
     hollow = np.zeros(len(table), bool) if hollow is None else np.asarray(hollow)
     for (_, row), is_hollow in zip(table.iterrows(), hollow):
+        if "accuracy_ci_low" in row and pd.notna(row.accuracy_ci_low):
+            # The accuracy's 95 % Wilson interval.
+            axes.errorbar(
+                row[x_column],
+                100 * row.accuracy,
+                yerr=[[100 * (row.accuracy - row.accuracy_ci_low)], [100 * (row.accuracy_ci_high - row.accuracy)]],
+                color=colours[row.model],
+                linewidth=0.8,
+                capsize=2,
+                zorder=2,
+            )
         axes.scatter(
             row[x_column],
             100 * row.accuracy,
@@ -93,7 +110,7 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
         )
     axes.set_xscale("log")
     axes.set_xlabel(x_label)
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel("test accuracy (%), 95% interval")
     axes.grid(True, which="both", alpha=0.3)
 
 
@@ -166,15 +183,21 @@ def accuracy_change_heatmap(table):
     figure, panels = _panels(table, 4.5)
     for axis, name, part in panels:
         change = part.pivot_table(index="model", columns="scheme", values="accuracy_change_vs_fp32", observed=True)
+        significant = part.assign(significant=part.significant.fillna(False).astype(bool)).pivot_table(
+            index="model", columns="scheme", values="significant", aggfunc="max", observed=True
+        )
         limit = max(1.0, float(np.nanmax(np.abs(change.to_numpy()))))
         image = axis.imshow(change.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-        axis.set_xticks(range(len(change.columns)), change.columns, rotation=30, ha="right")
+        axis.set_xticks(range(len(change.columns)), change.columns, rotation=35, ha="right")
         axis.set_yticks(range(len(change.index)), change.index)
         for (row, column), value in np.ndenumerate(change.to_numpy()):
-            axis.text(column, row, f"{value:+.2f}", ha="center", va="center", fontsize="small")
+            if np.isnan(value):
+                continue
+            mark = "*" if bool(significant.iloc[row, column]) else ""
+            axis.text(column, row, f"{value:+.2f}{mark}", ha="center", va="center", fontsize="x-small")
         axis.set_title(name)
         figure.colorbar(image, ax=axis, label="accuracy change vs fp32 (points)")
-    figure.suptitle("Accuracy change of each scheme versus fp32")
+    figure.suptitle("Accuracy change of each scheme versus fp32 (mean over seeds; * significant after Holm)")
     return figure
 
 
@@ -202,7 +225,8 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
     colours = model_colours(table.model)
     budgets = {}
     for board in boards.values():
-        budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
+        if board.npu is None:  # an NPU board runs Vela's compiled model: its budgets are in the tradeoff figure
+            budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
     figure, panels = _panels(table, 5.2)
     board_handles = []
     for axis, name, part in panels:
@@ -255,28 +279,201 @@ def accuracy_vs_flash(table, boards):
     return _accuracy_against_budget(table, boards, "size_kb", "flash: model file size (KB, log scale)", "flash", "all")
 
 
-def plot_device_fit(csv_path, board_entries, outputs, dpi=150):
-    """Snakemake entry point: every figure of ``DEVICE_FIGURES``, with the configured boards' budgets."""
+def pareto_front(sizes, changes):
+    """Indices of the points no other point beats on both: smaller (or as small) and more accurate, by size."""
+    order = np.lexsort((-np.asarray(changes), np.asarray(sizes)))
+    front, best = [], -np.inf
+    for index in order:
+        if changes[index] > best:
+            front.append(int(index))
+            best = changes[index]
+    return front
+
+
+def tradeoff(table, boards, dataset):
+    """One dataset: every variant's accuracy change against its flash, the Pareto front, the boards' flash."""
+    plt = pyplot()
+    part = table[table.dataset == dataset]
+    mean = (
+        part.groupby(["model", "scheme"], observed=True)
+        .agg(size_kb=("size_kb", "mean"), change=("accuracy_change_vs_fp32", "mean"), runs=("tflm_status", "first"))
+        .reset_index()
+    )
+    colours = model_colours(mean.model)
+    figure, axis = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    for row in mean.itertuples():
+        runs = row.runs == RUNS
+        axis.scatter(
+            row.size_kb,
+            row.change,
+            marker=SCHEME_MARKERS[row.scheme],
+            s=60,
+            facecolors=colours[row.model] if runs else "none",
+            edgecolors="black" if runs else colours[row.model],
+            linewidths=0.5 if runs else 1.2,
+            zorder=3,
+        )
+    # The front of what a microcontroller can run, as "What to choose" in results.md.
+    runnable = mean[mean.runs == RUNS].reset_index(drop=True)
+    front = pareto_front(runnable.size_kb.to_numpy(), runnable.change.to_numpy())
+    axis.step(
+        runnable.size_kb.iloc[front], runnable.change.iloc[front], where="post", color="black", linewidth=1, zorder=2
+    )
+    axis.set_xscale("log")
+    low, high = mean.size_kb.min() / 1.5, mean.size_kb.max() * 1.5
+    axis.set_xlim(low, high)
+    board_handles = []
+    budgets = {}
+    for board in boards.values():
+        budget = board.budget_bytes("flash") / KB
+        if low <= budget <= high:
+            budgets.setdefault(budget, []).append(board.label)
+    for index, (budget, labels) in enumerate(sorted(budgets.items())):
+        style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+        axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.1, zorder=1)
+        board_handles.append(
+            plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
+        )
+    label_log_axis(axis)
+    axis.axhline(0, color="grey", linewidth=0.6)
+    axis.set_xlabel("flash: what a device stores (KB, log scale)")
+    axis.set_ylabel("accuracy change vs fp32 (points, mean over seeds)")
+    axis.grid(True, which="both", alpha=0.3)
+    handles = _legend_handles(colours, _schemes_in(mean), "hollow: TFLite Micro does not run it")
+    handles.append(plt.Line2D([], [], color="black", linewidth=1, label="Pareto front (TFLite Micro runs)"))
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small", title="model, scheme")
+    if board_handles:
+        figure.legend(
+            handles=board_handles,
+            loc="outside lower center",
+            ncols=min(3, len(board_handles)),
+            fontsize="small",
+            title="each board's flash less its allowance",
+        )
+    # On the axes, not the figure: a figure title would run under the legends beside the axes.
+    axis.set_title(f"What to choose on {part.dataset_name.iloc[0]}: accuracy change against flash")
+    return figure
+
+
+def nothing_to_show(title, reason):
+    """A figure that says why it has nothing to draw (a study without NPU boards, without int8)."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 2), layout="constrained")
+    axis.axis("off")
+    axis.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
+    figure.suptitle(title)
+    return figure
+
+
+def calibration_sweep(calibration):
+    """int8's accuracy change against fp32 by number of calibration images, one line per model and dataset."""
+    plt = pyplot()
+    if calibration.empty:
+        return nothing_to_show("How many calibration images int8 needs", "no int8 variant in this study")
+    names = sorted(calibration.dataset_name.unique())
+    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False, layout="constrained")
+    colours = model_colours(calibration.model)
+    for axis, name in zip(axes[0], names):
+        part = calibration[calibration.dataset_name == name]
+        for model, rows in part.groupby("model"):
+            mean = rows.groupby("calibration_images").accuracy_change_vs_fp32.mean()
+            axis.plot(mean.index, mean.to_numpy(), marker="o", color=colours[model], label=model)
+        axis.set_xscale("log")
+        label_log_axis(axis)
+        axis.axhline(0, color="grey", linewidth=0.6)
+        axis.set_xlabel("calibration images (log scale)")
+        axis.set_ylabel("int8 accuracy change vs fp32 (points)")
+        axis.set_title(name)
+        axis.grid(True, which="both", alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour, marker="o", label=model) for model, colour in colours.items()]
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    figure.suptitle("How many calibration images int8 needs")
+    return figure
+
+
+def npu_latency(table, npu, boards):
+    """Accuracy against Vela's estimated NPU inference time, one panel per dataset and NPU board."""
+    plt = pyplot()
+    title = "Accuracy against the NPU's inference time, as Arm's Vela estimates it"
+    if npu.empty:
+        return nothing_to_show(title, "no board with an NPU, or no integer scheme, in this study")
+    compiled = npu[npu.vela_status == COMPILED]
+    accuracy = table.set_index(["dataset", "model", "seed", "scheme"])[
+        ["accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+    ]
+    merged = compiled.join(accuracy, on=["dataset", "model", "seed", "scheme"], how="inner")
+    merged = merged.merge(table[["dataset", "dataset_name"]].drop_duplicates(), on="dataset")
+    datasets = sorted(merged.dataset_name.unique()) or ["(no variant compiled)"]
+    npu_boards = [board for board in boards.values() if board.npu]
+    figure, axes = plt.subplots(
+        len(datasets),
+        max(1, len(npu_boards)),
+        figsize=(5.2 * max(1, len(npu_boards)), 4.2 * len(datasets)),
+        squeeze=False,
+        layout="constrained",
+    )
+    colours = model_colours(table.model)
+    for row, dataset_name in enumerate(datasets):
+        for column, board in enumerate(npu_boards):
+            axis = axes[row][column]
+            part = merged[(merged.dataset_name == dataset_name) & (merged.board == board.label)]
+            if len(part):
+                plot_accuracy_against(
+                    part, axis, "inference_ms_estimate", "inference (ms, Vela estimate, log)", colours
+                )
+                label_log_axis(axis)
+            axis.set_title(f"{dataset_name}\n{board.label}: {board.npu['accelerator']}", fontsize="medium")
+    figure.legend(
+        handles=_legend_handles(colours, _schemes_in(merged if len(merged) else table)),
+        loc="outside right upper",
+        fontsize="small",
+        title="model, scheme",
+    )
+    figure.suptitle(title)
+    return figure
+
+
+def tradeoff_figure_names(datasets):
+    """The names of the tradeoff figures: one per dataset of the study."""
+    return [f"{TRADEOFF_FIGURE_PREFIX}{dataset}" for dataset in datasets]
+
+
+def plot_device_fit(csv_path, calibration_csv_path, npu_csv_path, board_entries, outputs, dpi=150):
+    """Snakemake entry point: ``DEVICE_FIGURES`` and the tradeoff figure of every dataset of ``outputs``."""
     _check_outputs(outputs, DEVICE_FIGURES)
     boards = boards_from_config(board_entries)
     table = read_results(csv_path)
-    for name, draw in DEVICE_FIGURES.items():
-        save(draw(table, boards), outputs[name], dpi)
+    calibration = pd.read_csv(calibration_csv_path) if Path(calibration_csv_path).stat().st_size > 1 else pd.DataFrame()
+    npu = pd.read_csv(npu_csv_path) if Path(npu_csv_path).stat().st_size > 1 else pd.DataFrame()
+    drawings = {
+        "accuracy_vs_arena": lambda: accuracy_vs_arena(table, boards),
+        "accuracy_vs_flash": lambda: accuracy_vs_flash(table, boards),
+        "calibration_sweep": lambda: calibration_sweep(calibration),
+        "npu_latency": lambda: npu_latency(table, npu, boards),
+    }
+    for name in DEVICE_FIGURES:
+        save(drawings[name](), outputs[name], dpi)
+    for name, paths in outputs.items():
+        if name.startswith(TRADEOFF_FIGURE_PREFIX):
+            save(tradeoff(table, boards, name.removeprefix(TRADEOFF_FIGURE_PREFIX)), paths, dpi)
 
 
 # --------------------------------------------------------------------------- training
 
 
 def learning_curves(histories):
-    """Training and validation accuracy per epoch, one panel per dataset (``{dataset: {model: history}}``)."""
+    """Training and validation accuracy per epoch, one panel per dataset (``{dataset: {(model, seed): history}}``).
+
+    Each seed of a model is a line of the model's colour.
+    """
     plt = pyplot()
     datasets = sorted(histories)
-    colours = model_colours([model for models in histories.values() for model in models])
+    colours = model_colours([model for runs in histories.values() for model, _ in runs])
     figure, axes = plt.subplots(
         1, len(datasets), figsize=(6.5 * len(datasets), 4.8), squeeze=False, layout="constrained"
     )
     for axis, dataset in zip(axes[0], datasets):
-        for model, history in sorted(histories[dataset].items()):
+        for (model, _), history in sorted(histories[dataset].items()):
             axis.plot(history.epoch, 100 * history.accuracy, linestyle="--", color=colours[model], linewidth=1)
             if "val_accuracy" in history:
                 axis.plot(history.epoch, 100 * history.val_accuracy, marker="o", markersize=3, color=colours[model])
@@ -296,15 +493,15 @@ def learning_curves(histories):
     return figure
 
 
-def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
-    """Snakemake entry point: ``TRAINING_FIGURES``; ``pairs`` names each history (``"<dataset>/<model>"``)."""
+def plot_learning_curves(history_paths, names, outputs, dpi=150):
+    """Snakemake entry point: ``TRAINING_FIGURES``; ``names`` names each history (``"<dataset>/<model>/<seed>"``)."""
     _check_outputs(outputs, TRAINING_FIGURES)
-    if len(history_paths) != len(pairs):
-        raise ValueError(f"{len(history_paths)} histories but {len(pairs)} names")
+    if len(history_paths) != len(names):
+        raise ValueError(f"{len(history_paths)} histories but {len(names)} names")
     histories = {}
-    for path, pair in zip(history_paths, pairs):
-        dataset, model = pair.split("/")
-        histories.setdefault(dataset, {})[model] = pd.read_csv(path)
+    for path, name in zip(history_paths, names):
+        dataset, model, seed = name.split("/")
+        histories.setdefault(dataset, {})[(model, int(seed))] = pd.read_csv(path)
     for name, draw in TRAINING_FIGURES.items():
         save(draw(histories), outputs[name], dpi)
 
@@ -315,8 +512,8 @@ def plot_learning_curves(history_paths, pairs, outputs, dpi=150):
 def layer_error(table):
     """Signal-to-quantization-noise ratio of every layer, by depth.
 
-    One panel per dataset (rows) and scheme (columns), one line per model; depth
-    0 is the first quantized layer, 1 the last.
+    One panel per dataset (rows) and scheme (columns), one line per model and
+    seed; depth 0 is the first quantized layer, 1 the last.
     """
     plt = pyplot()
     datasets = sorted(table.dataset.unique())
@@ -334,7 +531,8 @@ def layer_error(table):
         for column, scheme in enumerate(schemes):
             axis = axes[row][column]
             part = table[(table.dataset == dataset) & (table.scheme == scheme)]
-            for model, layers in part.groupby("model"):
+            # One line per trained model: each seed of a model in the model's colour.
+            for (model, _), layers in part.groupby(["model", "seed"] if "seed" in part else ["model", "dataset"]):
                 axis.plot(layers.depth, layers.snr_db, marker=".", color=colours[model], linewidth=1)
             axis.set_title(f"{dataset}, {scheme}")
             axis.set_xlabel("layer depth (0: first, 1: last)")
@@ -389,7 +587,15 @@ RESULT_FIGURES = {
     "size_per_scheme": size_per_scheme,
     "accuracy_change_heatmap": accuracy_change_heatmap,
 }
-DEVICE_FIGURES = {"accuracy_vs_arena": accuracy_vs_arena, "accuracy_vs_flash": accuracy_vs_flash}
+# Drawn from the results, the calibration sweep and Vela's estimates, with the boards; and one tradeoff
+# figure per dataset, named TRADEOFF_FIGURE_PREFIX + the dataset.
+DEVICE_FIGURES = {
+    "accuracy_vs_arena": accuracy_vs_arena,
+    "accuracy_vs_flash": accuracy_vs_flash,
+    "calibration_sweep": calibration_sweep,
+    "npu_latency": npu_latency,
+}
+TRADEOFF_FIGURE_PREFIX = "tradeoff_"
 TRAINING_FIGURES = {"learning_curves": learning_curves}
 DIAGNOSTIC_FIGURES = {"layer_error": layer_error}
 COST_FIGURES = {"stage_costs": stage_costs}

@@ -1,7 +1,10 @@
-"""Report: gather every stage's records into the results table and its Markdown tables (pandas).
+"""Report: every stage's records gathered into the results tables and their Markdown (pandas).
 
-Every record names its own variant (``dataset``, ``model``, ``scheme``), so
-the tables are joined on those keys, never on the order of file lists.
+Every record names its own variant (``dataset``, ``model``, ``seed``,
+``scheme``), so the tables are joined on those keys, never on the order of
+file lists. Accuracies carry Wilson intervals and each change against fp32 an
+exact McNemar test, corrected over the study with Holm's method
+(``statistics``).
 """
 
 import logging
@@ -9,35 +12,46 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .conversion import REFERENCE_SCHEME, SCHEMES
+from . import cortex_m
+from .datasets import load_prepared
 from .devices import KB
 from .files import read_json, write_csv, write_text
 from .micro import RUNS
+from .npu import COMPILED
+from .schemes import FULL_INTEGER, REFERENCE_SCHEME, SCHEMES
+from .statistics import ALPHA, discordant_counts, holm, mcnemar_exact, wilson_interval
+from .variants import CONVERTED, NOT_CONVERTED
 
 logger = logging.getLogger(__name__)
 
-VARIANT = ["dataset", "model", "scheme"]
+VARIANT = ["dataset", "model", "seed", "scheme"]
+INSTANCE = ["dataset", "model", "seed"]
+# Within this many points of fp32 a variant counts as keeping its accuracy ("What to choose").
+KEEPS_ACCURACY_POINTS = 1.0
 COLUMNS = [
-    *("dataset", "dataset_name", "model", "model_source", "model_warning", "scheme", "file_bytes", "size_kb"),
-    "compression_vs_fp32",
-    *("accuracy", "accuracy_change_vs_fp32", "agreement_with_fp32", "keras_test_accuracy", "parameters"),
-    *("test_images", "input_type", "mean_inference_ms", "threads", "macs", "tflite_parameters", "operator_total"),
-    *("operators", "tflm_status", "arena_bytes", "tflm_unsupported_operator", "tflm_sample_images"),
-    *("tflm_top1_agreement", "tflm_sample_accuracy", "litert_sample_accuracy", "tflm_max_difference_steps"),
-    *("latency_median_ms", "latency_p90_ms", "latency_threads", "seed"),
-    *("tensorflow_version", "keras_version", "litert_version", "workflow_version"),
+    *("dataset", "dataset_name", "model", "model_source", "model_warning", "seed", "scheme", "status", "reason"),
+    *("file_bytes", "size_kb", "compression_vs_fp32", "accuracy", "accuracy_ci_low", "accuracy_ci_high"),
+    *("accuracy_change_vs_fp32", "fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"),
+    *("agreement_with_fp32", "keras_test_accuracy", "parameters", "test_images", "input_type"),
+    *("host_ms_per_image", "threads", "macs", "tflite_parameters", "operator_total", "operators"),
+    *("tflm_status", "arena_bytes", "tflm_unsupported_operator", "tflm_sample_images", "tflm_top1_agreement"),
+    *("tflm_sample_accuracy", "litert_sample_accuracy", "tflm_max_difference_steps"),
+    *("host_latency_median_ms", "host_latency_p90_ms", "host_latency_threads"),
+    *("training_precision", "tensorflow_version", "keras_version", "litert_version", "workflow_version"),
 ]
 
 
-def _operator_list(counts):
-    """``{"CONV_2D": 8, "ADD": 3}`` as ``"ADD x3, CONV_2D x8"``: one CSV cell, readable."""
-    return ", ".join(f"{name} x{count}" for name, count in sorted(counts.items()))
+def _normalized(record):
+    """A record with its seed as an integer (wildcards give strings, settings integers)."""
+    if record.get("seed") is not None:
+        record["seed"] = int(record["seed"])
+    return record
 
 
-def _keyed(paths, keys=VARIANT):
+def keyed(paths, keys=VARIANT):
     records = {}
     for path in paths:
-        record = read_json(path)
+        record = _normalized(read_json(path))
         key = tuple(record[name] for name in keys)
         if key in records:
             raise ValueError(f"{path}: a second record for {dict(zip(keys, key))}")
@@ -45,78 +59,161 @@ def _keyed(paths, keys=VARIANT):
     return records
 
 
+def _operator_list(counts):
+    """``{"CONV_2D": 8, "ADD": 3}`` as ``"ADD x3, CONV_2D x8"``: one CSV cell, readable."""
+    return ", ".join(f"{name} x{count}" for name, count in sorted(counts.items()))
+
+
 def device_columns(graph, micro, latency):
-    """The columns one variant gets from its graph analysis, TFLite Micro measurement and latency."""
+    """The columns one variant gets from its graph analysis, TFLite Micro measurement and host latency."""
     agreement = micro.get("agreement") or {}
     return {
-        "macs": graph["macs"],
-        "tflite_parameters": graph["parameters"],
-        "operator_total": graph["operator_total"],
-        "operators": _operator_list(graph["operators"]),
+        "file_bytes": graph.get("file_bytes"),
+        "macs": graph.get("macs"),
+        "tflite_parameters": graph.get("parameters"),
+        "operator_total": graph.get("operator_total"),
+        "operators": _operator_list(graph.get("operators") or {}),
         "tflm_status": micro["status"],
-        "arena_bytes": micro["arena_bytes"],
-        "tflm_unsupported_operator": micro["unsupported_operator"],
+        "arena_bytes": micro.get("arena_bytes"),
+        "tflm_unsupported_operator": micro.get("unsupported_operator"),
         "tflm_sample_images": agreement.get("images"),
         "tflm_top1_agreement": agreement.get("top1_agreement"),
         "tflm_sample_accuracy": agreement.get("tflm_accuracy"),
         "litert_sample_accuracy": agreement.get("litert_accuracy"),
         "tflm_max_difference_steps": agreement.get("max_difference_steps"),
-        "latency_median_ms": latency["median_ms"],
-        "latency_p90_ms": latency["p90_ms"],
-        "latency_threads": latency["threads"],
+        "host_latency_median_ms": latency.get("median_ms"),
+        "host_latency_p90_ms": latency.get("p90_ms"),
+        "host_latency_threads": latency.get("threads"),
     }
 
 
+def variant_status(*records):
+    """``(status, reason)`` of a variant from the records of its stages: not converted if any stage found it so.
+
+    The LUT variant is evaluated on its binned model but measured on its
+    compressed file: the compressor can fail after the binning did not.
+    """
+    for record in records:
+        if record.get("status") == NOT_CONVERTED:
+            return NOT_CONVERTED, record.get("reason")
+    return CONVERTED, None
+
+
 def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, latency_paths):
-    """One row per variant: size, compression and accuracy change versus fp32, the Keras accuracy,
-    and the device measurements."""
-    evaluations = _keyed(evaluation_paths)
-    graphs, micro, latencies = _keyed(graph_paths), _keyed(micro_paths), _keyed(latency_paths)
-    training = _keyed(training_metric_paths, ["dataset", "model"])
+    """One row per variant: its size, accuracy and interval, its change against its own fp32, the measurements."""
+    evaluations = keyed(evaluation_paths)
+    graphs, micro, latencies = keyed(graph_paths), keyed(micro_paths), keyed(latency_paths)
+    training = keyed(training_metric_paths, INSTANCE)
     for name, records in (("graph", graphs), ("micro", micro), ("latency", latencies)):
         if set(records) != set(evaluations):
             raise ValueError(f"{name} records cover {sorted(set(records) ^ set(evaluations))} differently")
     rows = []
     for key, record in sorted(evaluations.items()):
-        dataset, model, scheme = key
-        trained = training[(dataset, model)]
+        trained = training[key[:3]]
+        versions = trained.get("versions", {})
+        status, reason = variant_status(record, graphs[key], micro[key])
         rows.append(
             {
-                **{name: record[name] for name in ("dataset", "dataset_name", "model", "scheme", "file_bytes")},
-                **{name: record[name] for name in ("accuracy", "agreement_with_fp32", "test_images", "input_type")},
-                **{name: record[name] for name in ("mean_inference_ms", "threads", "litert_version")},
+                **{name: record.get(name) for name in ("dataset", "dataset_name", "model", "seed", "scheme")},
+                "status": status,
+                "reason": reason,
+                **{name: record.get(name) for name in ("accuracy", "agreement_with_fp32", "input_type", "threads")},
+                "test_images": record.get("test_images"),
+                "host_ms_per_image": record.get("mean_inference_ms"),
+                "litert_version": record.get("litert_version"),
                 "model_source": trained["source"],
                 "model_warning": trained.get("warning"),
                 "keras_test_accuracy": trained["test_accuracy"],
                 "parameters": trained["parameters"],
-                "seed": trained.get("seed"),
-                **{
-                    f"{library}_version": trained["versions"][library]
-                    for library in ("tensorflow", "keras", "workflow")
-                },
+                "training_precision": (trained.get("settings") or {}).get("precision"),
+                **{f"{library}_version": versions.get(library) for library in ("tensorflow", "keras", "workflow")},
                 **device_columns(graphs[key], micro[key], latencies[key]),
             }
         )
     table = pd.DataFrame(rows)
-    reference = table[table.scheme == REFERENCE_SCHEME].set_index(["dataset", "model"])
-    keys = list(zip(table.dataset, table.model))
-    table["size_kb"] = table.file_bytes / KB
-    table["compression_vs_fp32"] = np.asarray([reference.file_bytes[key] for key in keys]) / table.file_bytes
-    table["accuracy_change_vs_fp32"] = 100 * (table.accuracy - np.asarray([reference.accuracy[key] for key in keys]))
-    table["arena_bytes"] = table.arena_bytes.astype("Int64")
-    table["tflm_max_difference_steps"] = table.tflm_max_difference_steps.astype("Int64")
+    # A variant some stage could not make has no accuracy of its own (the LUT variant's binned model was
+    # evaluated before its compression failed): no change, no interval, no test.
+    table.loc[table.status != CONVERTED, ["accuracy", "agreement_with_fp32"]] = np.nan
+    reference = table[table.scheme == REFERENCE_SCHEME].set_index(INSTANCE)
+    keys = list(zip(table.dataset, table.model, table.seed))
+    reference_bytes = np.array([reference.file_bytes.get(key, np.nan) for key in keys], dtype=float)
+    reference_accuracy = np.array([reference.accuracy.get(key, np.nan) for key in keys], dtype=float)
+    file_bytes = table.file_bytes.astype(float)
+    accuracy = table.accuracy.astype(float)
+    table["size_kb"] = file_bytes / KB
+    table["compression_vs_fp32"] = reference_bytes / file_bytes
+    table["accuracy_change_vs_fp32"] = 100 * (accuracy - reference_accuracy)
+    intervals = [
+        wilson_interval(round(value * images), images) if pd.notna(value) else (np.nan, np.nan)
+        for value, images in zip(accuracy, table.test_images.fillna(0).astype(int))
+    ]
+    table["accuracy_ci_low"] = [low for low, _ in intervals]
+    table["accuracy_ci_high"] = [high for _, high in intervals]
+    for column in ("arena_bytes", "tflm_max_difference_steps", "file_bytes", "macs"):
+        table[column] = table[column].astype("Int64")
     table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
+    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"):
+        table[column] = pd.NA
     return table[COLUMNS].sort_values(VARIANT).reset_index(drop=True)
 
 
-def _percent(values, digits=2):
-    return (100 * values).map(lambda value: "-" if pd.isna(value) else f"{value:.{digits}f}")
+def paired_tests(table, predictions, labels, alpha=ALPHA):
+    """``table`` with each converted variant's exact McNemar test against its own fp32, Holm-corrected over all.
+
+    ``predictions`` maps a variant's key to its per-image predictions,
+    ``labels`` a dataset to its test labels.
+    """
+    table = table.copy()
+    tested = []
+    for index, row in table.iterrows():
+        key = (row.dataset, row.model, int(row.seed), row.scheme)
+        reference = predictions.get((row.dataset, row.model, int(row.seed), REFERENCE_SCHEME))
+        own = predictions.get(key)
+        if row.scheme == REFERENCE_SCHEME or row.status != CONVERTED or own is None or reference is None:
+            continue
+        if own.size == 0 or reference.size == 0:
+            continue
+        b, c = discordant_counts(reference, own, labels[row.dataset])
+        table.loc[index, ["fp32_only_right", "variant_only_right", "mcnemar_p"]] = [b, c, mcnemar_exact(b, c)]
+        tested.append(index)
+    if tested:
+        adjusted, rejected = holm(table.loc[tested, "mcnemar_p"].astype(float).to_numpy(), alpha)
+        table.loc[tested, "holm_p"] = adjusted
+        table.loc[tested, "significant"] = rejected
+    for column in ("fp32_only_right", "variant_only_right"):
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def seed_summary(table):
+    """Per dataset, model and scheme: the seeds, mean and standard deviation of accuracy and of its change."""
+    converted = table[table.status == CONVERTED]
+    grouped = converted.groupby(["dataset", "dataset_name", "model", "scheme"], observed=True, sort=True)
+    summary = grouped.agg(
+        seeds=("seed", "nunique"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        change_mean=("accuracy_change_vs_fp32", "mean"),
+        change_std=("accuracy_change_vs_fp32", "std"),
+        size_kb=("size_kb", "mean"),
+        significant_seeds=("significant", lambda values: int(sum(bool(value) for value in values if pd.notna(value)))),
+    ).reset_index()
+    changes = grouped.accuracy_change_vs_fp32.apply(lambda values: ", ".join(f"{value:+.2f}" for value in values))
+    summary["changes"] = changes.to_numpy()
+    return summary
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _percent(value, digits=2):
+    return "-" if pd.isna(value) else f"{100 * value:.{digits}f}"
 
 
 def model_labels(part):
     """Each row's model, marked when it was imported rather than trained here."""
     return [
-        f"{model} (imported)" if source.startswith("imported") else model
+        f"{model} (imported)" if str(source).startswith("imported") else model
         for model, source in zip(part.model, part.model_source)
     ]
 
@@ -130,66 +227,332 @@ def warnings_markdown(table):
     return "## Warnings\n\n" + "\n".join(lines) + "\n"
 
 
-def markdown_tables(table):
-    """Per dataset, the paper's table (model x scheme: size, compression, accuracy, change versus fp32),
-    then the microcontroller table."""
-    sections = []
-    for dataset_name, part in table.groupby("dataset_name", sort=True):
-        shown = pd.DataFrame(
-            {
-                "model": model_labels(part),
-                "scheme": part.scheme,
-                "size (KB)": part.size_kb.map("{:.1f}".format),
-                "compression vs fp32": part.compression_vs_fp32.map("{:.2f}x".format),
-                "accuracy (%)": _percent(part.accuracy),
-                "change vs fp32 (points)": part.accuracy_change_vs_fp32.map("{:+.2f}".format),
-                "agreement with fp32 (%)": _percent(part.agreement_with_fp32, 1),
-            }
-        )
-        sections.append(f"## {dataset_name}, {int(part.test_images.iloc[0])} test images\n")
-        sections.append(shown.to_markdown(index=False) + "\n")
-        sections.append(f"### {dataset_name} on a microcontroller\n")
-        sections.append(device_markdown(part) + "\n")
-    return "\n".join(sections)
+def _not_converted(row):
+    return f"not converted ({row.reason})"
+
+
+def accuracy_cell(row):
+    """``"77.32 [76.49, 78.13]"``: the accuracy and its 95 % Wilson interval, in percent."""
+    if row.status != CONVERTED:
+        return _not_converted(row)
+    return f"{_percent(row.accuracy)} [{_percent(row.accuracy_ci_low)}, {_percent(row.accuracy_ci_high)}]"
+
+
+def test_cell(row):
+    """``"12 / 9, p 0.66"``: fp32-only and variant-only right images, Holm-corrected p; ``*`` when significant."""
+    if pd.isna(row.mcnemar_p):
+        return "-"
+    mark = " *" if row.significant is True else ""
+    return f"{row.fp32_only_right} / {row.variant_only_right}, p {row.holm_p:.2g}{mark}"
+
+
+def results_markdown(part):
+    """One dataset's table: size, accuracy with its interval, change and its paired test, agreement with fp32."""
+    several_seeds = part.seed.nunique() > 1
+    shown = pd.DataFrame(
+        {
+            "model": model_labels(part),
+            **({"seed": part.seed} if several_seeds else {}),
+            "scheme": part.scheme,
+            "size (KB)": part.size_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}"),
+            "compression vs fp32": part.compression_vs_fp32.map(
+                lambda value: "-" if pd.isna(value) else f"{value:.2f}x"
+            ),
+            "accuracy (%) [95% CI]": [accuracy_cell(row) for row in part.itertuples()],
+            "change vs fp32 (points)": part.accuracy_change_vs_fp32.map(
+                lambda value: "-" if pd.isna(value) else f"{value:+.2f}"
+            ),
+            "fp32 only / variant only right, Holm p": [test_cell(row) for row in part.itertuples()],
+            "agreement with fp32 (%)": part.agreement_with_fp32.map(lambda value: _percent(value, 1)),
+        }
+    )
+    return shown.to_markdown(index=False, disable_numparse=True)
 
 
 def device_markdown(part):
-    """Model x scheme: MACs, flash, TFLite Micro arena (or the refused operator), TFLM against LiteRT
-    on a test sample, and host-CPU latency."""
-    tflm = [
-        f"{arena / KB:.1f}" if status == RUNS else f"unsupported ({operator})"
-        for status, arena, operator in zip(part.tflm_status, part.arena_bytes, part.tflm_unsupported_operator)
-    ]
-    agreement = [
-        "-" if pd.isna(images) else f"{100 * top1:.1f} / {100 * accuracy:.1f} / {'-' if pd.isna(steps) else int(steps)}"
-        for images, top1, accuracy, steps in zip(
-            part.tflm_sample_images, part.tflm_top1_agreement, part.tflm_sample_accuracy, part.tflm_max_difference_steps
-        )
-    ]
+    """Model x scheme: MACs, flash, TFLite Micro arena (or why not), TFLM against LiteRT, host-CPU latency."""
+    several_seeds = part.seed.nunique() > 1
+
+    def tflm(row):
+        if row.tflm_status == RUNS:
+            return f"{row.arena_bytes / KB:.1f}"
+        if row.status != CONVERTED:
+            return "not converted"
+        return f"unsupported ({row.tflm_unsupported_operator})"
+
+    def agreement(row):
+        if pd.isna(row.tflm_sample_images):
+            return "-"
+        steps = "-" if pd.isna(row.tflm_max_difference_steps) else int(row.tflm_max_difference_steps)
+        return f"{100 * row.tflm_top1_agreement:.1f} / {100 * row.tflm_sample_accuracy:.1f} / {steps}"
+
     images = part.tflm_sample_images.dropna()
     sample = f" on {int(images.iloc[0])} test images" if len(images) else ""
     shown = pd.DataFrame(
         {
             "model": model_labels(part),
+            **({"seed": part.seed} if several_seeds else {}),
             "scheme": part.scheme,
-            "MACs (M)": (part.macs / 1e6).map("{:.2f}".format),
-            "flash (KB)": part.size_kb.map("{:.1f}".format),
-            "TFLM arena (KB)": tflm,
-            f"TFLM vs LiteRT{sample}: top-1 agreement (%) / TFLM accuracy (%) / max difference (steps)": agreement,
-            "host latency median / p90 (ms)": [
-                f"{median:.3f} / {p90:.3f}" for median, p90 in zip(part.latency_median_ms, part.latency_p90_ms)
+            "MACs (M)": part.macs.map(lambda value: "-" if pd.isna(value) else f"{value / 1e6:.2f}"),
+            "flash (KB)": part.size_kb.map(lambda value: "-" if pd.isna(value) else f"{value:.1f}"),
+            "TFLM arena (KB)": [tflm(row) for row in part.itertuples()],
+            f"TFLM vs LiteRT{sample}: top-1 agreement (%) / TFLM accuracy (%) / max difference (steps)": [
+                agreement(row) for row in part.itertuples()
+            ],
+            "host-CPU latency, not a board's: median / p90 (ms)": [
+                "-"
+                if pd.isna(row.host_latency_median_ms)
+                else f"{row.host_latency_median_ms:.3f} / {row.host_latency_p90_ms:.3f}"
+                for row in part.itertuples()
             ],
         }
     )
-    return shown.to_markdown(index=False)
+    return shown.to_markdown(index=False, disable_numparse=True)
+
+
+def choice_markdown(table, summary):
+    """Per dataset and model: the smallest variant TFLite Micro runs within a point of fp32, and where it cost most."""
+    lines = [
+        "## What to choose\n",
+        f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs and that stays within "
+        f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and the scheme that cost the most "
+        "accuracy.\n",
+    ]
+    # A scheme TFLite Micro runs for every seed of the model.
+    runs = table.assign(runs=(table.tflm_status == RUNS) & (table.status == CONVERTED))
+    every_seed = runs.groupby(["dataset", "model", "scheme"], observed=True).runs.all()
+    runnable = set(every_seed[every_seed].index)
+    rows = []
+    for (dataset_name, model), part in summary.groupby(["dataset_name", "model"], sort=True):
+        runs_there = np.array([(row.dataset, row.model, row.scheme) in runnable for row in part.itertuples()])
+        # Rounded so that a loss of exactly the limit is not "more" by a float's last bit.
+        keeps = (part.change_mean.round(6) >= -KEEPS_ACCURACY_POINTS).to_numpy()
+        candidates = part[runs_there & keeps]
+        quantized = part[part.scheme != REFERENCE_SCHEME]
+        worst = quantized.loc[quantized.change_mean.idxmin()] if len(quantized) else part.iloc[0]
+        best = candidates.loc[candidates.size_kb.idxmin()] if len(candidates) else None
+        rows.append(
+            {
+                "dataset": dataset_name,
+                "model": model,
+                f"smallest variant within {KEEPS_ACCURACY_POINTS:g} point": "-"
+                if best is None
+                else f"{best.scheme} ({best.size_kb:.1f} KB, {best.change_mean:+.2f} points)",
+                "largest loss": f"{worst.scheme} ({worst.change_mean:+.2f} points)",
+            }
+        )
+    return "\n".join(lines) + "\n" + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def seeds_markdown(summary):
+    if summary.seeds.max() <= 1:
+        return ""
+    shown = pd.DataFrame(
+        {
+            "dataset": summary.dataset_name,
+            "model": summary.model,
+            "scheme": summary.scheme,
+            "seeds": summary.seeds,
+            "accuracy (%) mean ± sd": [
+                f"{100 * mean:.2f} ± {100 * std:.2f}" for mean, std in zip(summary.accuracy_mean, summary.accuracy_std)
+            ],
+            "change vs fp32 (points) mean ± sd": [
+                f"{mean:+.2f} ± {std:.2f}" for mean, std in zip(summary.change_mean, summary.change_std)
+            ],
+            "change per seed (points)": summary.changes,
+            "seeds with a significant change": summary.significant_seeds,
+        }
+    )
+    return (
+        "## Across trainings: every model trained once per seed\n\n"
+        "The same recipe with each seed of `seeds` (weights, shuffling, validation split, augmentation); each "
+        "quantized variant is compared with the fp32 model of its own seed.\n\n"
+        + shown.to_markdown(index=False, disable_numparse=True)
+        + "\n"
+    )
+
+
+def calibration_markdown(calibration, table):
+    """The int8 variant with each number of calibration images, against fp32: accuracy and change."""
+    if calibration.empty:
+        return ""
+    shown = calibration.assign(
+        accuracy_text=[
+            "-" if pd.isna(value) else f"{_percent(value)} [{_percent(low)}, {_percent(high)}]"
+            for value, low, high in zip(calibration.accuracy, calibration.accuracy_ci_low, calibration.accuracy_ci_high)
+        ],
+        change_text=calibration.accuracy_change_vs_fp32.map(lambda value: "-" if pd.isna(value) else f"{value:+.2f}"),
+    )
+    several_seeds = shown.seed.nunique() > 1
+    columns = ["dataset_name", "model", *(["seed"] if several_seeds else []), "calibration_images"]
+    columns += ["accuracy_text", "change_text"]
+    shown = shown[columns].rename(
+        columns={
+            "dataset_name": "dataset",
+            "calibration_images": "calibration images",
+            "accuracy_text": "int8 accuracy (%) [95% CI]",
+            "change_text": "change vs fp32 (points)",
+        }
+    )
+    return (
+        "## Calibration size: int8 calibrated on fewer images\n\n"
+        "The int8 variant converted again with each number of calibration images of "
+        "`conversion.calibration_sweep` (seeded training images, the same seed), evaluated on the whole test set; "
+        "the last row of each model is the study's own int8 variant. Figure: `figures/calibration_sweep`.\n\n"
+        + shown.to_markdown(index=False, disable_numparse=True)
+        + "\n"
+    )
+
+
+def npu_table(npu_paths, board_labels):
+    """One row per variant and NPU board: Vela's status, cycles, time, SRAM, flash and CPU operators.
+
+    ``board_labels``: ``{board name: label}``.
+    """
+    rows = []
+    for path in npu_paths:
+        record = _normalized(read_json(path))
+        rows.append(
+            {
+                **{name: record[name] for name in VARIANT},
+                "board": board_labels.get(record["board"], record["board"]),
+                "board_name": record["board"],
+                "accelerator": record["npu"]["accelerator"],
+                "system_config": record["npu"]["system_config"],
+                "memory_mode": record["npu"]["memory_mode"],
+                "vela_status": record["status"],
+                "vela_reason": record.get("reason"),
+                "cycles": record.get("cycles"),
+                "npu_clock_mhz": record["clock_hz"] / 1e6 if record.get("clock_hz") else None,
+                "inference_ms_estimate": record.get("inference_ms"),
+                "vela_clock_mhz": record["vela_clock_hz"] / 1e6 if record.get("vela_clock_hz") else None,
+                "vela_inference_ms": record.get("vela_inference_ms"),
+                "sram_kb": record.get("sram_kb"),
+                "flash_kb": record.get("flash_kb"),
+                "cpu_operators": record.get("cpu_operators"),
+                "cpu_operator_names": ", ".join(record.get("cpu_operator_names") or []),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
+        table = table.sort_values([*VARIANT, "board"]).reset_index(drop=True)
+    return table
+
+
+def npu_markdown(npu, table):
+    if npu.empty:
+        return ""
+    accuracy = table.set_index(VARIANT).accuracy
+    shown = npu.assign(
+        accuracy=[_percent(accuracy.get(tuple(row[name] for name in VARIANT))) for _, row in npu.iterrows()],
+        time=[
+            f"{row.inference_ms_estimate:.3f}" if row.vela_status == COMPILED else f"unsupported ({row.vela_reason})"
+            for row in npu.itertuples()
+        ],
+        memory=[
+            f"{row.sram_kb:.1f} / {row.flash_kb:.1f}" if row.vela_status == COMPILED else "-"
+            for row in npu.itertuples()
+        ],
+        cpu=[
+            "-" if row.vela_status != COMPILED else f"{row.cpu_operators} ({row.cpu_operator_names or 'none'})"
+            for row in npu.itertuples()
+        ],
+    )
+    several_seeds = shown.seed.nunique() > 1
+    columns = ["dataset", "model", *(["seed"] if several_seeds else []), "scheme", "board", "accelerator"]
+    shown = shown[[*columns, "accuracy", "time", "memory", "cpu"]].rename(
+        columns={
+            "accuracy": "accuracy (%)",
+            "time": "inference (ms, Vela estimate)",
+            "memory": "SRAM / flash (KB, Vela)",
+            "cpu": "operators on the CPU",
+        }
+    )
+    return (
+        "## On an Ethos-U NPU: Arm Vela's estimates\n\n"
+        "Every integer variant compiled by Arm's Vela for each board's NPU configuration (accelerator, system "
+        "configuration and memory mode of Vela's `vela.ini`). **Every figure is Vela's own estimate**; the time "
+        "is Vela's cycles at the board's NPU clock (`npu.clock_mhz`; `npu.csv` also has Vela's time at its "
+        "system configuration's reference clock); operators left on the CPU are not in the time. Per-layer "
+        "tables: `npu/` of the study; figure: `figures/npu_latency`.\n\n"
+        + shown.to_markdown(index=False, disable_numparse=True)
+        + "\n"
+    )
+
+
+def mlperf_markdown(table, cortex_reference, mlperf):
+    """MLPerf Tiny's reference model against its published accuracies, and the Cortex-M range's leave-one-out check.
+
+    ``mlperf``: the config's ``mlperf_reference`` (model, dataset, published accuracies, quality target).
+    """
+    ours = table[(table.model == mlperf["model"]) & (table.dataset == mlperf["dataset"])]
+    published, target = mlperf["published_accuracy"], mlperf["quality_target"]
+    sections = []
+    if not ours.empty:
+        mean = ours.groupby("scheme", observed=True).accuracy.mean()
+        seeds = ours.seed.nunique()
+        sections.append(
+            f"## MLPerf Tiny's {mlperf['model']}, the reference row\n\n"
+            f"MLPerf Tiny publishes its reference model's accuracy (`mlperf_reference`) and a quality target of "
+            f"{100 * target:g} %. This study trains the same architecture with its own recipe (`training`, "
+            f"docs/training.md) on {ours.dataset_name.iloc[0]}"
+            + (f", mean over {seeds} seeds" if seeds > 1 else "")
+            + ".\n\n"
+            + pd.DataFrame(
+                [
+                    {
+                        "": "MLPerf Tiny (published)",
+                        "fp32 (%)": _percent(published[REFERENCE_SCHEME]),
+                        "int8 (%)": _percent(published[FULL_INTEGER]),
+                        f"int8 meets {100 * target:g} %": "yes" if published[FULL_INTEGER] >= target else "no",
+                    },
+                    {
+                        "": "this study",
+                        "fp32 (%)": _percent(mean.get(REFERENCE_SCHEME)),
+                        "int8 (%)": _percent(mean.get(FULL_INTEGER)),
+                        f"int8 meets {100 * target:g} %": "yes" if mean.get(FULL_INTEGER, 0) >= target else "no",
+                    },
+                ]
+            ).to_markdown(index=False, disable_numparse=True)
+            + "\n"
+        )
+    check = cortex_m.leave_one_out(cortex_reference)
+    count = len(cortex_reference["measurements"])
+    calibrated = cortex_m.calibrated_range(cortex_reference["measurements"], cortex_reference["clock_mhz"])
+    shown = pd.DataFrame(
+        {
+            "left-out model": [row["model"] for row in check],
+            "MACs (M)": [f"{row['macs'] / 1e6:.2f}" for row in check],
+            "fastest: published / estimated (ms), error": [
+                f"{row['fastest_published_ms']:.1f} / {row['fastest_estimate_ms']:.1f}, "
+                f"{row['fastest_error_pct']:+.0f} %"
+                for row in check
+            ],
+            "TFLM + CMSIS-NN: published / estimated (ms), error": [
+                f"{row['reference_published_ms']:.1f} / {row['reference_estimate_ms']:.1f}, "
+                f"{row['reference_error_pct']:+.0f} %"
+                for row in check
+            ],
+        }
+    )
+    sections.append(
+        "## How far to trust the Cortex-M range: each published model left out in turn\n\n"
+        f"The range is {calibrated['fastest']:.2f} (fastest stack) to {calibrated['reference']:.2f} (TFLite Micro "
+        f"with CMSIS-NN) cycles per MAC, the mean over the {count} published models of `cortex_m_latency` on the "
+        f"{cortex_reference['board']} ({cortex_reference['clock_mhz']:g} MHz). Calibrated on the other {count - 1}, "
+        "it estimates each model's published latency with these errors (an estimate, labelled so in every table)."
+        "\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n"
+    )
+    return "\n".join(sections)
 
 
 def training_markdown(training_metric_paths):
     """The last epoch of every model trained here: epochs, accuracies, and the median epoch time."""
     rows = []
-    for record in sorted(
-        _keyed(training_metric_paths, ["dataset", "model"]).values(), key=lambda r: (r["dataset"], r["model"])
-    ):
+    records = keyed(training_metric_paths, INSTANCE).values()
+    several_seeds = len({record["seed"] for record in records}) > 1
+    for record in sorted(records, key=lambda r: (r["dataset"], r["model"], r["seed"] or 0)):
         final = record.get("final_epoch")
         if not final:
             continue
@@ -197,7 +560,9 @@ def training_markdown(training_metric_paths):
             {
                 "dataset": record["dataset_name"],
                 "model": record["model"],
+                **({"seed": record["seed"]} if several_seeds else {}),
                 "epochs": final["epoch"],
+                "precision": (record.get("settings") or {}).get("precision", "float32"),
                 "training accuracy (%)": f"{100 * final['accuracy']:.2f}",
                 "validation accuracy (%)": "-"
                 if final.get("val_accuracy") is None
@@ -212,30 +577,33 @@ def training_markdown(training_metric_paths):
         "## Training: the last epoch of each model\n\n"
         "Training accuracy is measured on augmented batches while the weights change; validation accuracy on the "
         "held-out training images (`training.validation_split`) after the epoch. Curves: `figures/learning_curves`.\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False)
+        + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
         + "\n"
     )
 
 
 def worst_layers(layer_errors, count=3):
-    """Per dataset, model and scheme, the ``count`` layers with the largest error in their own quantization steps."""
+    """Per variant, the ``count`` layers with the largest error in their own quantization steps."""
     ranked = layer_errors.sort_values("rmse_in_steps", ascending=False)
     return (
-        ranked.groupby(VARIANT, sort=True)
+        ranked.groupby(VARIANT, sort=True, observed=True)
         .head(count)
-        .sort_values([*VARIANT, "rmse_in_steps"], ascending=[True] * 3 + [False])
+        .sort_values([*VARIANT, "rmse_in_steps"], ascending=[True] * len(VARIANT) + [False])
     )
 
 
 def layer_error_markdown(layer_error_paths, count=3):
-    if not layer_error_paths:
+    tables = [pd.read_csv(path) for path in layer_error_paths]
+    tables = [table for table in tables if not table.empty]
+    if not tables:
         return ""
-    layers = pd.concat([pd.read_csv(path) for path in layer_error_paths], ignore_index=True)
+    layers = pd.concat(tables, ignore_index=True)
     worst = worst_layers(layers, count)
     shown = pd.DataFrame(
         {
             "dataset": worst.dataset,
             "model": worst.model,
+            "seed": worst.seed,
             "scheme": worst.scheme,
             "layer (operator, output tensor)": [
                 f"{index}: {operator} `{name if len(name) <= 60 else name[:57] + '...'}`"
@@ -247,68 +615,166 @@ def layer_error_markdown(layer_error_paths, count=3):
             "SNR (dB)": worst.snr_db.map("{:.1f}".format),
         }
     )
+    if shown.seed.nunique() <= 1:
+        shown = shown.drop(columns="seed")
     images = int(layers.images.iloc[0])
     return (
         f"## Where the quantization error is: the {count} layers with the largest error\n\n"
         f"Each quantized layer's output against the same tensor of the fp32 variant, on {images} seeded test images "
         "(both runtimes LiteRT; the error accumulates from the input on). RMSE / scale is the error in the layer's "
         "own quantization steps (rounding alone gives about 0.29). Every layer: `layer_error/` of the study; "
-        "figure: `figures/layer_error`.\n\n" + shown.to_markdown(index=False) + "\n"
+        "figure: `figures/layer_error`.\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n"
     )
 
 
-def recovery_markdown(recovery_paths):
+def recovery_markdown(recovery_paths, threshold_points):
     if not recovery_paths:
         return ""
     rows = []
     for path in recovery_paths:
-        record = read_json(path)
-        micro = record["micro"]
+        record = _normalized(read_json(path))
+        made = record.get("status", CONVERTED) == CONVERTED
+        micro = record.get("micro") or {}
+        if not made:
+            tflm = f"not made: {record['reason_not_made']}"
+        elif micro["status"] == RUNS:
+            tflm = f"runs, arena {micro['arena_bytes'] / KB:.1f} KB"
+        else:
+            tflm = f"unsupported ({micro['unsupported_operator']})"
         rows.append(
             {
                 "dataset": record["dataset"],
                 "model": record["model"],
+                "seed": record["seed"],
+                "scheme": record["scheme"],
                 "why": record["reason"],
-                "layers kept in float": len(record["float_layers"]),
-                "fp32 (%)": f"{100 * record['reference_accuracy']:.2f}",
-                f"{record['scheme']} (%)": f"{100 * record['quantized_accuracy']:.2f}",
-                "with float fallback (%)": f"{100 * record['accuracy']:.2f}",
-                "size (KB)": f"{record['file_bytes'] / KB:.1f}",
-                "TFLite Micro": f"runs, arena {micro['arena_bytes'] / KB:.1f} KB"
-                if micro["status"] == RUNS
-                else f"unsupported ({micro['unsupported_operator']})",
+                "mixed precision": f"{len(record['layers'])} {record['method']}" if made else record["method"],
+                "fp32 (%)": _percent(record["reference_accuracy"]),
+                "scheme (%)": _percent(record["quantized_accuracy"]),
+                "mixed (%)": _percent(record["accuracy"]) if made else "-",
+                "size: scheme / mixed (KB)": " / ".join(
+                    "-" if size is None else f"{size / KB:.1f}"
+                    for size in (record["quantized_file_bytes"], record.get("file_bytes"))
+                ),
+                "TFLite Micro": tflm,
             }
         )
+    shown = pd.DataFrame(rows).sort_values(["dataset", "model", "seed", "scheme"])
+    if shown.seed.nunique() <= 1:
+        shown = shown.drop(columns="seed")
     return (
-        "## Winning accuracy back: the worst int8 layers kept in float\n\n"
-        "The int8 variants that lose more than `diagnostics.recovery_threshold_points` against fp32 (and those in "
-        "`diagnostics.always_recover`), converted again with their worst layers (largest RMSE / scale in TensorFlow's "
-        "quantization debugger) on the converter's deny-list, so they stay float; evaluated on the whole test set "
-        "and measured on TensorFlow Lite Micro.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n"
+        "## What buys the accuracy back: the worst layers one step up in precision\n\n"
+        f"Each scheme's variant that loses more than {threshold_points:g} point (`diagnostics."
+        "recovery_threshold_points`) against fp32, and those listed in `diagnostics.always_recover`, made again with "
+        "its worst layers at higher precision (int8: kept in float; int4: 8-bit weights; int8_per_tensor: per-channel "
+        "weights; int8_lut: neither binned nor compressed); evaluated on the whole test set and measured on "
+        "TensorFlow Lite Micro.\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n"
     )
 
 
-def run_gather(
-    evaluation_paths,
-    training_metric_paths,
-    graph_paths,
-    micro_paths,
-    latency_paths,
-    layer_error_paths,
-    recovery_paths,
-    csv_path,
-    markdown_path,
-):
-    """Snakemake entry point: write the results CSV and the Markdown tables."""
-    table = gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, latency_paths)
-    write_csv(csv_path, table)
+def calibration_table(metric_paths, table, study_calibration_images):
+    """One row per int8 variant of the calibration sweep, with the study's own int8 variant, against fp32."""
+    rows = [_normalized(read_json(path)) for path in metric_paths]
+    own = table[(table.scheme == FULL_INTEGER) & (table.status == CONVERTED)]
+    reference = table[table.scheme == REFERENCE_SCHEME].set_index(INSTANCE).accuracy
+    records = [
+        {name: row.get(name) for name in ("dataset", "dataset_name", "model", "seed", "calibration_images", "accuracy")}
+        | {"test_images": row.get("test_images")}
+        for row in rows
+    ]
+    for row in own.itertuples():
+        records.append(
+            {
+                "dataset": row.dataset,
+                "dataset_name": row.dataset_name,
+                "model": row.model,
+                "seed": int(row.seed),
+                "calibration_images": study_calibration_images,
+                "accuracy": row.accuracy,
+                "test_images": row.test_images,
+            }
+        )
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        return frame
+    frame["accuracy_change_vs_fp32"] = [
+        100 * (accuracy - reference.get((dataset, model, seed), np.nan))
+        for accuracy, dataset, model, seed in zip(frame.accuracy, frame.dataset, frame.model, frame.seed)
+    ]
+    intervals = [
+        wilson_interval(round(value * images), images) if pd.notna(value) else (np.nan, np.nan)
+        for value, images in zip(frame.accuracy, frame.test_images.fillna(0).astype(int))
+    ]
+    frame["accuracy_ci_low"] = [low for low, _ in intervals]
+    frame["accuracy_ci_high"] = [high for _, high in intervals]
+    frame["study_variant"] = [index >= len(rows) for index in range(len(frame))]
+    return frame.sort_values(["dataset", "model", "seed", "study_variant", "calibration_images"]).reset_index(drop=True)
+
+
+def predictions_path(metrics_path):
+    """The per-image predictions an evaluation writes beside its record (rule evaluate_model)."""
+    return str(metrics_path).removesuffix(".json") + ".predictions.npy"
+
+
+def run_gather(inputs, parameters, outputs):
+    """Snakemake entry point: the results, calibration and NPU CSVs and the Markdown of them all.
+
+    ``inputs`` holds the record paths of every stage (``evaluations``, with
+    their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``graphs``,
+    ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``,
+    ``calibrations``, ``npu_estimates``); ``parameters`` ``board_labels`` ({name: label}),
+    ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points`` and the study's int8
+    ``calibration_images``; ``outputs``
+    ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``.
+    """
+    table = gather(
+        inputs["evaluations"],
+        inputs["training_metrics"],
+        inputs["graphs"],
+        inputs["micro_measurements"],
+        inputs["latencies"],
+    )
+    predictions = {}
+    for path in inputs["evaluations"]:
+        record = _normalized(read_json(path))
+        predictions[tuple(record[name] for name in VARIANT)] = np.load(predictions_path(path), allow_pickle=False)
+    labels = {}
+    for path in inputs["datasets"]:
+        dataset = load_prepared(path)
+        labels[dataset.provenance["dataset"]] = dataset.y_test
+    table = paired_tests(table, predictions, labels)
+    summary = seed_summary(table)
+    calibration = calibration_table(inputs["calibrations"], table, parameters["calibration_images"])
+    npu = npu_table(inputs["npu_estimates"], parameters["board_labels"])
+    write_csv(outputs["csv"], table)
+    write_csv(outputs["calibration_csv"], calibration)
+    write_csv(outputs["npu_csv"], npu)
     sections = [
         "# Size and accuracy of every TFLite variant\n",
         warnings_markdown(table),
-        markdown_tables(table),
-        training_markdown(training_metric_paths),
-        layer_error_markdown(layer_error_paths),
-        recovery_markdown(recovery_paths),
+        choice_markdown(table, summary),
     ]
-    write_text(markdown_path, "\n".join(section for section in sections if section))
+    tested = int(table.mcnemar_p.notna().sum())
+    significant = int(table.significant.fillna(False).astype(bool).sum())
+    sections.append(
+        "Accuracies are on the whole test set with their 95 % Wilson score interval. Each change against fp32 is "
+        f"tested with an exact McNemar test on the images the two classify differently; the p-values are corrected "
+        f"over the study's {tested} tests with Holm's method, and `*` marks the {significant} changes significant "
+        f"at {ALPHA:g} after it.\n"
+    )
+    for dataset_name, part in table.groupby("dataset_name", sort=True):
+        sections.append(f"## {dataset_name}, {int(part.test_images.dropna().iloc[0])} test images\n")
+        sections.append(results_markdown(part) + "\n")
+        sections.append(f"### {dataset_name} on a microcontroller\n")
+        sections.append(device_markdown(part) + "\n")
+    sections += [
+        seeds_markdown(summary),
+        calibration_markdown(calibration, table),
+        npu_markdown(npu, table),
+        mlperf_markdown(table, parameters["cortex_m_latency"], parameters["mlperf_reference"]),
+        recovery_markdown(inputs["recoveries"], parameters["recovery_threshold_points"]),
+        training_markdown(inputs["training_metrics"]),
+        layer_error_markdown(inputs["layer_errors"]),
+    ]
+    write_text(outputs["markdown"], "\n".join(section for section in sections if section))
     return table

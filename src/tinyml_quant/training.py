@@ -36,6 +36,8 @@ from .runtime import configure_tensorflow
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam")
+# Keras dtype policies a model may train in; the saved model is float32 either way.
+PRECISIONS = ("float32", "mixed_bfloat16")
 LR_SCHEDULES = ("cosine", "constant")
 # Weight decay shrinks kernels; batch-norm scales and shifts and biases are left alone.
 WEIGHT_DECAY_EXEMPT = ("gamma", "beta", "bias")
@@ -156,6 +158,27 @@ def make_optimizer(settings, steps_per_epoch):
     return optimizer
 
 
+def build_model_in(precision, model_name, input_shape, num_classes, architecture):
+    """``build_model`` under Keras' dtype policy ``precision``, the global policy restored afterwards."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        return build_model(model_name, input_shape, num_classes, **architecture)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def as_float32(model, model_name, input_shape, num_classes, architecture):
+    """The same network built in float32 with ``model``'s weights (a mixed policy keeps its weights in float32).
+
+    Conversion, evaluation and every variant then start from a plain float32
+    model, whatever precision it trained in.
+    """
+    plain = build_model_in("float32", model_name, input_shape, num_classes, architecture)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
 class TrainingDiverged(RuntimeError):
     pass
 
@@ -184,7 +207,10 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
     seed = settings["seed"]
     configure_tensorflow(threads, seed)
     num_classes = len(dataset.class_names)
-    model = build_model(model_name, dataset.x_train.shape[1:], num_classes, **architecture)
+    precision = settings.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"training.precision: unknown precision {precision!r}; use one of {PRECISIONS}")
+    model = build_model_in(precision, model_name, dataset.x_train.shape[1:], num_classes, architecture)
     train_batches, validation_batches, train_count = make_datasets(
         dataset.x_train, dataset.y_train, settings, num_classes
     )
@@ -228,6 +254,8 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
         }
         for epoch in range(len(losses))
     ]
+    if precision != "float32":
+        model = as_float32(model, model_name, dataset.x_train.shape[1:], num_classes, architecture)
     probabilities = model.predict(dataset.x_test.astype("float32"), batch_size=settings["batch_size"], verbose=0)
     test_metrics = {
         "dataset": dataset.provenance["dataset"],

@@ -1,0 +1,67 @@
+"""How sure each number is: Wilson intervals of accuracies, exact McNemar tests of paired changes, Holm's correction.
+
+* An accuracy of ``k`` correct of ``n`` test images gets the Wilson score
+  interval (95 %): unlike the normal approximation it stays inside [0, 1] and
+  keeps its coverage near 0 and 1, where quantized MNIST models sit.
+* A variant's change against its fp32 model is tested on the same test
+  images: only the images the two classify differently carry information, ``b``
+  right by fp32 alone and ``c`` right by the variant alone. The exact McNemar
+  test is the two-sided binomial test of ``c`` among ``b + c`` at one half.
+* Every variant of a study is one such test, so the p-values are corrected
+  for their number by Holm's step-down method, which holds the family-wise
+  error rate at ``alpha`` for any dependence between the tests.
+"""
+
+import math
+
+import numpy as np
+
+# The normal quantile of a two-sided 95 % interval.
+Z_95 = 1.959963984540054
+ALPHA = 0.05
+
+
+def wilson_interval(correct, total, z=Z_95):
+    """``(low, high)`` of the Wilson score interval of ``correct`` successes in ``total`` trials."""
+    if total <= 0 or not 0 <= correct <= total:
+        raise ValueError(f"a proportion needs 0 <= correct <= total and total > 0, got {correct} of {total}")
+    share = correct / total
+    denominator = 1 + z**2 / total
+    centre = (share + z**2 / (2 * total)) / denominator
+    half = z * math.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / denominator
+    # At 0 or all correct the bound is exactly 0 or 1; floating point leaves a residue of 1e-18.
+    low = 0.0 if correct == 0 else centre - half
+    high = 1.0 if correct == total else centre + half
+    return low, high
+
+
+def discordant_counts(reference_predictions, predictions, labels):
+    """``(b, c)``: images only the reference classifies right, and images only the variant classifies right."""
+    reference_right = np.asarray(reference_predictions) == np.asarray(labels)
+    variant_right = np.asarray(predictions) == np.asarray(labels)
+    return int(np.sum(reference_right & ~variant_right)), int(np.sum(~reference_right & variant_right))
+
+
+def mcnemar_exact(b, c):
+    """The two-sided p-value of the exact McNemar test of ``b`` against ``c`` discordant pairs."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts cannot be negative, got {b} and {c}")
+    pairs = b + c
+    if pairs == 0:
+        return 1.0
+    smaller = min(b, c)
+    tail = sum(math.comb(pairs, k) for k in range(smaller + 1)) / 2**pairs
+    return min(1.0, 2 * tail)
+
+
+def holm(p_values, alpha=ALPHA):
+    """``(adjusted p-values, rejected)`` of Holm's step-down correction, in the order given."""
+    p_values = np.asarray(p_values, dtype=float)
+    count = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    adjusted = np.empty(count)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (count - rank) * p_values[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted, adjusted <= alpha
