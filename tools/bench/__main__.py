@@ -1,6 +1,7 @@
 """``python -m tools.bench``: run the benchmark's parts and write ``bench.md`` and ``bench.csv``."""
 
 import argparse
+import functools
 import importlib.util
 import os
 import shutil
@@ -12,9 +13,9 @@ from pathlib import Path
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES
 from tinyml_quant.config import merged
-from tinyml_quant.conversion import SCHEMES
 from tinyml_quant.costs import jobs_table, stage_summary
 from tinyml_quant.fetch import dataset_mirror
+from tinyml_quant.schemes import SCHEMES
 from tools.workflow import REPOSITORY, Workflow
 
 from . import evaluation, projection, report, roofline, training, workflow
@@ -29,7 +30,11 @@ TARGETS = {
     "noop_rerun_s": 3.0,
     "dry_run_s": 3.0,
     "cores2_vs_cores1": 1.7,
+    # A training lever is adopted at this speed-up with accuracy within the seeds' spread (issue 34).
+    "lever_speedup": 1.3,
 }
+# The models of the training levers: the default study's slowest, and MLPerf Tiny's ResNet-8.
+LEVER_MODELS = ("resnet_v1", "resnet8", "mobilenet_v1")
 SMOKE = ("--configfile", "config/smoke.yaml")
 # Keras 3's other backends on CPU (title: package and KERAS_BACKEND value), measured where installed
 # (pyproject's "backends" extra; not a dependency of the study).
@@ -108,7 +113,11 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
         if label not in args.models_training:
             continue
         architecture = {**config["architectures"].get(model_name, {}), **change}
-        settings = {**study.training_settings(config["training"], "cifar10", model_name), "epochs": args.epochs}
+        settings = {
+            **study.training_settings(config["training"], "cifar10", model_name),
+            "epochs": args.epochs,
+            "seed": config["seeds"][0],
+        }
         common = {
             "dataset_path": str(data_path),
             "model_name": model_name,
@@ -271,6 +280,104 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
     return results
 
 
+# --------------------------------------------------------------------------- training levers
+
+
+def _train_logged(step, log_path):
+    return in_child(training.train_step, log_path, **step)
+
+
+def bench_levers(args, report_, config, data_path, scratch):
+    """bfloat16 mixed precision and thread layouts against the workflow's float32 at one thread a job.
+
+    Each run trains the same seeded subset for the same epochs in its own
+    process; "2 jobs x 1 thread" runs two such processes at once and counts the
+    images both trained (what two training jobs side by side give, as Snakemake
+    runs them with --cores 2). bfloat16 is run twice with the same seed to see
+    whether it is as reproducible as float32.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    layouts = {
+        "float32, 1 thread (the workflow)": ("float32", 1, 1),
+        "float32, 2 threads": ("float32", 2, 1),
+        "float32, 2 jobs x 1 thread": ("float32", 1, 2),
+        "mixed_bfloat16, 1 thread": ("mixed_bfloat16", 1, 1),
+        "mixed_bfloat16, 2 threads": ("mixed_bfloat16", 2, 1),
+        "mixed_bfloat16, 2 jobs x 1 thread": ("mixed_bfloat16", 1, 2),
+    }
+    rows = []
+    for model_name in args.models_levers:
+        architecture = config["architectures"].get(model_name, {})
+        settings = study.training_settings(config["training"], "cifar10", model_name)
+        runs = {}
+        for label, (precision, threads, jobs) in layouts.items():
+            log(f"levers {model_name}: {label}")
+            step = {
+                "kind": "workflow",
+                "dataset_path": str(data_path),
+                "model_name": model_name,
+                "architecture": architecture,
+                "settings": {**settings, "epochs": args.epochs, "precision": precision, "seed": config["seeds"][0]},
+                "threads": threads,
+                "train_images": args.train_images,
+                "test_images": args.lever_test_images,
+            }
+            logs = [scratch / "logs" / f"lever_{model_name}_{label.replace(' ', '_')}_{job}.log" for job in range(jobs)]
+            with ThreadPoolExecutor(jobs) as pool:
+                runs[label] = list(pool.map(functools.partial(_train_logged, step), logs))
+        again = in_child(
+            training.train_step,
+            scratch / "logs" / f"lever_{model_name}_bfloat16_again.log",
+            **{**step, "settings": {**step["settings"], "precision": "mixed_bfloat16"}, "threads": 1},
+        )
+        rates = {label: sum(training.images_per_second(run) for run in group) for label, group in runs.items()}
+        reference = rates["float32, 1 thread (the workflow)"]
+        bfloat16 = runs["mixed_bfloat16, 1 thread"][0]
+        for label, group in runs.items():
+            run = group[0]
+            report_.figure(
+                "levers",
+                label.split(" (")[0].replace(" ", "_").replace(",", ""),
+                rates[label],
+                "images/s",
+                model_name,
+                baseline=reference,
+                target=TARGETS["lever_speedup"] if "bfloat16, 1 thread" in label else None,
+            )
+            rows.append(
+                [
+                    model_name,
+                    label,
+                    report.fmt(rates[label]),
+                    f"{rates[label] / reference:.2f}x",
+                    f"{100 * run['test_accuracy']:.1f}",
+                    ", ".join(f"{value:.1f}" for value in run["epoch_wall_s"]),
+                ]
+            )
+        same = again["weights_sha256"] == bfloat16["weights_sha256"]
+        rows.append(
+            [
+                model_name,
+                "mixed_bfloat16, 1 thread, run again",
+                "",
+                "",
+                f"{100 * again['test_accuracy']:.1f}",
+                "same weights" if same else "different weights",
+            ]
+        )
+    report_.add(
+        "## 7. Training levers: bfloat16 and the thread layout\n\n"
+        f"CIFAR-10 (the mirror), {args.train_images} seeded training images, {args.epochs} epochs of the default "
+        f"recipe, test accuracy on the first {args.lever_test_images} test images (a check that a lever does not "
+        "break training, not a study result: the seeds study gives the spread). Throughput as in section 2; "
+        "`2 jobs x 1 thread` is the sum of two runs at once. `vs workflow`: against float32 at one thread a job, "
+        f"what rule `train_model` runs. A lever is adopted at {TARGETS['lever_speedup']}x or more per core with "
+        "accuracy within the seeds' spread.\n\n"
+        + report.table(["model", "layout", "images/s", "vs workflow", "test accuracy (%)", "epoch wall (s)"], rows)
+    )
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -280,7 +387,11 @@ def bench_evaluation(args, report_, config, data_path, scratch, threads, batch_s
         architecture = config["architectures"].get(model_name, {})
         folder = scratch / "models" / model_name
         folder.mkdir(parents=True, exist_ok=True)
-        settings = {**study.training_settings(config["training"], "cifar10", model_name), "epochs": 1}
+        settings = {
+            **study.training_settings(config["training"], "cifar10", model_name),
+            "epochs": 1,
+            "seed": config["seeds"][0],
+        }
         log(f"training {model_name} briefly for the evaluation timings")
         in_child(
             training.train_and_save,
@@ -438,9 +549,9 @@ def bench_paper(args, report_, config, data_path, scratch, threads):
     epoch_images = round(50_000 * (1 - split))
     rows = []
     for model_name in ARCHITECTURES:
-        architecture = paper["architectures"][model_name]
+        architecture = paper["architectures"].get(model_name, {})
         paper_settings = study.training_settings(paper["training"], "cifar10", model_name)
-        settings = {**paper_settings, "epochs": 2}
+        settings = {**paper_settings, "epochs": 2, "seed": config["seeds"][0]}
         log(f"paper preset: {model_name} {architecture} ({args.paper_images} images, 2 epochs)")
         run = in_child(
             training.train_step,
@@ -639,12 +750,14 @@ def parse_arguments(argv):
     parser.add_argument("--models", default="resnet_v1,mobilenet_v2", help="models of the evaluation timings")
     parser.add_argument("--models-training", default=",".join(TRAINING_MODELS), help="models of the training timings")
     parser.add_argument("--train-images", type=int, default=6000)
+    parser.add_argument("--models-levers", default=",".join(LEVER_MODELS), help="models of the training levers")
+    parser.add_argument("--lever-test-images", type=int, default=2000)
     parser.add_argument("--paper-images", type=int, default=2560, help="training images of the paper-preset timings")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs; the first is not counted")
     parser.add_argument("--test-images", type=int, default=0, help="test images (default 0: all 10,000)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--int16x8-sample", type=int, default=2000)
-    parser.add_argument("--parts", default="roofline,training,paper,evaluation,workflow,scaling")
+    parser.add_argument("--parts", default="roofline,training,levers,paper,evaluation,workflow,scaling")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the command end to end")
     args = parser.parse_args(argv)
     args.argv = list(argv)
@@ -652,8 +765,10 @@ def parse_arguments(argv):
         args.train_images, args.epochs, args.test_images, args.repeats, args.int16x8_sample = 600, 2, 500, 1, 100
         args.paper_images = 600
         args.models_training = "custom"
+        args.models_levers, args.lever_test_images = "custom", 200
     args.models = [name for name in args.models.split(",") if name]
     args.models_training = [name for name in args.models_training.split(",") if name]
+    args.models_levers = [name for name in args.models_levers.split(",") if name]
     args.parts = set(args.parts.split(","))
     if args.mirror is None:
         args.mirror = Path(dataset_mirror("", REPOSITORY) or ".")
@@ -675,11 +790,13 @@ def main(argv=None):
         limits = None
         if args.parts & {"roofline", "training"}:
             limits = bench_roofline(args, report_, scratch, threads["train_model"])
-        if args.parts & {"training", "evaluation", "paper"}:
+        if args.parts & {"training", "levers", "evaluation", "paper"}:
             log(f"CIFAR-10 from the mirror {args.mirror}")
             data_path = prepare_cifar10(args.mirror, scratch)
             if "training" in args.parts:
                 bench_training(args, report_, config, data_path, scratch, threads["train_model"], limits)
+            if "levers" in args.parts:
+                bench_levers(args, report_, config, data_path, scratch)
             if "paper" in args.parts:
                 bench_paper(args, report_, config, data_path, scratch, threads["train_model"])
             if "evaluation" in args.parts:

@@ -78,6 +78,7 @@ def train_step(
     train_images,
     jit_compile=False,
     inter_op_threads=None,
+    test_images=256,
 ):
     """Train ``model_name`` on ``train_images`` seeded training images; per-epoch wall seconds and images.
 
@@ -96,8 +97,9 @@ def train_step(
     from tinyml_quant.architectures import build_model
     from tinyml_quant.datasets import load_prepared
 
-    dataset = _subset(load_prepared(dataset_path), train_images)
+    dataset = _subset(load_prepared(dataset_path), train_images, test_images)
     timer = training.EpochTimer()
+    outcome = {}
     if inter_op_threads is not None:
         import tensorflow as tf
 
@@ -119,11 +121,12 @@ def train_step(
 
             keras.Model.compile = compile_with_xla
         try:
-            _, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
+            model, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
         finally:
             training.make_datasets = original
             keras.Model.compile = original_compile
         trained_images = metrics["training_images"]
+        outcome = {"test_accuracy": metrics["test_accuracy"], "weights_sha256": weights_digest(model)}
     elif kind == "bare":
         training.configure_tensorflow(threads)  # no seed: no op determinism, as a plain script would run
         keras.utils.set_random_seed(settings["seed"])
@@ -154,7 +157,17 @@ def train_step(
         )
     else:
         raise ValueError(f"unknown training kind {kind!r}")
-    return {"epoch_wall_s": list(timer.seconds), "train_images": int(trained_images)}
+    return {"epoch_wall_s": list(timer.seconds), "train_images": int(trained_images), **outcome}
+
+
+def weights_digest(model):
+    """SHA-256 of every weight of ``model``, in order: equal digests, equal models."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
 
 
 def train_and_save(dataset_path, model_name, architecture, settings, threads, train_images, model_path):
