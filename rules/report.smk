@@ -21,6 +21,10 @@ rule gather_results:
             every_model(rules.evaluate_calibration.output.metrics),
             images=CALIBRATION_SIZES,
         ),
+        calibration_predictions=expand(
+            every_model(rules.evaluate_calibration.output.predictions),
+            images=CALIBRATION_SIZES,
+        ),
         npu_estimates=expand(
             every_variant(rules.estimate_npu.output.estimate, NPU_SCHEMES),
             board=NPU_BOARDS,

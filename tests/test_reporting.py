@@ -35,6 +35,7 @@ def study_records(
     )
     paths = {kind: [] for kind in ("evaluations", "training_metrics", "graphs", "micro_measurements", "latencies")}
     paths.update(datasets=[folder / "toy.npz"], predictions=[], layer_errors=[], recoveries=[], calibrations=[])
+    paths["calibration_predictions"] = []
     paths["npu_estimates"] = []
     for model, trained in models.items():
         base = {"dataset": dataset, "dataset_name": "toy (test)", "model": model, "seed": 1}
@@ -274,3 +275,27 @@ def test_a_variant_whose_device_file_could_not_be_made_has_no_change_and_no_test
     assert pd.isna(lut.accuracy) and pd.isna(lut.accuracy_change_vs_fp32) and pd.isna(lut.mcnemar_p)
     assert "corrected over the study's 1 tests" in markdown  # int8's only
     assert f"not converted ({reason})" in markdown
+
+
+def test_each_calibration_size_is_tested_against_fp32_on_the_same_images(tmp_path):
+    from tinyml_quant.statistics import holm, mcnemar_exact
+
+    paths = study_records(tmp_path, {"custom": TRAINED})  # fp32 right on every image
+    labels = np.arange(200) % 3
+    for images, wrong in ((1, 30), (10, 4)):
+        record = {"dataset": "toy", "dataset_name": "toy (test)", "model": "custom", "seed": 1, "scheme": "int8"}
+        record |= {"calibration_images": images, "accuracy": 1 - wrong / 200, "test_images": 200}
+        path = write(tmp_path / "calibration" / f"int8_{images}.metrics.json", record)
+        predicted = labels.copy()
+        predicted[:wrong] = (predicted[:wrong] + 1) % 3
+        np.save(tmp_path / "calibration" / f"int8_{images}.predictions.npy", predicted.astype(np.int16))
+        paths["calibrations"].append(path)
+        paths["calibration_predictions"].append(tmp_path / "calibration" / f"int8_{images}.predictions.npy")
+    gathered(tmp_path, paths)
+    sweep = pd.read_csv(tmp_path / "calibration_csv.out")
+    tested = sweep[~sweep.study_variant].set_index("calibration_images")
+    assert tested.fp32_only_right.tolist() == [30, 4] and tested.variant_only_right.tolist() == [0, 0]
+    raw = [mcnemar_exact(30, 0), mcnemar_exact(4, 0)]
+    assert tested.mcnemar_p.tolist() == pytest.approx(raw)
+    assert tested.holm_p.tolist() == pytest.approx(list(holm(raw)[0]))
+    assert sweep[sweep.study_variant].mcnemar_p.isna().all()  # the study's int8 is tested in its own table

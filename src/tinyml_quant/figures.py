@@ -22,7 +22,17 @@ from .variants import NOT_CONVERTED
 
 SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P", "X", "v", "*"), strict=True))
 BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+# Three greys against five styles: fifteen board lines before a pair repeats.
+BOARD_LINE_COLOURS = ("dimgrey", "black", "slategrey")
+
+
+def board_line(index):
+    """``(colour, style)`` of the ``index``-th board line of a figure."""
+    return BOARD_LINE_COLOURS[index % len(BOARD_LINE_COLOURS)], BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+
+
 MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
+SNR_CEILING_DB = 80.0
 
 
 def pyplot():
@@ -194,10 +204,14 @@ def accuracy_change_heatmap(table):
             if np.isnan(value):
                 continue
             mark = "*" if bool(significant.iloc[row, column]) else ""
-            axis.text(column, row, f"{value:+.2f}{mark}", ha="center", va="center", fontsize="x-small")
+            # White on the darkest cells, where black would not read.
+            colour = "white" if abs(value) > 0.6 * limit else "black"
+            axis.text(column, row, f"{value:+.2f}{mark}", ha="center", va="center", fontsize="x-small", color=colour)
         axis.set_title(name)
         figure.colorbar(image, ax=axis, label="accuracy change vs fp32 (points)")
-    figure.suptitle("Accuracy change of each scheme versus fp32 (mean over seeds; * significant after Holm)")
+    figure.suptitle(
+        "Accuracy change of each scheme versus fp32 (mean over seeds; * significant after Holm; blank: not converted)"
+    )
     return figure
 
 
@@ -236,10 +250,10 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
             plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
         board_handles = []
         for index, (budget, labels) in enumerate(sorted(budgets.items())):
-            style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
-            axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.2, zorder=2)
+            colour, style = board_line(index)
+            axis.axvline(budget, color=colour, linestyle=style, linewidth=1.2, zorder=2)
             board_handles.append(
-                plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
+                plt.Line2D([], [], color=colour, linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
             )
         label_log_axis(axis)
         axis.set_title(name)
@@ -329,10 +343,10 @@ def tradeoff(table, boards, dataset):
         if low <= budget <= high:
             budgets.setdefault(budget, []).append(board.label)
     for index, (budget, labels) in enumerate(sorted(budgets.items())):
-        style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
-        axis.axvline(budget, color="dimgrey", linestyle=style, linewidth=1.1, zorder=1)
+        colour, style = board_line(index)
+        axis.axvline(budget, color=colour, linestyle=style, linewidth=1.1, zorder=1)
         board_handles.append(
-            plt.Line2D([], [], color="dimgrey", linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
+            plt.Line2D([], [], color=colour, linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
         )
     label_log_axis(axis)
     axis.axhline(0, color="grey", linewidth=0.6)
@@ -533,14 +547,20 @@ def layer_error(table):
             part = table[(table.dataset == dataset) & (table.scheme == scheme)]
             # One line per trained model: each seed of a model in the model's colour.
             for (model, _), layers in part.groupby(["model", "seed"] if "seed" in part else ["model", "dataset"]):
-                axis.plot(layers.depth, layers.snr_db, marker=".", color=colours[model], linewidth=1)
+                # Exact layers (a padding, SNR near float precision) would flatten the rest: drawn at the top.
+                shown = np.minimum(layers.snr_db, SNR_CEILING_DB)
+                axis.plot(layers.depth, shown, marker=".", color=colours[model], linewidth=1)
+            axis.set_ylim(top=SNR_CEILING_DB + 2)
             axis.set_title(f"{dataset}, {scheme}")
             axis.set_xlabel("layer depth (0: first, 1: last)")
             axis.set_ylabel("SNR against fp32 (dB)")
             axis.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
     figure.legend(handles=handles, loc="outside right upper", fontsize="small")
-    figure.suptitle("Quantization error by layer: signal-to-noise ratio of each layer's output against the fp32 model")
+    figure.suptitle(
+        "Quantization error by layer: signal-to-noise ratio of each layer's output against the fp32 model "
+        f"(above {SNR_CEILING_DB:g} dB drawn at the top)"
+    )
     return figure
 
 

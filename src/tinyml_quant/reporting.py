@@ -315,8 +315,8 @@ def choice_markdown(table, summary):
     lines = [
         "## What to choose\n",
         f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs and that stays within "
-        f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and the scheme that cost the most "
-        "accuracy.\n",
+        f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and its least accurate quantized "
+        "variant.\n",
     ]
     # A scheme TFLite Micro runs for every seed of the model.
     runs = table.assign(runs=(table.tflm_status == RUNS) & (table.status == CONVERTED))
@@ -338,7 +338,7 @@ def choice_markdown(table, summary):
                 f"smallest variant within {KEEPS_ACCURACY_POINTS:g} point": "-"
                 if best is None
                 else f"{best.scheme} ({best.size_kb:.1f} KB, {best.change_mean:+.2f} points)",
-                "largest loss": f"{worst.scheme} ({worst.change_mean:+.2f} points)",
+                "least accurate variant": f"{worst.scheme} ({worst.change_mean:+.2f} points)",
             }
         )
     return "\n".join(lines) + "\n" + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
@@ -382,25 +382,28 @@ def calibration_markdown(calibration, table):
             for value, low, high in zip(calibration.accuracy, calibration.accuracy_ci_low, calibration.accuracy_ci_high)
         ],
         change_text=calibration.accuracy_change_vs_fp32.map(lambda value: "-" if pd.isna(value) else f"{value:+.2f}"),
+        test_text=[test_cell(row) for row in calibration.itertuples()],
     )
     several_seeds = shown.seed.nunique() > 1
     columns = ["dataset_name", "model", *(["seed"] if several_seeds else []), "calibration_images"]
-    columns += ["accuracy_text", "change_text"]
+    columns += ["accuracy_text", "change_text", "test_text"]
     shown = shown[columns].rename(
         columns={
             "dataset_name": "dataset",
             "calibration_images": "calibration images",
             "accuracy_text": "int8 accuracy (%) [95% CI]",
             "change_text": "change vs fp32 (points)",
+            "test_text": "fp32 only / variant only right, Holm p",
         }
     )
+    tested = int(calibration.mcnemar_p.notna().sum())
     return (
         "## Calibration size: int8 calibrated on fewer images\n\n"
         "The int8 variant converted again with each number of calibration images of "
         "`conversion.calibration_sweep` (seeded training images, the same seed), evaluated on the whole test set; "
-        "the last row of each model is the study's own int8 variant. Figure: `figures/calibration_sweep`.\n\n"
-        + shown.to_markdown(index=False, disable_numparse=True)
-        + "\n"
+        "the last row of each model is the study's own int8 variant (tested in its own table). Each sweep "
+        f"variant's change is tested with the exact McNemar test, Holm-corrected over the sweep's {tested} tests. "
+        "Figure: `figures/calibration_sweep`.\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n"
     )
 
 
@@ -672,8 +675,15 @@ def recovery_markdown(recovery_paths, threshold_points):
     )
 
 
-def calibration_table(metric_paths, table, study_calibration_images):
-    """One row per int8 variant of the calibration sweep, with the study's own int8 variant, against fp32."""
+def calibration_table(metric_paths, table, study_calibration_images, tests=None):
+    """One row per int8 variant of the calibration sweep, with the study's own int8 variant, against fp32.
+
+    With ``tests`` = ``(prediction paths, predictions, labels)``: the sweep's
+    per-image predictions (one path per record, in order), every variant's
+    predictions by key, and each dataset's labels; each sweep variant's change
+    is then tested with the exact McNemar test against its fp32, Holm-corrected
+    over the sweep (its own family: the sweep is a diagnostic of int8).
+    """
     rows = [_normalized(read_json(path)) for path in metric_paths]
     own = table[(table.scheme == FULL_INTEGER) & (table.status == CONVERTED)]
     reference = table[table.scheme == REFERENCE_SCHEME].set_index(INSTANCE).accuracy
@@ -708,6 +718,26 @@ def calibration_table(metric_paths, table, study_calibration_images):
     frame["accuracy_ci_low"] = [low for low, _ in intervals]
     frame["accuracy_ci_high"] = [high for _, high in intervals]
     frame["study_variant"] = [index >= len(rows) for index in range(len(frame))]
+    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"):
+        frame[column] = pd.NA
+    if tests is not None:
+        prediction_paths, predictions, labels = tests
+        if len(prediction_paths) != len(rows):
+            raise ValueError(f"{len(rows)} calibration records but {len(prediction_paths)} prediction files")
+        tested = []
+        for index, (path, row) in enumerate(zip(prediction_paths, rows)):
+            reference_key = (row["dataset"], row["model"], row["seed"], REFERENCE_SCHEME)
+            reference_predictions = predictions.get(reference_key)
+            if reference_predictions is None or row.get("accuracy") is None:
+                continue
+            own = np.load(path, allow_pickle=False)
+            b, c = discordant_counts(reference_predictions, own, labels[row["dataset"]])
+            frame.loc[index, ["fp32_only_right", "variant_only_right", "mcnemar_p"]] = [b, c, mcnemar_exact(b, c)]
+            tested.append(index)
+        if tested:
+            adjusted, rejected = holm(frame.loc[tested, "mcnemar_p"].astype(float).to_numpy())
+            frame.loc[tested, "holm_p"] = adjusted
+            frame.loc[tested, "significant"] = rejected
     return frame.sort_values(["dataset", "model", "seed", "study_variant", "calibration_images"]).reset_index(drop=True)
 
 
@@ -722,7 +752,8 @@ def run_gather(inputs, parameters, outputs):
     ``inputs`` holds the record paths of every stage (``evaluations``, with
     their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``graphs``,
     ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``,
-    ``calibrations``, ``npu_estimates``); ``parameters`` ``board_labels`` ({name: label}),
+    ``calibrations`` with their ``calibration_predictions``, ``npu_estimates``); ``parameters``
+    ``board_labels`` ({name: label}),
     ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points`` and the study's int8
     ``calibration_images``; ``outputs``
     ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``.
@@ -744,7 +775,12 @@ def run_gather(inputs, parameters, outputs):
         labels[dataset.provenance["dataset"]] = dataset.y_test
     table = paired_tests(table, predictions, labels)
     summary = seed_summary(table)
-    calibration = calibration_table(inputs["calibrations"], table, parameters["calibration_images"])
+    calibration = calibration_table(
+        inputs["calibrations"],
+        table,
+        parameters["calibration_images"],
+        (inputs["calibration_predictions"], predictions, labels),
+    )
     npu = npu_table(inputs["npu_estimates"], parameters["board_labels"])
     write_csv(outputs["csv"], table)
     write_csv(outputs["calibration_csv"], calibration)

@@ -25,12 +25,14 @@ def _subset(dataset, train_images, test_images=256):
     from tinyml_quant.datasets import seeded_subset
 
     chosen = seeded_subset(len(dataset.y_train), train_images, 0)
+    # Seeded, not the first images: a split may be stored class by class (the CIFAR-10 mirror is).
+    tested = seeded_subset(len(dataset.y_test), test_images, 0)
     return dataclasses.replace(
         dataset,
         x_train=dataset.x_train[chosen],
         y_train=dataset.y_train[chosen],
-        x_test=dataset.x_test[:test_images],
-        y_test=dataset.y_test[:test_images],
+        x_test=dataset.x_test[tested],
+        y_test=dataset.y_test[tested],
     )
 
 
