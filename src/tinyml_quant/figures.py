@@ -22,13 +22,22 @@ from .variants import NOT_CONVERTED
 
 SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P", "X", "v", "*"), strict=True))
 BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
-# Three greys against five styles: fifteen board lines before a pair repeats.
 BOARD_LINE_COLOURS = ("dimgrey", "black", "slategrey")
 
 
-def board_line(index):
-    """``(colour, style)`` of the ``index``-th board line of a figure."""
-    return BOARD_LINE_COLOURS[index % len(BOARD_LINE_COLOURS)], BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+def draw_board_lines(axis, budgets, zorder):
+    """A vertical line per budget (``{KB: [board labels]}``) on ``axis``; the legend handles naming the boards.
+
+    Lines differ in grey and in style: fifteen budgets before a pair repeats.
+    """
+    plt = pyplot()
+    handles = []
+    for index, (budget, labels) in enumerate(sorted(budgets.items())):
+        colour = BOARD_LINE_COLOURS[index % len(BOARD_LINE_COLOURS)]
+        style = BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)]
+        axis.axvline(budget, color=colour, linestyle=style, linewidth=1.2, zorder=zorder)
+        handles.append(plt.Line2D([], [], color=colour, linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}"))
+    return handles
 
 
 MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
@@ -234,7 +243,6 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
     label is written over the data. ``drawn``: "runs" draws only what TFLite
     Micro runs, "all" draws the rest hollow.
     """
-    plt = pyplot()
     unsupported = table.tflm_status != RUNS
     colours = model_colours(table.model)
     budgets = {}
@@ -248,13 +256,7 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
             plot_accuracy_against(part[part.tflm_status == RUNS], axis, column, label, colours)
         else:
             plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
-        board_handles = []
-        for index, (budget, labels) in enumerate(sorted(budgets.items())):
-            colour, style = board_line(index)
-            axis.axvline(budget, color=colour, linestyle=style, linewidth=1.2, zorder=2)
-            board_handles.append(
-                plt.Line2D([], [], color=colour, linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
-            )
+        board_handles = draw_board_lines(axis, budgets, zorder=2)
         label_log_axis(axis)
         axis.set_title(name)
     refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
@@ -336,18 +338,12 @@ def tradeoff(table, boards, dataset):
     axis.set_xscale("log")
     low, high = mean.size_kb.min() / 1.5, mean.size_kb.max() * 1.5
     axis.set_xlim(low, high)
-    board_handles = []
     budgets = {}
     for board in boards.values():
         budget = board.budget_bytes("flash") / KB
         if low <= budget <= high:
             budgets.setdefault(budget, []).append(board.label)
-    for index, (budget, labels) in enumerate(sorted(budgets.items())):
-        colour, style = board_line(index)
-        axis.axvline(budget, color=colour, linestyle=style, linewidth=1.1, zorder=1)
-        board_handles.append(
-            plt.Line2D([], [], color=colour, linestyle=style, label=f"{budget:g} KB: {', '.join(labels)}")
-        )
+    board_handles = draw_board_lines(axis, budgets, zorder=1)
     label_log_axis(axis)
     axis.axhline(0, color="grey", linewidth=0.6)
     axis.set_xlabel("flash: what a device stores (KB, log scale)")
