@@ -192,8 +192,10 @@ def test_an_npu_board_takes_velas_memory_and_time(tmp_path):
     }
     refused = {**estimate, "dataset": "another", "model": "resnet_v1"}
     refused.update(status="unsupported by Vela", reason="Vela crashed (SIGFPE)")
+    # TFLite Micro's compressed file of this LUT variant was not made; Vela compiled its binned model.
+    binned = {**estimate, "dataset": "another", "model": "resnet_v1", "scheme": "int8_lut", "flash_kb": 100.0}
     paths = []
-    for number, record in enumerate((estimate, refused)):
+    for number, record in enumerate((estimate, refused, binned)):
         paths.append(tmp_path / f"npu{number}.json")
         paths[-1].write_text(__import__("json").dumps(record))
     table = run_fit_table(
@@ -204,8 +206,9 @@ def test_an_npu_board_takes_velas_memory_and_time(tmp_path):
         "not for the NPU (float)",
         "not for the NPU (float)",
         "unsupported",
-        "not converted",
+        "fits",
     ]
+    assert table.latency_low_ms[4] == 1.5
     assert table.latency_low_ms[0] == 1.5
     assert table.latency_source[0] == "Vela's cycles at the board's 500 MHz NPU clock"
     assert table.target[0] == "Cortex-M4F + ethos-u55-128"

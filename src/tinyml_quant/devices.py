@@ -129,6 +129,8 @@ def fit_verdict(file_bytes, arena_bytes, status, board):
 
 def npu_fit_verdict(record, board):
     """The verdict of Vela's compiled model on an NPU board: its SRAM and flash against the board's budgets."""
+    if record is not None and record.get("status") == NOT_CONVERTED:
+        return NOT_CONVERTED
     if record is None or record.get("status") != COMPILED:
         return "unsupported"
     problems = []
@@ -178,12 +180,14 @@ def fit_table(results, boards, npu_records=None, cortex_reference=None):
         for board in boards.values():
             key = (variant.dataset, variant.model, int(variant.seed), variant.scheme, board.name)
             npu_record = npu_records.get(key)
-            if variant.status == NOT_CONVERTED:
-                verdict = NOT_CONVERTED
-            elif board.npu and not_for_the_npu(variant.scheme):
+            # An NPU board runs Vela's compilation of the variant file (for int8_lut the binned model, not
+            # TFLite Micro's compressed file): its own record says whether that was made.
+            if board.npu and not_for_the_npu(variant.scheme):
                 verdict = "not for the NPU (float)"
             elif board.npu:
                 verdict = npu_fit_verdict(npu_record, board)
+            elif variant.status == NOT_CONVERTED:
+                verdict = NOT_CONVERTED
             elif variant.tflm_status not in STATUSES or variant.tflm_status != RUNS:
                 verdict = "unsupported"
             else:
