@@ -39,11 +39,17 @@ rule estimate_npu:
     resources:
         mem_mb=1000,
         runtime=10,
+    # Sorted: Snakemake compares params by their repr, and a boards list written in another key
+    # order (yaml.safe_dump sorts) must not recompile every variant.
     params:
-        npu=lambda wildcards: next(
-            board["npu"]
-            for board in config["boards"]
-            if board["name"] == wildcards.board
+        npu=lambda wildcards: dict(
+            sorted(
+                next(
+                    board["npu"]
+                    for board in config["boards"]
+                    if board["name"] == wildcards.board
+                ).items()
+            )
         ),
     script:
         "../scripts/estimate_npu.py"

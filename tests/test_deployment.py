@@ -54,3 +54,11 @@ def test_a_variant_that_was_not_converted_has_nothing_to_recover():
 def test_the_plan_without_recovered_schemes_recovers_nothing():
     plan = deployment_plan({"fp32": {"accuracy": 0.9}}, {"fp32": {"status": "runs"}}, 0.0, True, [])
     assert plan == {"firmware_schemes": ["fp32"], "recover": {}, "loss_points": {}, "reasons": {}}
+
+
+def test_a_variant_its_compressor_refused_has_nothing_to_recover_although_it_was_evaluated():
+    # int8_lut: the binned model has an accuracy; the compressed file TFLite Micro would run was never made.
+    evaluations = {"fp32": {"accuracy": 0.9}, "int8_lut": {"accuracy": 0.8}}
+    micro = {**MICRO, "int8_lut": {"status": "not converted", "reason": "TFLite Micro compression: ..."}}
+    plan = deployment_plan(evaluations, micro, 0.0, True, ["int8_lut"])
+    assert plan["recover"] == {} and plan["reasons"]["int8_lut"] == "not converted: nothing to recover"

@@ -293,7 +293,9 @@ def test_own_data_and_model_run_through_every_stage(own_study):
     assert (users.model_source.str.startswith("imported from")).all()
     # The user's model, trained on shapes, recognizes them after import: its scale was applied.
     assert users[users.scheme == "fp32"].accuracy.item() > 0.8
-    assert (users.accuracy - users.keras_test_accuracy).abs().max() < 0.05
+    # fp32 and int8 keep the Keras model's answers; int4 may lose (a finding, not an import fault).
+    faithful = users[users.scheme.isin(["fp32", "int8"])]
+    assert len(faithful) == 2 and (faithful.accuracy - faithful.keras_test_accuracy).abs().max() < 0.05
     names = set(results.dataset_name)
     assert names == {"grey (image folder)", "colour (image folder, test carved from train (25%, seed 1))"}
     assert (results[results.dataset == "colour"].test_images == 30).all()
@@ -330,7 +332,7 @@ def test_replacing_an_archive_reruns_exactly_its_chain(own_study):
     finally:
         (inputs / "grey.tar.gz").write_bytes(original)
     per_dataset = {wildcards for _, wildcards in jobs if "dataset=" in wildcards}
-    assert per_dataset and all(wildcards.startswith("dataset=grey") for wildcards in per_dataset)
+    assert per_dataset and all("dataset=grey" in wildcards.split(", ") for wildcards in per_dataset)
     rules = Counter(rule for rule, _ in jobs)
     assert rules["fetch_dataset"] == 1 and rules["train_model"] == 2 and rules["import_model"] == 1
     assert rules["evaluate_model"] == 3 * len(SCHEMES_HERE) and rules["gather_results"] == 1

@@ -164,7 +164,11 @@ def test_smoke_run_reports_every_variant(smoke_run):
     results = smoke_results(smoke_run)
     assert len(results) == VARIANTS and set(results.scheme) == set(SCHEMES) and (results.seed == SEED).all()
     assert set(results.dataset_name) == {"mnist (official)", "cifar10 (jpeg mirror)"}
-    assert results.accuracy.between(0, 1).all() and (results.file_bytes > 0).all()
+    converted = results[results.status == "converted"]
+    assert converted.accuracy.between(0, 1).all() and (converted.file_bytes > 0).all()
+    # A variant a tool refuses is a row with the tool's reason, not a hole in the table.
+    refused = results[results.status != "converted"]
+    assert (refused.status == "not converted").all() and refused.reason.str.startswith("TFLite Micro compression").all()
     assert (results.test_images == 300).all() and (results.model_source == "trained here").all()
     figures = smoke_run.study(SMOKE_STUDY) / "reports" / "figures"
     for name in (*FIGURES, "tradeoff_mnist", "tradeoff_cifar10"):
@@ -259,7 +263,8 @@ def test_fit_table_gives_a_verdict_and_a_labelled_latency_estimate_for_every_var
     npu_boards = {board["label"] for board in boards if board.get("npu")}
     cpu = fit[~fit.board.isin(npu_boards)]
     npu = fit[fit.board.isin(npu_boards)]
-    assert cpu.verdict.str.fullmatch(r"fits|unsupported|over (flash|RAM) by \d+ KB( and over RAM by \d+ KB)?").all()
+    verdicts = r"fits|unsupported|not converted|over (flash|RAM) by \d+ KB( and over RAM by \d+ KB)?"
+    assert cpu.verdict.str.fullmatch(verdicts).all()
     assert (cpu[cpu.scheme == "float16"].verdict == "unsupported").all()
     estimated = fit[fit.latency_low_ms.notna()]
     assert (estimated.latency_low_ms <= estimated.latency_high_ms).all() and estimated.latency_source.notna().all()
@@ -346,7 +351,8 @@ def test_every_schemes_mixed_variant_runs_for_the_model_the_smoke_preset_names(s
     folder = study / "recover" / "mnist" / "custom" / f"seed{SEED}"
     for scheme in ("int8", "int8_per_tensor", "int4", "int8_lut"):
         record = yaml.safe_load((folder / f"{scheme}_mixed.json").read_text())
-        assert record["reason"].startswith("listed in diagnostics.always_recover"), scheme
+        # Listed, or losing more than the threshold: either way recovered, and the reason says which.
+        assert record["reason"].startswith(("listed in diagnostics.always_recover", f"{scheme} loses")), scheme
         if record["status"] == "converted":
             assert len(record["layers"]) == 3 and record["test_images"] == 300
             assert 0 <= record["accuracy"] <= 1 and record["file_bytes"] > 0
@@ -401,7 +407,8 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run):
     } - {"plot_learning_curves"}
     variant_jobs = [wildcards for rule, wildcards in jobs if rule in (*VARIANT_RULES, "layer_error")]
     assert len(variant_jobs) == 2 * INSTANCES * (len(VARIANT_RULES) + 1)
-    assert all(wildcards.endswith(("scheme=int8", "scheme=int8_lut")) for wildcards in variant_jobs)
+    schemes = {dict(part.split("=") for part in wildcards.split(", "))["scheme"] for wildcards in variant_jobs}
+    assert schemes == {"int8", "int8_lut"}
 
 
 @pytest.mark.e2e

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from tinyml_quant.fetch import MIRROR_VARIABLE
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "report", "profiles")
 TOOLS = Path(__file__).resolve().parent
-MIRROR_VARIABLE = "TINYML_DATASET_MIRROR"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import logging
 from .files import read_json, write_json
 from .micro import RUNS
 from .schemes import REFERENCE_SCHEME, SCHEMES
+from .variants import NOT_CONVERTED
 
 logger = logging.getLogger(__name__)
 
@@ -17,14 +18,17 @@ def deployment_plan(evaluations, micro, threshold_points, always_recover, recove
     ``recovered_schemes`` gets its mixed-precision variant when it loses more
     than ``threshold_points`` of accuracy against the reference scheme, or
     always when ``always_recover``; a variant that was not converted (or a
-    reference that was not) has nothing to recover from.
+    reference that was not) has nothing to recover from, and so has a variant
+    whose micro record says it was not made (an int8_lut whose binned model
+    was evaluated but which TFLite Micro's compressor refused).
     """
     firmware = [scheme for scheme in SCHEMES if scheme in micro and micro[scheme]["status"] == RUNS]
     plan = {"firmware_schemes": firmware, "recover": {}, "loss_points": {}, "reasons": {}}
     reference = evaluations[REFERENCE_SCHEME].get("accuracy")
     for scheme in recovered_schemes:
         accuracy = evaluations[scheme].get("accuracy")
-        if reference is None or accuracy is None:
+        refused = micro.get(scheme, {}).get("status") == NOT_CONVERTED
+        if reference is None or accuracy is None or refused:
             plan["reasons"][scheme] = "not converted: nothing to recover"
             continue
         # Rounded so that a loss of exactly the threshold (in points) is not "more" by a float's last bit.
