@@ -1,6 +1,9 @@
 """Synthetic data the tests train on: small, seeded, and learnable."""
 
+import io
+
 import numpy as np
+from PIL import Image
 
 
 def brightest_quadrant(count, size=16, seed=0):
@@ -48,4 +51,59 @@ def write_variant(path, flatbuffer, scheme="int8"):
 
     with converting(path, "test", {"scheme": scheme}) as made:
         made["flatbuffer"] = flatbuffer
+    return path
+
+
+# Your own data and model, as a user brings them: three shapes.
+SHAPES = ("circle", "cross", "square")
+
+
+def shape_image(kind, size, rng, colour):
+    """A noisy grey or colour picture of one of three shapes: learnable, not trivial."""
+    pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    centre, radius = size / 2 + rng.uniform(-2, 2, 2), size / 3
+    if kind == "circle":
+        mask = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
+    elif kind == "cross":
+        mask = (abs(yy - centre[0]) < 2) | (abs(xx - centre[1]) < 2)
+    else:
+        mask = (abs(yy - centre[0]) < radius) & (abs(xx - centre[1]) < radius)
+    pixels[mask] = 200 + rng.integers(0, 55)
+    if colour:
+        return Image.fromarray(np.stack([pixels, pixels[::-1], 255 - pixels], axis=-1), "RGB")
+    return Image.fromarray(pixels, "L")
+
+
+def image_files(splits, per_class, size, colour, format, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for kind in SHAPES:
+            for index in range(per_class):
+                buffer = io.BytesIO()
+                shape_image(kind, size, rng, colour).save(buffer, format=format, quality=95)
+                yield f"{split}/{kind}/{index}.{format.lower().replace('jpeg', 'jpg')}", buffer.getvalue()
+
+
+def trained_keras_model(path, input_shape, classes, expects_unit_range=True):
+    """A small model trained on images scaled to 0..1, as many users' models are."""
+    import keras
+
+    from tinyml_quant.runtime import configure_tensorflow
+
+    configure_tensorflow(1, seed=0)
+    rng = np.random.default_rng(0)
+    kinds = rng.integers(0, len(SHAPES), 480)
+    images = np.stack([np.asarray(shape_image(SHAPES[k], input_shape[0], rng, input_shape[-1] == 3)) for k in kinds])
+    images = images.reshape(len(kinds), *input_shape).astype("float32")
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="users_cnn")
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    scale = 1 / 255 if expects_unit_range else 1.0
+    model.fit(images * scale, kinds, epochs=20, batch_size=32, verbose=0)
+    model.save(path)
     return path

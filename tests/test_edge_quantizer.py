@@ -58,7 +58,9 @@ def test_the_quantized_variant_keeps_fp32s_answers_and_its_outputs_vary(trained,
     reference, _ = predict(load_interpreter(flatbuffers["fp32"]), images, 50)
     outputs, _ = predict(load_interpreter(quantized[scheme]), images, 50)
     assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.9
-    assert outputs.std(axis=0).min() > 0.01
+    # Many different answers, and every class's score moves by more than one output step (1/256).
+    assert len(np.unique(outputs, axis=0)) > len(outputs) // 4
+    assert (outputs.std(axis=0) > 1 / 256).all()
     interpreter = load_interpreter(quantized[scheme])
     assert interpreter.get_input_details()[0]["dtype"] == np.int8  # full integer, as the int8 scheme
 

@@ -235,7 +235,7 @@ def test_the_reference_row_holds_the_published_accuracy_beside_the_studys(tmp_pa
     config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["mlperf_reference"]
     paths = study_records(tmp_path, {config["model"]: TRAINED}, dataset=config["dataset"])
     _, markdown = gathered(tmp_path, paths)
-    section = markdown[markdown.index(f"## MLPerf Tiny's {config['model']}") :].split("\n## ")[0]
+    section = markdown[markdown.index(f"## MLPerf Tiny's reference row: `{config['model']}`") :].split("\n## ")[0]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if "|" in line]
     published = config["published_accuracy"]
     assert [

@@ -181,7 +181,7 @@ def test_smoke_run_reports_every_variant(smoke_run):
         "## What to choose",
         "## Calibration size",
         "## On an Ethos-U NPU",
-        "## MLPerf Tiny's ResNet-8, the reference row",
+        "## MLPerf Tiny's reference row: `resnet8`",
         "## Training: the last epoch",
         "## Where the quantization error is",
         "## What buys the accuracy back",
@@ -269,7 +269,7 @@ def test_fit_table_gives_a_verdict_and_a_labelled_latency_estimate_for_every_var
     estimated = fit[fit.latency_low_ms.notna()]
     assert (estimated.latency_low_ms <= estimated.latency_high_ms).all() and estimated.latency_source.notna().all()
     # On an NPU board the time is Vela's; on a Cortex-M board a range.
-    assert set(npu[npu.latency_low_ms.notna()].latency_source.str.split().str[0]) <= {"Vela"}
+    assert npu[npu.latency_low_ms.notna()].latency_source.str.startswith("Vela's").all()
     assert npu[npu.scheme == "int8"].latency_low_ms.notna().all()
     markdown = (reports / "fit_table.md").read_text()
     assert "## mnist (official)" in markdown and "an estimate, not a measurement" in markdown
@@ -349,7 +349,11 @@ def test_layer_errors_cover_every_quantized_layer(smoke_run):
 def test_every_schemes_mixed_variant_runs_for_the_model_the_smoke_preset_names(smoke_run):
     study = smoke_run.study(SMOKE_STUDY)
     folder = study / "recover" / "mnist" / "custom" / f"seed{SEED}"
-    for scheme in ("int8", "int8_per_tensor", "int4", "int8_lut"):
+    plan = yaml.safe_load((study / "plan" / "mnist" / "custom" / f"seed{SEED}.json").read_text())
+    # The smoke CNN is too small for LUT compression to pay: its int8_lut is not made, so not recovered.
+    assert plan["reasons"]["int8_lut"] == "not converted: nothing to recover"
+    assert set(plan["recover"]) == {"int8", "int8_per_tensor", "int4"}
+    for scheme in plan["recover"]:
         record = yaml.safe_load((folder / f"{scheme}_mixed.json").read_text())
         # Listed, or losing more than the threshold: either way recovered, and the reason says which.
         assert record["reason"].startswith(("listed in diagnostics.always_recover", f"{scheme} loses")), scheme

@@ -496,7 +496,7 @@ def mlperf_markdown(table, cortex_reference, mlperf):
         mean = ours.groupby("scheme", observed=True).accuracy.mean()
         seeds = ours.seed.nunique()
         sections.append(
-            f"## MLPerf Tiny's {mlperf['model']}, the reference row\n\n"
+            f"## MLPerf Tiny's reference row: `{mlperf['model']}`\n\n"
             f"MLPerf Tiny publishes its reference model's accuracy (`mlperf_reference`) and a quality target of "
             f"{100 * target:g} %. This study trains the same architecture with its own recipe (`training`, "
             f"docs/training.md) on {ours.dataset_name.iloc[0]}"
