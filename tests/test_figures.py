@@ -164,3 +164,21 @@ def test_the_tradeoff_figures_legends_are_clear_of_the_title_and_the_panel(resul
     titles = [axis.get_title() for axis in figure.axes]
     assert titles == ["What to choose on cifar10 (test): accuracy change against flash"]
     figures.pyplot().close(figure)
+
+
+def test_every_layer_error_point_lies_inside_its_panels_axis():
+    # A lossy scheme drawn after a mild one: its layers must stay in view of the shared axis.
+    table = pd.DataFrame(
+        {
+            "dataset": "mnist",
+            "model": "custom",
+            "scheme": ["int8"] * 3 + ["int4"] * 3,
+            "depth": [0, 0.5, 1.0] * 2,
+            "snr_db": [40.0, 35.0, 30.0, 12.0, 4.0, -3.0],
+        }
+    )
+    figure = figures.layer_error(table)
+    for axis in figure.axes:
+        bottom, top = axis.get_ylim()
+        for line in axis.get_lines():
+            assert all(bottom <= value <= top for value in line.get_ydata())

@@ -546,11 +546,14 @@ def layer_error(table):
                 # Exact layers (a padding, SNR near float precision) would flatten the rest: drawn at the top.
                 shown = np.minimum(layers.snr_db, SNR_CEILING_DB)
                 axis.plot(layers.depth, shown, marker=".", color=colours[model], linewidth=1)
-            axis.set_ylim(top=SNR_CEILING_DB + 2)
             axis.set_title(f"{dataset}, {scheme}")
             axis.set_xlabel("layer depth (0: first, 1: last)")
             axis.set_ylabel("SNR against fp32 (dB)")
             axis.grid(True, alpha=0.3)
+    # Set once for the shared axis, after every panel is drawn: a limit set on the first panel
+    # alone would cut off the layers of a lossier scheme drawn later.
+    shown = np.minimum(table.snr_db[np.isfinite(table.snr_db)], SNR_CEILING_DB)
+    axes[0][0].set_ylim(bottom=shown.min() - 2 if len(shown) else 0, top=SNR_CEILING_DB + 2)
     handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
     figure.legend(handles=handles, loc="outside right upper", fontsize="small")
     figure.suptitle(
