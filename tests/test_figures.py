@@ -182,3 +182,4 @@ def test_every_layer_error_point_lies_inside_its_panels_axis():
         bottom, top = axis.get_ylim()
         for line in axis.get_lines():
             assert all(bottom <= value <= top for value in line.get_ydata())
+    figures.pyplot().close(figure)
