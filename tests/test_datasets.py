@@ -147,6 +147,14 @@ def test_prepare_carves_a_missing_test_split_and_says_so(tmp_path):
     )
 
 
+def test_prepare_refuses_train_and_test_images_of_different_sizes_and_writes_nothing(tmp_path):
+    members = image_folder_members(splits=("train",)) + image_folder_members(splits=("test",), size=(10, 10))
+    manifest = fetched_folder(tmp_path, members)
+    with pytest.raises(DatasetError, match=r"'train/cat/0.png' is \(8, 8, 3\), 'test/cat/0.png' is \(10, 10, 3\)"):
+        datasets.prepare(manifest, tmp_path / "parts.npz")
+    assert not (tmp_path / "parts.npz").exists()
+
+
 def test_a_file_changed_after_fetch_is_caught_by_prepare(tmp_path):
     source = SOURCES["folder"](tmp_path, image_folder_members())
     fetch.fetch_image_folder("parts", str(source), tmp_path / "manifest.json")

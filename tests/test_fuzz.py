@@ -107,6 +107,7 @@ MEMBER_NAMES = st.sampled_from(
         "../escape.png",
         "/absolute.png",
         "train/../../x.png",
+        "train/../9.png",  # fits <split>/<class>/<image>: only the '..' check refuses it
         "C:/windows.png",
         "train\\a\\back.png",
         "train/a/",
@@ -151,6 +152,7 @@ def _read_folder_source(path):
     else:
         images, labels = splits["train"]
         assert images.dtype == np.uint8 and len(images) == len(labels) and labels.max() < len(classes)
+        assert ".." not in classes, classes
 
 
 @given(MEMBERS, st.sampled_from([None, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE]))

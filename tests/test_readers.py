@@ -303,6 +303,21 @@ def test_image_size_resizes_and_mixed_sizes_without_it_name_two_files(tmp_path):
     assert resized["train"][0].shape == (5, 6, 7, 3)
 
 
+@pytest.mark.parametrize("kind", SOURCES)
+def test_train_and_test_images_of_different_sizes_are_refused_naming_one_file_of_each(tmp_path, kind):
+    # Each split is of one size on its own, so only comparing across splits stops this before training.
+    members = image_folder_members(splits=("train",)) + image_folder_members(splits=("test",), size=(10, 10))
+    source = SOURCES[kind](tmp_path, members)
+    with pytest.raises(DatasetError) as refused:
+        readers.read_image_folder(source)
+    assert str(refused.value) == (
+        f"{source}: images differ in size or channels: 'train/cat/0.png' is (8, 8, 3), 'test/cat/0.png' is "
+        "(10, 10, 3); set image_size (and channels) for this dataset to convert them"
+    )
+    resized, _ = readers.read_image_folder(source, image_size=(8, 8))
+    assert resized["train"][0].shape == resized["test"][0].shape == (4, 8, 8, 3)
+
+
 def test_mixed_grey_and_colour_without_channels_name_two_files(tmp_path):
     members = image_folder_members() + [("train/dog/grey.png", image_bytes(mode="L"))]
     with pytest.raises(DatasetError, match="grey.png' is \\(8, 8, 1\\)"):
@@ -397,6 +412,16 @@ def test_unsafe_tar_members_are_refused(tmp_path, member, message):
     write_tar(tmp_path / "bad.tar.gz", image_folder_members() + [member])
     with pytest.raises(DatasetError, match=f"bad.tar.gz: unsafe archive member .*{message}"):
         readers.read_image_folder(tmp_path / "bad.tar.gz")
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_member_climbing_with_dots_is_refused_where_it_fits_the_layout(tmp_path, kind):
+    # train/../9.png has the three parts of <split>/<class>/<image>: the layout check passes it, and
+    # only the '..' check keeps it from being read as an image of a class named '..'.
+    source = SOURCES[kind](tmp_path, image_folder_members() + [("train/../9.png", image_bytes())])
+    with pytest.raises(DatasetError) as refused:
+        readers.read_image_folder(source)
+    assert str(refused.value) == f"{source}: unsafe archive member 'train/../9.png': '..' in the path"
 
 
 def _symlink_info(name):
