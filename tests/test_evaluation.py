@@ -123,6 +123,24 @@ def test_the_agreement_column_compares_with_the_reference_predictions(trained, f
         )
 
 
+def test_a_reference_of_one_row_is_refused_naming_the_file_before_evaluating(trained, flatbuffers, tmp_path):
+    """One row broadcasts against every prediction: numpy itself would give an agreement, and a wrong one."""
+    from tinyml_quant.evaluation import run_evaluation
+
+    _, test_images, test_labels, _ = trained
+    save_as_prepared(tmp_path / "toy.npz", test_images, test_labels)
+    write_variant(tmp_path / "int8.tflite", flatbuffers["int8"])
+    variant = {"dataset": "toy", "model": "custom", "scheme": "int8"}
+    outputs = (tmp_path / "m.json", tmp_path / "p.npy")
+    for name, reference in (("one.npy", np.zeros(1, np.int16)), ("column.npy", np.zeros((len(test_labels), 1)))):
+        np.save(tmp_path / name, reference)
+        with pytest.raises(ValueError) as refused:
+            run_evaluation(tmp_path / "int8.tflite", tmp_path / "toy.npz", variant, 1, 25, *outputs, tmp_path / name)
+        expected = "1 predictions" if name == "one.npy" else f"an array of shape ({len(test_labels)}, 1)"
+        assert str(refused.value).startswith(f"{tmp_path / name}: holds {expected}, expected {len(test_labels)}")
+        assert not any(path.exists() for path in outputs)
+
+
 class RecordingInterpreter:
     """LiteRT's interpreter interface around a known function, recording what ``predict`` asks of it.
 

@@ -100,6 +100,22 @@ def classification_metrics(predictions, labels, class_names, reference_predictio
     return metrics
 
 
+def load_reference_predictions(path, count):
+    """The fp32 variant's ``count`` predictions from ``path``; None when it was not converted (an empty file).
+
+    Anything but one prediction per test image is refused naming the file: numpy would broadcast a
+    single row against every prediction, and the agreement would come out a plausible number, wrong.
+    """
+    reference = np.load(path, allow_pickle=False)
+    if reference.size == 0:  # the fp32 variant was not converted: nothing to agree with
+        return None
+    if reference.ndim != 1:
+        raise ValueError(f"{path}: holds an array of shape {reference.shape}, expected {count} predictions")
+    if len(reference) != count:
+        raise ValueError(f"{path}: holds {len(reference)} predictions, expected {count}")
+    return reference
+
+
 def run_evaluation(
     tflite_path, dataset_path, variant, threads, batch_size, metrics_path, predictions_path, reference_predictions_path
 ):
@@ -120,19 +136,14 @@ def run_evaluation(
             np.save(temporary, np.zeros(0, np.int16))
         write_json(metrics_path, metrics)
         return metrics
+    # Checked before the test set runs: a bad reference would otherwise cost a whole evaluation.
+    if reference_predictions_path is not None:
+        reference = load_reference_predictions(reference_predictions_path, len(dataset.y_test))
     interpreters = evaluation_interpreters(tflite_path, scheme, threads)
     outputs, seconds = predict(interpreters, dataset.x_test, batch_size)
     predictions = outputs.argmax(axis=1)
     if reference_predictions_path is None:
         reference = predictions
-    else:
-        reference = np.load(reference_predictions_path, allow_pickle=False)
-        if reference.size == 0:  # the fp32 variant was not converted: nothing to agree with
-            reference = None
-        elif reference.shape != predictions.shape:
-            raise ValueError(
-                f"{reference_predictions_path}: holds {len(reference)} predictions, expected {len(predictions)}"
-            )
     metrics = classification_metrics(predictions, dataset.y_test, dataset.class_names, reference)
     input_detail = interpreters[0].get_input_details()[0]
     layout = (
