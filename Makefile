@@ -11,7 +11,7 @@ CORES ?= $(shell nproc)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet --editable '.[test]'
+	$(VENV)/bin/pip install --quiet --editable '.[jax,test]'
 	touch $@
 
 # Only the virtual environment, for a first look (snakemake -n) or your own study.

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .architectures import ARCHITECTURES, check_knobs
+from .backends import BACKENDS, INSTALL, backend_installed
 from .devices import boards_from_config
 from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
 from .npu import check_configuration
@@ -201,6 +202,11 @@ def _check_sources(config, problems):
 
 def _check_training(config, problems):
     training = config["training"]
+    for key, backend in _setting_values(training, "backend"):
+        if backend in BACKENDS and not backend_installed(backend):
+            problems.append(
+                f"{key}: {backend} is not installed in this environment; install it with: {INSTALL[backend]}"
+            )
     known_datasets = set(BUILTIN_DATASETS) | set(config["image_folders"])
     known_models = set(ARCHITECTURES)
     for model in training.get("per_model", {}):
@@ -215,6 +221,21 @@ def _check_training(config, problems):
                     f"training.per_dataset.{dataset}.per_model.{model}: not a built-in model; "
                     f"known: {sorted(known_models)}"
                 )
+
+
+def _setting_values(training, name):
+    """``(key path, value)`` of the training setting ``name`` wherever the recipe sets it, overrides included."""
+    found = [(f"training.{name}", training[name])] if name in training else []
+    for model, settings in training.get("per_model", {}).items():
+        if name in settings:
+            found.append((f"training.per_model.{model}.{name}", settings[name]))
+    for dataset, settings in training.get("per_dataset", {}).items():
+        if name in settings:
+            found.append((f"training.per_dataset.{dataset}.{name}", settings[name]))
+        for model, inner in settings.get("per_model", {}).items():
+            if name in inner:
+                found.append((f"training.per_dataset.{dataset}.per_model.{model}.{name}", inner[name]))
+    return found
 
 
 def built_in_train_images(config):

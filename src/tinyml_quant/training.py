@@ -1,4 +1,9 @@
-"""Training: a seeded, deterministic Keras 3 ``fit`` on a prepared dataset.
+"""Training: a seeded, deterministic Keras 3 ``fit`` on a prepared dataset, on any Keras backend.
+
+The input pipeline and augmentation are NumPy (``TrainingBatches``), so the
+same code trains under TensorFlow or JAX (``training.backend``; the backend is
+chosen before Keras is imported, by ``backends.select_backend``), and a JAX
+training imports no TensorFlow.
 
 A training recipe is a plain dict of settings (``training`` in the config,
 merged per dataset and model by ``tinyml_quant.config.training_settings``):
@@ -15,7 +20,9 @@ merged per dataset and model by ``tinyml_quant.config.training_settings``):
 * ``validation_split``: the fraction of training images held out (seeded) to
   report validation accuracy per epoch; 0 trains on all;
 * ``augmentation``: ``random_crop_padding`` (zero padding, then a random crop
-  back to size) and ``horizontal_flip``.
+  back to size) and ``horizontal_flip``;
+* ``backend`` (``tensorflow`` or ``jax``) and ``accelerator`` (``auto``,
+  ``cpu`` or ``gpu``): where it trains (``backends``).
 """
 
 import csv
@@ -25,10 +32,10 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from . import __version__
 from .architectures import build_model
+from .backends import BackendError, backend_version, check_accelerator
 from .datasets import load_prepared
 from .files import atomic_path, write_json
 from .runtime import configure_tensorflow
@@ -50,48 +57,79 @@ def split_validation(count, fraction, seed):
     return np.sort(order[validation_size:]), np.sort(order[:validation_size])
 
 
-def augment_batch(images, batch_seed, padding, flip):
-    """Random crop after zero padding, and horizontal flip, of a whole batch at once.
+def augment_batch(images, rng, padding, flip):
+    """Random crop after zero padding, and horizontal flip, of a whole batch at once (NumPy, any backend).
 
-    A crop of the padded image is a shift by up to ``padding`` pixels with
-    zeros shifted in, so the batch goes through one projective transform
-    (nearest neighbour, integer shifts: pixels are copied, never blended)
-    instead of a pad and a crop per image. ``batch_seed`` (two integers) makes
-    the shifts and flips a function of the seed and the batch's position.
+    A crop of the zero-padded image is a shift by up to ``padding`` pixels
+    with zeros shifted in: each image's crop is read from the padded batch by
+    one gather (pixels are copied, never blended). ``rng`` (a NumPy Generator
+    seeded by the training seed, the epoch and the batch's position) draws the
+    offsets and flips, so a batch is a function of those three alone.
     """
-    count = tf.shape(images)[0]
+    count, height, width = images.shape[:3]
     if padding:
-        shifts = tf.random.stateless_uniform(
-            [count, 2], seed=batch_seed, minval=-padding, maxval=padding + 1, dtype=tf.int32
-        )
-        shifts = tf.cast(shifts, tf.float32)
-        ones, zeros = tf.ones([count, 1]), tf.zeros([count, 1])
-        # Output pixel (x, y) reads input pixel (x + dx, y + dy): rows a0..a2, b0..b2, c0..c1 of each transform.
-        transforms = tf.concat([ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1)
-        images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transforms,
-            output_shape=tf.shape(images)[1:3],
-            fill_value=0.0,
-            interpolation="NEAREST",
-            fill_mode="CONSTANT",
-        )
+        padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        rows, columns = (rng.integers(0, 2 * padding + 1, count) for _ in range(2))
+        row_index = rows[:, None] + np.arange(height)
+        column_index = columns[:, None] + np.arange(width)
+        images = padded[np.arange(count)[:, None, None], row_index[:, :, None], column_index[:, None, :]]
     if flip:
-        flipped = tf.random.stateless_uniform([count], seed=batch_seed + [0, 1]) < 0.5
-        images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        flipped = rng.random(count) < 0.5
+        images = np.where(flipped[:, None, None, None], images[:, :, ::-1], images)
     return images
 
 
-def make_datasets(x_train, y_train, settings, num_classes):
-    """Shuffled, augmented training batches and plain validation batches (``tf.data``, prefetched).
+class TrainingBatches(keras.utils.PyDataset):
+    """Shuffled, augmented, one-hot training batches of a fixed size, seeded, on every Keras backend.
 
-    Labels are one-hot, so label smoothing applies. Every training batch is
-    full: the last, smaller one of each epoch is dropped (each epoch reshuffles,
-    so no image is left out for good). A training step on a smaller batch than
-    the ones before corrupts the heap in TensorFlow 2.21's oneDNN kernels on
-    this project's CPUs (two threads; reproduced with a ResNet-8 on 81 images,
-    batch 32, and tested), and oneDNN is twice as fast as TensorFlow without it.
-    Returns ``(train, validation or None, training image count)``.
+    Each epoch draws a new permutation of the training images from
+    ``(seed, epoch)``, and each batch its augmentation from ``(seed, epoch,
+    batch)``, so the batches do not depend on who asks for them or when. Only
+    whole batches: the last, smaller one of an epoch is left out (each epoch
+    reshuffles, so no image is left out for good). A training step on a smaller
+    batch than the ones before corrupts the heap in TensorFlow 2.21's oneDNN
+    kernels on this project's CPUs (two threads; reproduced with a ResNet-8 on
+    81 images, batch 32, and tested), and oneDNN is twice as fast as TensorFlow
+    without it. One worker, no processes: a batch is a few milliseconds of
+    NumPy, and the epoch counter must be the trainer's.
+    """
+
+    def __init__(self, images, labels, batch_size, num_classes, seed, padding=0, flip=False):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images, self.labels = images, labels
+        self.batch_size, self.num_classes, self.seed = batch_size, num_classes, seed
+        self.padding, self.flip = padding, flip
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.labels) // self.batch_size
+
+    def order(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        chosen = self.order()[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.images[chosen]
+        if self.padding or self.flip:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            images = augment_batch(images, rng, self.padding, self.flip)
+        return images.astype(np.float32), one_hot(self.labels[chosen], self.num_classes)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def one_hot(labels, num_classes):
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def make_datasets(x_train, y_train, settings, num_classes):
+    """Training batches (``TrainingBatches``) and the validation images and one-hot labels (or None).
+
+    Labels are one-hot, so label smoothing applies. Returns ``(train,
+    validation or None, training image count)``.
     """
     seed = settings["seed"]
     train_index, validation_index = split_validation(len(y_train), settings["validation_split"], seed)
@@ -101,25 +139,20 @@ def make_datasets(x_train, y_train, settings, num_classes):
             "left after the validation split; lower it for this dataset (training.per_dataset.<dataset>.batch_size)"
         )
     augmentation = settings.get("augmentation") or {}
-    padding = int(augmentation.get("random_crop_padding", 0))
-    flip = bool(augmentation.get("horizontal_flip", False))
-
-    def prepare(batch_number, images, labels):
-        images = tf.cast(images, tf.float32)
-        if padding or flip:
-            images = augment_batch(images, tf.stack([tf.constant(seed, tf.int64), batch_number]), padding, flip)
-        return images, tf.one_hot(labels, num_classes)
-
-    train = tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index]))
-    train = train.shuffle(len(train_index), seed=seed, reshuffle_each_iteration=True)
-    train = train.batch(settings["batch_size"], drop_remainder=True).enumerate()
-    train = train.map(lambda number, batch: prepare(number, *batch), num_parallel_calls=tf.data.AUTOTUNE)
-    train = train.prefetch(tf.data.AUTOTUNE)
+    train = TrainingBatches(
+        x_train[train_index],
+        y_train[train_index],
+        settings["batch_size"],
+        num_classes,
+        seed,
+        padding=int(augmentation.get("random_crop_padding", 0)),
+        flip=bool(augmentation.get("horizontal_flip", False)),
+    )
     validation = None
     if len(validation_index):
-        validation = tf.data.Dataset.from_tensor_slices((x_train[validation_index], y_train[validation_index]))
-        validation = validation.batch(settings["batch_size"]).map(
-            lambda images, labels: (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes))
+        validation = (
+            x_train[validation_index].astype(np.float32),
+            one_hot(y_train[validation_index], num_classes),
         )
     return train, validation, len(train_index)
 
@@ -205,7 +238,20 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
     are extra Keras callbacks for ``fit``.
     """
     seed = settings["seed"]
-    configure_tensorflow(threads, seed)
+    backend = keras.backend.backend()
+    wanted = settings.get("backend", "tensorflow")
+    if backend != wanted:
+        raise BackendError(
+            f"training.backend is {wanted!r} but Keras was imported with the {backend!r} backend: choose it "
+            "with tinyml_quant.backends.select_backend before importing tinyml_quant.training (or Keras)"
+        )
+    device = check_accelerator(backend, settings.get("accelerator", "auto"))
+    if backend == "tensorflow":
+        configure_tensorflow(threads, seed)
+    else:
+        # Python's, NumPy's and Keras' own seed generator (weights, dropout): the backend's ops are
+        # deterministic on a CPU; on a GPU, XLA's reductions may not be (docs/training.md).
+        keras.utils.set_random_seed(seed)
     num_classes = len(dataset.class_names)
     precision = settings.get("precision", "float32")
     if precision not in PRECISIONS:
@@ -221,9 +267,11 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
         metrics=["accuracy"],
     )
     logger.info(
-        "training %s on %s: %d parameters, %d training images, settings %s",
+        "training %s on %s with Keras' %s backend on the %s: %d parameters, %d training images, settings %s",
         model.name,
         dataset.name,
+        backend,
+        device,
         model.count_params(),
         train_count,
         settings,
@@ -232,9 +280,9 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
     history = model.fit(
         train_batches,
         validation_data=validation_batches,
+        validation_batch_size=settings["batch_size"],
         epochs=settings["epochs"],
         callbacks=[keras.callbacks.TerminateOnNaN(), timer, *callbacks],
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=2,
     )
     losses = history.history["loss"]
@@ -267,6 +315,8 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == dataset.y_test)),
         "training_images": int(train_count),
         "seed": seed,
+        "backend": backend,
+        "device": device,
         "settings": settings,
         "architecture": architecture,
         "epoch_seconds_median": float(np.median(timer.seconds)),
@@ -286,7 +336,8 @@ def run_training(dataset_path, model_name, architecture, settings, threads, mode
     """Snakemake entry point: train, then write model, history CSV and test metrics."""
     dataset = load_prepared(dataset_path)
     model, rows, test_metrics = train(dataset, model_name, architecture, settings, threads)
-    test_metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}
+    backend = test_metrics["backend"]
+    test_metrics["versions"] = {backend: backend_version(backend), "keras": keras.__version__, "workflow": __version__}
     with atomic_path(model_path) as temporary:
         model.save(temporary)
     write_history(rows, history_path)
