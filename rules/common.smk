@@ -19,6 +19,7 @@ from tinyml_quant.schemes import (
 )
 
 from tinyml_quant.firmware import BUNDLE_FILES
+from tinyml_quant.micro import GATE_KEYS as MICRO_GATE_KEYS
 from tinyml_quant.figures import (
     COST_FIGURES,
     DEVICE_FIGURES,

@@ -114,6 +114,7 @@ rule recover_quantized:
             "sample_seed": config["diagnostics"]["sample_seed"],
             "agreement_images": config["micro"]["agreement_images"],
             "agreement_seed": config["micro"]["sample_seed"],
+            "gate": {key: config["micro"][key] for key in MICRO_GATE_KEYS},
             "batch_size": config["evaluation"]["batch_size"],
         },
         reason=lambda wildcards: planned(

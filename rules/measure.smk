@@ -51,6 +51,7 @@ rule measure_micro:
     params:
         agreement_images=config["micro"]["agreement_images"],
         sample_seed=config["micro"]["sample_seed"],
+        gate={key: config["micro"][key] for key in MICRO_GATE_KEYS},
     script:
         "../scripts/measure_micro.py"
 

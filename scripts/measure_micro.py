@@ -10,6 +10,7 @@ with output_to_log(snakemake.log[0]):
         variant=dict(snakemake.wildcards),
         agreement_images=snakemake.params.agreement_images,
         sample_seed=snakemake.params.sample_seed,
+        gate=dict(snakemake.params.gate),
         output_path=snakemake.output.micro,
         reference_path=snakemake.input.reference,
     )

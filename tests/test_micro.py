@@ -82,6 +82,9 @@ def test_the_measurement_record_in_full(flatbuffers, int8_measurement):
         "unsupported_operator": None,
         "unsupported_node": None,
         "tflm_error": None,
+        "gate": None,
+        "wrong_output": None,
+        "external_buffer_bytes": 0,
         "largest_failing_arena_bytes": arena - 1,
         "arena_probes": 21,  # the first, generous arena (1 MiB), then 20 halvings of the interval down to 1 byte
         "tflm_version": tflm_version,
@@ -381,10 +384,12 @@ def test_run_micro_measurement_writes_json(flatbuffers, images, tmp_path):
     tflite_path = tmp_path / "fp32.tflite"
     write_variant(tflite_path, flatbuffers["fp32"], "fp32")
     dataset_path = write_prepared_dataset(tmp_path / "synthetic.npz", images)
-    returned = run_micro_measurement(tflite_path, dataset_path, VARIANT, 5, 0, tmp_path / "out" / "micro.json")
+    gate = {"min_top1_agreement": 0.95, "max_output_steps": 64}
+    returned = run_micro_measurement(tflite_path, dataset_path, VARIANT, 5, 0, gate, tmp_path / "out" / "micro.json")
     written = json.loads((tmp_path / "out" / "micro.json").read_text())
     assert written == json.loads(json.dumps(returned))
-    assert written["status"] == "runs" and written["arena_bytes"] > 0
+    assert written["status"] == "runs" and written["arena_bytes"] > 0 and written["wrong_output"] is None
+    assert written["gate"] == gate
     assert written["agreement"]["images"] == 5 and written["agreement"]["top1_agreement"] == 1.0
     assert written["dataset_name"] == "synthetic (test)" and written["sample"] == "5 test images, seed 0"
     assert written["tflite_path"] == str(tflite_path)

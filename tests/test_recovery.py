@@ -99,6 +99,7 @@ def test_the_int8_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verd
         "agreement_images": 12,
         "agreement_seed": 5,
         "batch_size": 16,
+        "gate": {"min_top1_agreement": 0.95, "max_output_steps": 64},
     }
     outputs = {name: tmp_path / f"recovered.{name}" for name in ("tflite", "device", "metrics")}
     record = run_recovery("int8", paths, settings, 1, "asked for", outputs)
@@ -188,6 +189,7 @@ def test_a_mixed_variant_the_quantizer_cannot_make_is_recorded_with_its_reason(s
     }
     settings = {"calibration": {"calibration_images": 8, "calibration_seed": 0}, "layers": 1, "debug_images": 4}
     settings |= {"sample_seed": 0, "agreement_images": 4, "agreement_seed": 0, "batch_size": 16}
+    settings |= {"gate": {"min_top1_agreement": 0.95, "max_output_steps": 64}}
     outputs = {name: tmp_path / f"mixed.{name}" for name in ("tflite", "device", "metrics")}
     record = run_recovery("int4", paths, settings, 1, "asked for", outputs)
     assert record["status"] == "not converted"

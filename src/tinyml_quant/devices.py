@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import cortex_m
 from .files import write_csv, write_text
-from .micro import RUNS, STATUSES
+from .micro import RUNS, STATUSES, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import BY_NAME, INTEGER_SCHEMES
 from .variants import NOT_CONVERTED
@@ -104,14 +104,25 @@ def _kilobytes_over(excess_bytes):
     return math.ceil(excess_bytes / KB)
 
 
-def fit_verdict(file_bytes, arena_bytes, status, board):
-    """``"fits"``, ``"over flash by N KB"``, ``"over RAM by N KB"``, both joined by "and", or ``"unsupported"``.
+def wrong_output_verdict(agreement):
+    """The fit table's verdict for a variant TFLite Micro computes wrongly, with its top-1 agreement if measured."""
+    if agreement is None or pd.isna(agreement):
+        return "wrong output"
+    return f"wrong output ({100 * agreement:.1f}% agreement)"
 
-    ``status`` is a TFLite Micro status (``"runs"`` or ``"unsupported on
-    TFLite Micro"``); an unsupported variant has no arena and needs no numbers.
+
+def fit_verdict(file_bytes, arena_bytes, status, board, agreement=None):
+    """``"fits"``, ``"over flash by N KB"``, ``"over RAM by N KB"``, both joined by "and", ``"wrong output"``
+    or ``"unsupported"``.
+
+    ``status`` is a TFLite Micro status (``micro.STATUSES``); an unsupported
+    variant has no arena and needs no numbers; one that runs with wrong output
+    fits nowhere, whatever its size (``agreement``: its top-1 agreement).
     """
     if status not in STATUSES:
         raise ValueError(f"unknown TFLite Micro status {status!r}; known: {list(STATUSES)}")
+    if status == WRONG_OUTPUT:
+        return wrong_output_verdict(agreement)
     if status != RUNS:
         return "unsupported"
     for name, value in (("file_bytes", file_bytes), ("arena_bytes", arena_bytes)):
@@ -184,6 +195,9 @@ def fit_table(results, boards, npu_records=None, cortex_reference=None):
             # TFLite Micro's compressed file): its own record says whether that was made.
             if board.npu and not_for_the_npu(variant.scheme):
                 verdict = "not for the NPU (float)"
+            elif variant.tflm_status == WRONG_OUTPUT:
+                # The gate is TFLite Micro's, which also runs what Vela leaves to the CPU: no board gets the file.
+                verdict = wrong_output_verdict(variant.tflm_top1_agreement)
             elif board.npu:
                 verdict = npu_fit_verdict(npu_record, board)
             elif variant.status == NOT_CONVERTED:
@@ -193,6 +207,8 @@ def fit_table(results, boards, npu_records=None, cortex_reference=None):
             else:
                 verdict = fit_verdict(int(variant.file_bytes), arena_bytes, variant.tflm_status, board)
             low, high, source = latency_estimate(variant, board, npu_record, cortex_reference)
+            if variant.tflm_status == WRONG_OUTPUT:
+                low, high, source = None, None, "no estimate: wrong output on TensorFlow Lite Micro"
             rows.append(
                 {
                     "dataset_name": variant.dataset_name,
@@ -229,7 +245,9 @@ def fit_markdown(table, boards, cortex_reference=None):
         "# Will it fit, and how fast? Every TFLite variant on every board\n",
         "On a board without an NPU a variant fits when its `.tflite` file + the flash allowance <= flash and its "
         "TFLite Micro arena + the RAM allowance <= RAM; on an NPU board, when Vela's compiled model (its SRAM and "
-        "flash) + the allowances fits (KB = 1024 bytes).\n",
+        "flash) + the allowances fits (KB = 1024 bytes). A variant whose TFLite Micro outputs fail the correctness "
+        "gate against LiteRT (`micro.min_top1_agreement`, `micro.max_output_steps`) reads `wrong output`, with its "
+        "top-1 agreement, on every board.\n",
         "**Every latency here is an estimate, not a measurement**: on NPU boards Arm Vela's estimated cycles at the "
         "board's NPU clock (`npu.clock_mhz`; operators left on the CPU not counted); on Cortex-M boards, "
         "for variants with int8 activations, a range: the variant's MACs times the cycles per MAC of MLPerf Tiny's "

@@ -16,6 +16,16 @@ moving average of each sample's range, shrinks the ranges of tensors whose
 extremes come from few images: on this study's models it collapsed activation
 ranges until a model's outputs were constant.
 
+**Weights inline.** Once a model's weight buffers of 1 KiB or more add up
+to 256 KiB, the quantizer (0.10.0, ``ModelModifier._serialize_model``)
+stores them after the flatbuffer, at ``Buffer.offset`` with ``Buffer.data``
+empty: the schema's layout for files over 2 GB. LiteRT follows the offsets;
+TensorFlow Lite Micro reads only ``Buffer.data``, so it places those
+weights in its arena, never fills them and computes with whatever bytes
+are there, without an error (tflite-micro issue #3196). ``quantize``
+therefore writes every buffer back inline (``graph.inline_buffers``);
+LiteRT's outputs are the same bytes.
+
 ``higher_precision`` names layers (by their output tensor) that keep the
 scheme's better form: 8-bit per-channel weights. The mixed-precision variant
 of ``recovery`` uses it for a variant's worst layers.
@@ -27,6 +37,7 @@ import re
 import numpy as np
 
 from .datasets import load_prepared
+from .graph import inline_buffers
 from .schemes import EDGE_QUANTIZER, EDGE_QUANTIZER_SCHEMES, INT4, PER_TENSOR
 from .variants import ToolFailure, converting, read_variant
 
@@ -99,7 +110,7 @@ def quantize(fp32_flatbuffer, scheme, representative_images, higher_precision=()
         raise ValueError(f"scheme {scheme} needs representative images for calibration")
     made = quantizer_for(fp32_flatbuffer, scheme, higher_precision)
     ranges = calibrate(made, fp32_flatbuffer, representative_images, threads)
-    return bytes(made.quantize(ranges, enable_progress_report=False).quantized_model)
+    return inline_buffers(bytes(made.quantize(ranges, enable_progress_report=False).quantized_model))
 
 
 def quantized_variant(fp32_flatbuffer, scheme, representative_images, higher_precision=(), threads=1):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .devices import KB, boards_from_config
 from .files import atomic_path
-from .micro import RUNS
+from .micro import RUNS, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import SCHEMES
 from .variants import NOT_CONVERTED
@@ -41,6 +41,8 @@ def draw_board_lines(axis, budgets, zorder):
 
 
 MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
+# The cross drawn over a variant TFLite Micro runs with wrong output (pure red, not tab10's red of a model).
+WRONG_OUTPUT_COLOUR = "red"
 SNR_CEILING_DB = 80.0
 
 
@@ -259,8 +261,15 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
         board_handles = draw_board_lines(axis, budgets, zorder=2)
         label_log_axis(axis)
         axis.set_title(name)
-    refused = sorted({f"{row.scheme} ({row.tflm_unsupported_operator})" for row in table[unsupported].itertuples()})
-    hollow_note = "hollow: unsupported on TFLite Micro" if drawn == "all" and refused else None
+    refused = sorted(
+        {
+            f"{row.scheme} (wrong output)"
+            if row.tflm_status == WRONG_OUTPUT
+            else f"{row.scheme} ({row.tflm_unsupported_operator})"
+            for row in table[unsupported].itertuples()
+        }
+    )
+    hollow_note = "hollow: unsupported or wrong output on TFLite Micro" if drawn == "all" and refused else None
     drawn_schemes = _schemes_in(table if drawn == "all" else table[~unsupported])
     figure.legend(
         handles=_legend_handles(colours, drawn_schemes, hollow_note),
@@ -277,7 +286,7 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
     )
     title = f"Accuracy versus {MEMORY_LABELS[memory]}"
     if drawn == "runs" and refused:
-        title += f"\nnot drawn, unsupported on TFLite Micro: {', '.join(refused)}"
+        title += f"\nnot drawn, unsupported or wrong output on TFLite Micro: {', '.join(refused)}"
     figure.suptitle(title)
     return figure
 
@@ -306,13 +315,20 @@ def pareto_front(sizes, changes):
     return front
 
 
+def _every_seed(statuses):
+    """A scheme's TFLite Micro status over its seeds: runs only if every seed runs; wrong if any seed is."""
+    if (statuses == RUNS).all():
+        return RUNS
+    return WRONG_OUTPUT if (statuses == WRONG_OUTPUT).any() else statuses[statuses != RUNS].iloc[0]
+
+
 def tradeoff(table, boards, dataset):
     """One dataset: every variant's accuracy change against its flash, the Pareto front, the boards' flash."""
     plt = pyplot()
     part = table[table.dataset == dataset]
     mean = (
         part.groupby(["model", "scheme"], observed=True)
-        .agg(size_kb=("size_kb", "mean"), change=("accuracy_change_vs_fp32", "mean"), runs=("tflm_status", "first"))
+        .agg(size_kb=("size_kb", "mean"), change=("accuracy_change_vs_fp32", "mean"), runs=("tflm_status", _every_seed))
         .reset_index()
     )
     colours = model_colours(mean.model)
@@ -329,6 +345,9 @@ def tradeoff(table, boards, dataset):
             linewidths=0.5 if runs else 1.2,
             zorder=3,
         )
+    # Drawn over their own marker: TFLite Micro runs them, but computes something else than LiteRT.
+    wrong = mean[mean.runs == WRONG_OUTPUT]
+    axis.scatter(wrong.size_kb, wrong.change, marker="x", s=90, color=WRONG_OUTPUT_COLOUR, linewidths=1.8, zorder=4)
     # The front of what a microcontroller can run, as "What to choose" in results.md.
     runnable = mean[mean.runs == RUNS].reset_index(drop=True)
     front = pareto_front(runnable.size_kb.to_numpy(), runnable.change.to_numpy())
@@ -350,6 +369,12 @@ def tradeoff(table, boards, dataset):
     axis.set_ylabel("accuracy change vs fp32 (points, mean over seeds)")
     axis.grid(True, which="both", alpha=0.3)
     handles = _legend_handles(colours, _schemes_in(mean), "hollow: TFLite Micro does not run it")
+    if len(wrong):
+        handles.append(
+            plt.Line2D(
+                [], [], marker="x", linestyle="", color=WRONG_OUTPUT_COLOUR, label="runs, wrong output (never chosen)"
+            )
+        )
     handles.append(plt.Line2D([], [], color="black", linewidth=1, label="Pareto front (TFLite Micro runs)"))
     figure.legend(handles=handles, loc="outside right upper", fontsize="small", title="model, scheme")
     if board_handles:

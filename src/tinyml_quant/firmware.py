@@ -25,7 +25,8 @@ import numpy as np
 
 from .datasets import load_prepared
 from .files import read_json, write_text
-from .graph import operator_counts
+from .graph import external_buffers, operator_counts
+from .micro import RUNS
 from .runtime import load_interpreter
 from .tflm_resolver import BUILTIN_METHODS, CUSTOM_METHODS, TFLM_COMMIT
 
@@ -171,14 +172,24 @@ def op_resolver_file(symbol, operators):
 
 
 def firmware_bundle(flatbuffer, micro_record, class_names, margin_percent, symbol, interface=None):
-    """``{file name: text}`` of the bundle; a variant TFLite Micro does not run has none (ValueError).
+    """``{file name: text}`` of the bundle; a variant TFLite Micro does not run correctly has none (ValueError).
+
+    Nor has a file whose weights lie outside the flatbuffer (``graph.external_buffers``),
+    whatever its record says: the array would hold the weights where TFLite Micro never reads them.
 
     ``interface``: a flatbuffer LiteRT loads with the same input and output
     tensors, for a device file LiteRT cannot load (a LUT-compressed model's
     binned twin); by default ``flatbuffer`` itself.
     """
-    if micro_record["status"] != "runs":
-        raise ValueError(f"{symbol}: {micro_record['status']} ({micro_record['unsupported_operator']}): no firmware")
+    if micro_record["status"] != RUNS:
+        why = micro_record.get("wrong_output") or micro_record.get("unsupported_operator")
+        raise ValueError(f"{symbol}: {micro_record['status']} ({why}): no firmware")
+    external = external_buffers(flatbuffer)
+    if external:
+        raise ValueError(
+            f"{symbol}: {len(external)} buffers ({sum(external.values())} bytes) lie outside the flatbuffer, "
+            "where TensorFlow Lite Micro never reads them: no firmware"
+        )
     interpreter = load_interpreter(interface or flatbuffer)
     header, source = model_data_files(flatbuffer, symbol)
     return {

@@ -145,6 +145,68 @@ def operator_counts(model):
     return dict(sorted(counts.items()))
 
 
+def external_buffers(model):
+    """``{buffer index: bytes}`` of the buffers whose data lies outside the flatbuffer, at ``Buffer.offset``.
+
+    The schema's layout for files over 2 GB: ``Buffer.data`` empty,
+    ``Buffer.offset`` and ``Buffer.size`` naming bytes after the flatbuffer
+    (an offset of 0 or 1 is no data). LiteRT follows the offsets; TensorFlow
+    Lite Micro reads only ``Buffer.data`` and computes with whatever its
+    arena holds (tflite-micro issue #3196). Custom options stored the same
+    way (``largeCustomOptionsOffset``) count under their operator as
+    ``"subgraph G operator O"``.
+    """
+    parsed = _as_parsed(model)
+    found = {index: int(buffer.size or 0) for index, buffer in enumerate(parsed.buffers or []) if _at_offset(buffer)}
+    for graph_index, subgraph in enumerate(parsed.subgraphs):
+        for operator_index, operator in enumerate(subgraph.operators or []):
+            if (operator.largeCustomOptionsOffset or 0) > 1:
+                found[f"subgraph {graph_index} operator {operator_index}"] = int(operator.largeCustomOptionsSize or 0)
+    return found
+
+
+def _at_offset(buffer):
+    return (buffer.offset or 0) > 1
+
+
+def inline_buffers(model):
+    """The flatbuffer's bytes with every buffer (and custom options) held inline, as TensorFlow Lite Micro reads them.
+
+    A file without external data comes back unchanged, byte for byte; one
+    with it is written again from its parsed tree, each external block moved
+    into ``Buffer.data`` (or ``customOptions``), the way the AI Edge
+    Quantizer writes the files it keeps inline. Nothing else changes, so
+    LiteRT computes the same outputs. Data an offset points past the end of
+    the file is a ValueError naming it.
+    """
+    import flatbuffers
+    import numpy as np
+
+    content, where = read_flatbuffer(model)
+    parsed = _parse(content, where)
+    if not external_buffers(parsed):
+        return content
+
+    def block(offset, size, what):
+        if offset + size > len(content):
+            raise ValueError(f"{where}: {what} lies at bytes {offset}-{offset + size}, past the file's {len(content)}")
+        return np.frombuffer(content, np.uint8, count=size, offset=offset).copy()
+
+    for index, buffer in enumerate(parsed.buffers):
+        if _at_offset(buffer):
+            buffer.data = block(int(buffer.offset), int(buffer.size or 0), f"buffer {index}")
+            buffer.offset, buffer.size = 0, 0
+    for subgraph in parsed.subgraphs:
+        for operator in subgraph.operators or []:
+            if (operator.largeCustomOptionsOffset or 0) > 1:
+                offset, size = int(operator.largeCustomOptionsOffset), int(operator.largeCustomOptionsSize or 0)
+                operator.customOptions = block(offset, size, "custom options")
+                operator.largeCustomOptionsOffset, operator.largeCustomOptionsSize = 0, 0
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(parsed.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def _listed(values):
     """A vector field of the parsed tree as a list: the reader gives None for an absent one."""
     return [] if values is None else list(values)

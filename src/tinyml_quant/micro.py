@@ -41,6 +41,17 @@ on the study's models, so a whole measurement (21 probes and one inference)
 takes 0.25-0.5 s on a ResNet-8 to ResNet-20; one child per probe would cost
 about 5 s.
 
+**Runs, wrong output.** TFLite Micro's outputs must agree with LiteRT's on
+the seeded sample within a tolerance (``gate``: ``min_top1_agreement``, the
+share of images both give the same class, and ``max_output_steps``, the
+largest difference of an integer output in quantization steps). Their
+reference kernels round differently from LiteRT's, so correct int8 variants
+differ by a few steps and, now and then, in one image's class; a variant
+beyond the tolerance computes something else, and its status is ``"runs,
+wrong output"`` with the reasons. So is any file whose weights lie outside
+the flatbuffer (``graph.external_buffers``), whatever the sample shows:
+TFLite Micro never reads them.
+
 **Unsupported** is a result, not an error: when TFLM refuses the model at a
 generous arena (float16 weights reach ``DEQUANTIZE``, which TFLM only accepts
 from integer types; dynamic-range "hybrid" convolutions), the status is
@@ -62,6 +73,7 @@ import numpy as np
 
 from .datasets import load_prepared, seeded_subset
 from .files import write_json
+from .graph import external_buffers
 from .micro_worker import FIRST_ARENA_BYTES, GROWTH, MAX_ARENA_BYTES, refused_operator
 from .runtime import dequantize_output, image_shape, load_interpreter, quantize_input
 from .variants import NOT_CONVERTED, NotConverted, not_converted_fields, read_variant
@@ -69,8 +81,11 @@ from .variants import NOT_CONVERTED, NotConverted, not_converted_fields, read_va
 logger = logging.getLogger(__name__)
 
 RUNS = "runs"
+WRONG_OUTPUT = "runs, wrong output"
 UNSUPPORTED = "unsupported on TFLite Micro"
-STATUSES = (RUNS, UNSUPPORTED, NOT_CONVERTED)
+STATUSES = (RUNS, WRONG_OUTPUT, UNSUPPORTED, NOT_CONVERTED)
+# The tolerance of the correctness gate, as config ``micro`` names it.
+GATE_KEYS = ("min_top1_agreement", "max_output_steps")
 # The child process: ``python -m`` this module with the request file.
 WORKER_MODULE = "tinyml_quant.micro_worker"
 # Each restart follows a crashed probe and narrows the search, so at most one per probe (about 31).
@@ -163,8 +178,8 @@ def compare_outputs(tflm_outputs, litert_outputs, output_detail, labels=None):
     any output value in quantization steps (the two runtimes' kernels may round
     differently: one step is rounding, more is a real difference); float
     outputs have no steps and report ``max_abs_difference`` only. With
-    ``labels``, each runtime's accuracy on the sample. A disagreement is a
-    finding, not an error.
+    ``labels``, each runtime's accuracy on the sample. Whether the
+    disagreement is tolerable is ``gate_failures``'s answer.
     """
     tflm_outputs, litert_outputs = np.asarray(tflm_outputs), np.asarray(litert_outputs)
     if tflm_outputs.shape != litert_outputs.shape:
@@ -189,6 +204,48 @@ def compare_outputs(tflm_outputs, litert_outputs, output_detail, labels=None):
         comparison["tflm_accuracy"] = float(np.mean(tflm_classes == labels))
         comparison["litert_accuracy"] = float(np.mean(litert_classes == labels))
     return comparison
+
+
+def check_gate(gate):
+    """``gate`` checked: ``min_top1_agreement`` a fraction, ``max_output_steps`` a count; else ValueError."""
+    if not isinstance(gate, dict) or set(gate) != set(GATE_KEYS):
+        raise ValueError(f"the TFLite Micro gate needs exactly the keys {list(GATE_KEYS)}, got {gate!r}")
+    agreement, steps = gate["min_top1_agreement"], gate["max_output_steps"]
+    if isinstance(agreement, bool) or not isinstance(agreement, numbers.Real) or not 0 <= agreement <= 1:
+        raise ValueError(f"micro.min_top1_agreement must be a fraction from 0 to 1, got {agreement!r}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"micro.max_output_steps must be a non-negative integer, got {steps!r}")
+    return {"min_top1_agreement": float(agreement), "max_output_steps": int(steps)}
+
+
+def gate_failures(agreement, gate):
+    """Why TFLite Micro's outputs (``compare_outputs``) fall outside ``gate``'s tolerance; empty when they pass.
+
+    Float outputs have no quantization steps: their agreement alone decides.
+    """
+    gate = check_gate(gate)
+    failures = []
+    if agreement["top1_agreement"] < gate["min_top1_agreement"]:
+        failures.append(
+            f"top-1 agreement with LiteRT {agreement['top1_agreement']:.1%} on {agreement['images']} images, "
+            f"below micro.min_top1_agreement {gate['min_top1_agreement']:.0%}"
+        )
+    steps = agreement.get("max_difference_steps")
+    if steps is not None and steps > gate["max_output_steps"]:
+        failures.append(
+            f"outputs up to {steps} quantization steps from LiteRT's, over micro.max_output_steps "
+            f"{gate['max_output_steps']}"
+        )
+    return failures
+
+
+def _external_failure(external):
+    """The reason a file with weights outside the flatbuffer is wrong on TFLite Micro."""
+    named = ", ".join(map(str, list(external)[:5])) + (", ..." if len(external) > 5 else "")
+    return (
+        f"weights outside the flatbuffer ({len(external)} buffers, {sum(external.values())} bytes at "
+        f"Buffer.offset: {named}), which TensorFlow Lite Micro never reads"
+    )
 
 
 def _unsupported(result, message):
@@ -228,7 +285,7 @@ def _run_on_tflm(content, where, model_inputs, max_arena_bytes, result):
     return final
 
 
-def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYTES, reference=None):
+def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYTES, reference=None, gate=None):
     """Measure one variant on TFLite Micro; see the module docstring for the method.
 
     ``model`` is a ``.tflite`` path or flatbuffer bytes; ``images`` a batch
@@ -237,19 +294,27 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
     inputs (``compare_outputs``; ``labels`` add each runtime's accuracy);
     without images it runs one image of zeros. ``reference`` is the model
     LiteRT runs instead, for a model only TFLite Micro runs (a compressed one,
-    against its uncompressed twin); by default the model itself.
+    against its uncompressed twin); by default the model itself. ``gate``
+    (``check_gate``) is the tolerance of the correctness gate; without it only
+    weights outside the flatbuffer make the output wrong.
 
-    Returns a dict: ``status`` (``"runs"`` or ``"unsupported on TFLite
-    Micro"``), ``arena_bytes`` (None when unsupported), ``flash_bytes`` (the
-    flatbuffer's length), the refused operator when unsupported, and the
-    search's cost. A file that is not a TFLite model raises ValueError.
+    Returns a dict: ``status`` (``"runs"``, ``"runs, wrong output"`` or
+    ``"unsupported on TFLite Micro"``), ``arena_bytes`` (None when
+    unsupported), ``flash_bytes`` (the flatbuffer's length), the refused
+    operator when unsupported, ``wrong_output`` (why the gate failed, or
+    None), ``external_buffer_bytes``, and the search's cost. A file that is
+    not a TFLite model raises ValueError.
     """
     from tflite_micro import __version__ as tflm_version
 
     if not isinstance(max_arena_bytes, int) or max_arena_bytes < FIRST_ARENA_BYTES:
         raise ValueError(f"max_arena_bytes must be an integer of at least {FIRST_ARENA_BYTES}, got {max_arena_bytes!r}")
+    if gate is not None:
+        gate = check_gate(gate)
     content, where = _model_bytes(model)
     _, _, interpreter = _read_model(model if reference is None else reference)
+    # Read from the file, not the sample: a sample may agree by chance, and TFLite Micro never reads those weights.
+    external = external_buffers(content)
     if images is None:
         input_shape = image_shape(interpreter.get_input_details()[0])
         images = np.zeros((1, *input_shape), np.float32)
@@ -263,6 +328,9 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
         "tflm_error": None,
         "largest_failing_arena_bytes": None,
         "agreement": None,
+        "gate": gate,
+        "wrong_output": None,
+        "external_buffer_bytes": sum(external.values()),
         "arena_probes": 0,
         "worker_restarts": 0,
         "crashed_probe_bytes": [],
@@ -278,6 +346,10 @@ def measure_micro(model, images=None, labels=None, max_arena_bytes=MAX_ARENA_BYT
     result["largest_failing_arena_bytes"] = final["largest_failing_arena_bytes"]
     tflm_outputs = np.asarray(final["outputs"], dtype=final["output_dtype"])
     result["agreement"] = compare_outputs(tflm_outputs, litert_outputs, output_detail, labels)
+    failures = [_external_failure(external)] if external else []
+    failures += gate_failures(result["agreement"], gate) if gate is not None else []
+    if failures:
+        result.update(status=WRONG_OUTPUT, wrong_output="; ".join(failures))
     return result
 
 
@@ -341,9 +413,9 @@ def _interrupted_probe(events):
 
 
 def run_micro_measurement(
-    tflite_path, dataset_path, variant, agreement_images, sample_seed, output_path, reference_path=None
+    tflite_path, dataset_path, variant, agreement_images, sample_seed, gate, output_path, reference_path=None
 ):
-    """Snakemake entry point: measure one variant on TFLM, and compare it with LiteRT on a seeded test sample.
+    """Snakemake entry point: measure one variant on TFLM, and gate it against LiteRT on a seeded test sample.
 
     ``reference_path`` is the file LiteRT runs for a variant only TFLite Micro
     runs (the LUT-compressed one: its binned twin).
@@ -356,9 +428,11 @@ def run_micro_measurement(
             read_variant(reference_path)
     except NotConverted as error:
         result = {**variant, **not_converted_fields(error), "arena_bytes": None, "flash_bytes": None}
-        write_json(output_path, {**result, "unsupported_operator": None, "agreement": None})
+        write_json(output_path, {**result, "unsupported_operator": None, "agreement": None, "wrong_output": None})
         return result
-    result = measure_micro(tflite_path, dataset.x_test[sample], dataset.y_test[sample], reference=reference_path)
+    result = measure_micro(
+        tflite_path, dataset.x_test[sample], dataset.y_test[sample], reference=reference_path, gate=gate
+    )
     result.update(
         {
             **variant,
@@ -370,9 +444,10 @@ def run_micro_measurement(
     )
     write_json(output_path, result)
     logger.info(
-        "%s: %s, arena %s bytes, flash %d bytes, agreement %s",
+        "%s: %s%s, arena %s bytes, flash %d bytes, agreement %s",
         tflite_path,
         result["status"],
+        f" ({result['wrong_output']})" if result["wrong_output"] else "",
         result["arena_bytes"],
         result["flash_bytes"],
         result["agreement"],

@@ -187,7 +187,9 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
         evaluation_interpreters(output_paths["tflite"], scheme, threads), dataset.x_test, settings["batch_size"]
     )
     accuracy = float(np.mean(outputs.argmax(axis=1) == dataset.y_test))
-    micro = measure_micro(device, dataset.x_test[sample], dataset.y_test[sample], reference=flatbuffer)
+    micro = measure_micro(
+        device, dataset.x_test[sample], dataset.y_test[sample], reference=flatbuffer, gate=settings["gate"]
+    )
     record.update(
         {
             "status": CONVERTED,
@@ -196,7 +198,10 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
             "accuracy": accuracy,
             "test_images": int(len(dataset.y_test)),
             "file_bytes": Path(output_paths["device"]).stat().st_size,
-            "micro": {key: micro[key] for key in ("status", "arena_bytes", "unsupported_operator", "agreement")},
+            "micro": {
+                key: micro[key]
+                for key in ("status", "arena_bytes", "unsupported_operator", "agreement", "wrong_output")
+            },
         }
     )
     write_json(output_paths["metrics"], record)

@@ -16,7 +16,7 @@ from . import cortex_m
 from .datasets import load_prepared
 from .devices import KB
 from .files import read_json, write_csv, write_text
-from .micro import RUNS
+from .micro import RUNS, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import FULL_INTEGER, REFERENCE_SCHEME, SCHEMES
 from .statistics import ALPHA, discordant_counts, holm, mcnemar_exact, wilson_interval
@@ -276,6 +276,8 @@ def device_markdown(part):
     def tflm(row):
         if row.tflm_status == RUNS:
             return f"{row.arena_bytes / KB:.1f}"
+        if row.tflm_status == WRONG_OUTPUT:
+            return f"{row.arena_bytes / KB:.1f}, wrong output"
         if row.status != CONVERTED:
             return "not converted"
         return f"unsupported ({row.tflm_unsupported_operator})"
@@ -314,7 +316,8 @@ def choice_markdown(table, summary):
     """Per dataset and model: the smallest variant TFLite Micro runs within a point of fp32, and where it cost most."""
     lines = [
         "## What to choose\n",
-        f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs and that stays within "
+        f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs with LiteRT's outputs (the "
+        "correctness gate: a variant that runs with wrong output is never chosen) and that stays within "
         f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and its least accurate quantized "
         "variant.\n",
     ]
@@ -642,6 +645,8 @@ def recovery_markdown(recovery_paths, threshold_points):
             tflm = f"not made: {record['reason_not_made']}"
         elif micro["status"] == RUNS:
             tflm = f"runs, arena {micro['arena_bytes'] / KB:.1f} KB"
+        elif micro["status"] == WRONG_OUTPUT:
+            tflm = f"runs, wrong output ({100 * micro['agreement']['top1_agreement']:.1f}% agreement)"
         else:
             tflm = f"unsupported ({micro['unsupported_operator']})"
         rows.append(
