@@ -195,6 +195,8 @@ def test_sources_the_checks_accept(tmp_path):
     (tmp_path / "saved" / "variables").mkdir(parents=True)
     (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "folder_without_model").mkdir()
+    (tmp_path / "resnet.h5").write_bytes(b"")
+    (tmp_path / "resnet.onnx").write_bytes(b"")
     config = checked(
         {
             "datasets": ["parts"],
@@ -205,11 +207,11 @@ def test_sources_the_checks_accept(tmp_path):
         tmp_path,
     )
     assert study.study_pairs(config) == [("parts", "mine")]
-    with pytest.raises(study.ConfigError, match="folder_without_model is neither a .keras file nor a SavedModel"):
-        checked(
-            {"models": ["mine"], "trained_models": {"mine": {"file": "folder_without_model", "dataset": "mnist"}}},
-            tmp_path,
-        )
+    # A Keras 2 HDF5 file (MLPerf Tiny's models) is a model file too.
+    checked({"models": ["mine"], "trained_models": {"mine": {"file": "resnet.h5", "dataset": "mnist"}}}, tmp_path)
+    for refused in ("folder_without_model", "resnet.onnx"):
+        with pytest.raises(study.ConfigError, match=f"{refused} is neither a .keras or Keras 2 .h5 file nor a Saved"):
+            checked({"models": ["mine"], "trained_models": {"mine": {"file": refused, "dataset": "mnist"}}}, tmp_path)
 
 
 def test_no_mirror_stays_no_mirror(tmp_path):

@@ -133,3 +133,16 @@ def test_a_savedmodel_folder_is_imported_too(users_model, tmp_path):
     from tinyml_quant.conversion import convert
 
     assert len(convert(imported, "fp32")) > 1000
+
+
+def test_a_keras_2_hdf5_file_is_imported_as_its_keras_file_is(users_model, tmp_path):
+    """MLPerf Tiny ships its models as tf.keras 2 HDF5 files (``.h5``); they run as the same model saved ``.keras``."""
+    import keras
+
+    keras.models.load_model(users_model).save(tmp_path / "users.h5")
+    dataset = shapes_dataset()
+    from_h5, h5_metrics = import_trained_model(tmp_path / "users.h5", dataset, "trained_models.users", 1 / 255)
+    from_keras, keras_metrics = import_trained_model(users_model, dataset, "trained_models.users", 1 / 255)
+    pixels = dataset.x_test[:8].astype("float32")
+    np.testing.assert_allclose(from_h5.predict(pixels, verbose=0), from_keras.predict(pixels, verbose=0), atol=1e-6)
+    assert h5_metrics["test_accuracy"] == keras_metrics["test_accuracy"] > 0.9

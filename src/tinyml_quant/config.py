@@ -19,6 +19,9 @@ from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
 from .npu import check_configuration
 from .schemes import CALIBRATED_SCHEMES, FULL_INTEGER, LUT, REFERENCE_SCHEME, SCHEMES
 
+# The model files ``keras.models.load_model`` reads: Keras 3 files and Keras 2 (tf.keras) HDF5 files.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
 
 class ConfigError(ValueError):
     """A setting the workflow cannot run with; the message names the config key."""
@@ -195,8 +198,10 @@ def _check_sources(config, problems):
         path = Path(entry["file"])
         if not path.exists():
             problems.append(f"trained_models.{name}.file: {path} does not exist")
-        elif not (path.suffix == ".keras" or (path / "saved_model.pb").is_file()):
-            problems.append(f"trained_models.{name}.file: {path} is neither a .keras file nor a SavedModel folder")
+        elif not (path.suffix in MODEL_FILE_SUFFIXES or (path / "saved_model.pb").is_file()):
+            problems.append(
+                f"trained_models.{name}.file: {path} is neither a .keras or Keras 2 .h5 file nor a SavedModel folder"
+            )
 
 
 def _check_training(config, problems):

@@ -5,7 +5,8 @@ float32, as the built-in models do. A model trained on normalized inputs
 declares ``input_scale`` and ``input_offset`` (config ``trained_models``): the
 imported model is ``Rescaling(scale, offset)`` then the user's model, so every
 variant applies the same normalization inside the model, and the record says
-which. A ``.keras`` file is loaded as it is; a TensorFlow SavedModel folder
+which. A ``.keras`` file, or a Keras 2 HDF5 file (``.h5``: MLPerf Tiny's
+models), is loaded as it is by ``keras.models.load_model``; a TensorFlow SavedModel folder
 through ``keras.layers.TFSMLayer`` (its ``serving_default`` signature).
 """
 
@@ -29,7 +30,7 @@ class ModelMismatch(ValueError):
 
 
 def load_user_model(path, key):
-    """The model at ``path`` (``.keras`` or SavedModel folder); ValueError naming it and ``key``."""
+    """The model at ``path`` (``.keras``, ``.h5`` or SavedModel folder); ValueError naming it and ``key``."""
     path = Path(path)
     try:
         if path.is_dir():
