@@ -12,4 +12,5 @@ with output_to_log(snakemake.log[0]):
         settings=dict(snakemake.params.settings),
         threads=snakemake.threads,
         output_path=snakemake.output.tflite,
+        isolated=snakemake.params.isolated,
     )
