@@ -139,6 +139,7 @@ rule calibrate_int8:
     params:
         scheme=FULL_INTEGER,
         isolated=lambda wildcards: study.is_trained_model(config, wildcards.model),
+        calibration_setting="conversion.calibration_sweep",
         settings=lambda wildcards: {
             **config["conversion"][FULL_INTEGER],
             "calibration_images": int(wildcards.images),

@@ -13,4 +13,6 @@ with output_to_log(snakemake.log[0]):
         threads=snakemake.threads,
         output_path=snakemake.output.tflite,
         isolated=snakemake.params.isolated,
+        # calibrate_int8 names its sweep's key; convert_model the scheme's own.
+        calibration_setting=snakemake.params.get("calibration_setting"),
     )

@@ -28,12 +28,23 @@ from .variants import ToolFailure, converting
 logger = logging.getLogger(__name__)
 
 
-def calibration_images(images, count, seed):
-    """``count`` training images chosen with ``seed``, as float32 (the models' input type)."""
+def calibration_key(scheme):
+    """The config key of ``scheme``'s calibration size, as messages name it."""
+    return f"conversion.{scheme}.calibration_images"
+
+
+def calibration_images(images, count, seed, key="calibration_images"):
+    """``count`` training images chosen with ``seed``, as float32 (the models' input type).
+
+    ``key`` names the setting in errors. The config check refuses a size
+    above a training split it can count before any job (``config.train_images``);
+    a dataset counted only when it is prepared (a ``.tar.gz``, a URL) is
+    refused here.
+    """
     if count < 1:
-        raise ValueError(f"calibration_images must be at least 1, got {count}")
+        raise ValueError(f"{key} must be at least 1, got {count}")
     if count > len(images):
-        raise ValueError(f"calibration_images ({count}) is more than the {len(images)} training images")
+        raise ValueError(f"{key}: {count} is more than the {len(images)} training images; lower it")
     return images[seeded_subset(len(images), count, seed)].astype(np.float32)
 
 
@@ -137,7 +148,9 @@ def loadable(flatbuffer, tool):
     return flatbuffer
 
 
-def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path, isolated=False):
+def run_conversion(
+    model_path, dataset_path, scheme, settings, threads, output_path, isolated=False, calibration_setting=None
+):
     """Snakemake entry point: convert the trained model with ``scheme``; write the variant and its record.
 
     A model the converter cannot convert (an operator it cannot lower) is
@@ -145,13 +158,18 @@ def run_conversion(model_path, dataset_path, scheme, settings, threads, output_p
     ``isolated`` (a model imported from outside the workflow) converts in a
     child process (``convert_in_child``), so that a converter that crashes on
     it marks the variant, naming the signal, instead of ending the job.
+    ``calibration_setting`` names the calibration size's key in errors
+    (``calibration_key(scheme)`` by default).
     """
     configure_tensorflow(threads)
     representative = None
     if scheme in CALIBRATED_SCHEMES:
         dataset = load_prepared(dataset_path)
         representative = calibration_images(
-            dataset.x_train, settings["calibration_images"], settings["calibration_seed"]
+            dataset.x_train,
+            settings["calibration_images"],
+            settings["calibration_seed"],
+            calibration_setting or calibration_key(scheme),
         )
     with converting(output_path, CONVERTER, {"scheme": scheme, "settings": settings}) as made:
         if isolated:
