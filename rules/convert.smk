@@ -31,6 +31,8 @@ rule convert_model:
         scheme=lambda wildcards: wildcards.scheme,
         # Only this scheme's settings, so changing one scheme reruns only its conversions.
         settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
+        # A model from outside the workflow converts in a child process: a converter crash marks the variant.
+        isolated=lambda wildcards: study.is_trained_model(config, wildcards.model),
     script:
         "../scripts/convert_model.py"
 
@@ -136,6 +138,8 @@ rule calibrate_int8:
         runtime=10,
     params:
         scheme=FULL_INTEGER,
+        isolated=lambda wildcards: study.is_trained_model(config, wildcards.model),
+        calibration_setting="conversion.calibration_sweep",
         settings=lambda wildcards: {
             **config["conversion"][FULL_INTEGER],
             "calibration_images": int(wildcards.images),

@@ -12,4 +12,7 @@ with output_to_log(snakemake.log[0]):
         settings=dict(snakemake.params.settings),
         threads=snakemake.threads,
         output_path=snakemake.output.tflite,
+        isolated=snakemake.params.isolated,
+        # calibrate_int8 names its sweep's key; convert_model the scheme's own.
+        calibration_setting=snakemake.params.get("calibration_setting"),
     )

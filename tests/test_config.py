@@ -7,6 +7,7 @@ through Snakemake itself (``test_workflow.py``).
 """
 
 import inspect
+import shutil
 
 import pytest
 import yaml
@@ -195,6 +196,8 @@ def test_sources_the_checks_accept(tmp_path):
     (tmp_path / "saved" / "variables").mkdir(parents=True)
     (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "folder_without_model").mkdir()
+    (tmp_path / "resnet.h5").write_bytes(b"")
+    (tmp_path / "resnet.onnx").write_bytes(b"")
     config = checked(
         {
             "datasets": ["parts"],
@@ -205,11 +208,11 @@ def test_sources_the_checks_accept(tmp_path):
         tmp_path,
     )
     assert study.study_pairs(config) == [("parts", "mine")]
-    with pytest.raises(study.ConfigError, match="folder_without_model is neither a .keras file nor a SavedModel"):
-        checked(
-            {"models": ["mine"], "trained_models": {"mine": {"file": "folder_without_model", "dataset": "mnist"}}},
-            tmp_path,
-        )
+    # A Keras 2 HDF5 file (MLPerf Tiny's models) is a model file too.
+    checked({"models": ["mine"], "trained_models": {"mine": {"file": "resnet.h5", "dataset": "mnist"}}}, tmp_path)
+    for refused in ("folder_without_model", "resnet.onnx"):
+        with pytest.raises(study.ConfigError, match=f"{refused} is neither a .keras or Keras 2 .h5 file nor a Saved"):
+            checked({"models": ["mine"], "trained_models": {"mine": {"file": refused, "dataset": "mnist"}}}, tmp_path)
 
 
 def test_no_mirror_stays_no_mirror(tmp_path):
@@ -342,3 +345,62 @@ def test_the_schema_knows_exactly_the_built_in_architectures_and_their_knobs():
         block = blocks[name]
         knobs = set(schema["$defs"]["mobilenet"]["properties"]) if "$ref" in block else set(block["properties"])
         assert knobs == set(list(inspect.signature(builder).parameters)[2:]), name
+
+
+def image_folder(root, counts, wrapper=None):
+    """An image folder of tiny real PNGs, ``counts`` ``{split/class: images}``, optionally inside one top folder."""
+    from PIL import Image
+
+    for where, count in counts.items():
+        folder = root / (wrapper or "") / where
+        folder.mkdir(parents=True)
+        for index in range(count):
+            Image.new("L", (4, 4), index).save(folder / f"{index}.png")
+    (root / (wrapper or "") / "train" / ".DS_Store").write_bytes(b"")  # a system file counts as no image
+    return root
+
+
+def calibration_study(source, calibration, test_fraction=None):
+    entry = {"source": str(source)} | ({"test_fraction": test_fraction} if test_fraction is not None else {})
+    return {
+        "datasets": ["parts"],
+        "image_folders": {"parts": entry},
+        "schemes": ["fp32", "int8"],
+        "conversion": {"int8": {"calibration_images": calibration, "calibration_seed": 0}, "calibration_sweep": []},
+    }
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_a_calibration_size_above_an_image_folders_training_split_is_refused_before_any_job(tmp_path, archive):
+    """The issue's study: 450 training images and the default 500 failed four conversion jobs, at run time."""
+    from tinyml_quant.readers import read_image_folder
+
+    source = image_folder(tmp_path / "parts", {"train/ok": 9, "train/dent": 6, "test/ok": 2, "test/dent": 2})
+    if archive:  # a .zip names its members in its directory: counted without reading an image
+        shutil.make_archive(str(tmp_path / "parts"), "zip", tmp_path, "parts")
+        source = tmp_path / "parts.zip"
+    train = len(read_image_folder(source)[0]["train"][1])  # what the workflow will prepare
+    assert train == 15
+    with pytest.raises(study.ConfigError) as raised:
+        checked(calibration_study(source, train + 1), tmp_path)
+    assert "conversion.int8.calibration_images: 16 is more than the 15 training images of parts; lower it" in str(
+        raised.value
+    )
+    checked(calibration_study(source, train), tmp_path)
+
+
+def test_the_check_counts_the_test_split_a_folder_without_one_carves_out(tmp_path):
+    """No test/: 0.25 of 14 images (3.5, rounded to even: 4) become the test split, 10 stay for calibration."""
+    source = image_folder(tmp_path / "parts", {"train/ok": 8, "train/dent": 6}, wrapper="wrapped")
+    with pytest.raises(study.ConfigError, match="11 is more than the 10 training images of parts"):
+        checked(calibration_study(source, 11, test_fraction=0.25), tmp_path)
+    checked(calibration_study(source, 10, test_fraction=0.25), tmp_path)
+    with pytest.raises(study.ConfigError, match="8 is more than the 7 training images of parts"):
+        checked({**calibration_study(source, 8, test_fraction=0.25), "data": {"max_train_images": 7}}, tmp_path)
+
+
+def test_a_tar_archive_is_not_counted_before_its_job(tmp_path):
+    """Listing a .tar.gz means decompressing all of it, at every start: its size is checked when prepared."""
+    image_folder(tmp_path / "parts", {"train/ok": 3})
+    shutil.make_archive(str(tmp_path / "parts"), "gztar", tmp_path, "parts")
+    checked(calibration_study(tmp_path / "parts.tar.gz", 500), tmp_path)

@@ -89,6 +89,29 @@ def test_the_conversion_job_calibrates_on_its_seeded_training_images(trained, tm
     }
 
 
+def test_a_calibration_size_the_config_check_could_not_see_names_its_key_before_converting(trained, tmp_path):
+    """A .tar.gz or URL dataset is counted only when prepared: the conversion job names the full key."""
+    from tinyml_quant.conversion import run_conversion
+
+    model, test_images, test_labels, train_images = trained
+    model.save(tmp_path / "model.keras")
+    save_as_prepared(tmp_path / "toy.npz", test_images, test_labels, train_images=train_images[:450])
+    settings = {"calibration_images": 500, "calibration_seed": 0}
+    with pytest.raises(ValueError, match="^conversion.int8.calibration_images: 500 is more than the 450 training imag"):
+        run_conversion(tmp_path / "model.keras", tmp_path / "toy.npz", "int8", settings, 1, tmp_path / "int8.tflite")
+    with pytest.raises(ValueError, match="^conversion.calibration_sweep: 500 is more than the 450 training images"):
+        run_conversion(
+            tmp_path / "model.keras",
+            tmp_path / "toy.npz",
+            "int8",
+            settings,
+            1,
+            tmp_path / "int8_500.tflite",
+            calibration_setting="conversion.calibration_sweep",
+        )
+    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob("*.json"))
+
+
 def test_a_model_the_converter_cannot_convert_is_marked_with_its_reason_and_nothing_else_is_lost(tmp_path):
     """A layer TFLite's builtin operators cannot express: the variant is marked, the job still succeeds."""
     import keras
@@ -133,7 +156,7 @@ def test_conversion_settings_are_refused_with_their_names(trained):
     model, _, _, train_images = trained
     with pytest.raises(ValueError, match=r"^unknown scheme 'int4' of the TFLite converter; its schemes: \['fp32', "):
         convert(model, "int4")
-    with pytest.raises(ValueError, match="^calibration_images \\(501\\) is more than the 500 training images$"):
+    with pytest.raises(ValueError, match="^calibration_images: 501 is more than the 500 training images; lower it$"):
         calibration_images(train_images, 501, seed=0)
     with pytest.raises(ValueError, match="^scheme int16x8 needs representative images for calibration$"):
         convert(model, "int16x8", train_images[:0].astype(np.float32))

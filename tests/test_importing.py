@@ -1,5 +1,7 @@
 """Importing a user's trained Keras model: its scale, its checks, and the errors that name it."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,7 @@ def test_the_import_record_and_its_accuracy(users_model):
         "test_accuracy": pytest.approx(accuracy),
         "preprocessing": {"input_scale": 1 / 255, "input_offset": 0.0, "applied": "inside the model"},
         "warning": None,
+        "fixed_batch_size": None,
     }
     assert model.name == "users_cnn_with_preprocessing" and model.inputs[0].name == "image"
 
@@ -133,3 +136,103 @@ def test_a_savedmodel_folder_is_imported_too(users_model, tmp_path):
     from tinyml_quant.conversion import convert
 
     assert len(convert(imported, "fp32")) > 1000
+
+
+def test_a_keras_2_hdf5_file_is_imported_as_its_keras_file_is(users_model, tmp_path):
+    """MLPerf Tiny ships its models as tf.keras 2 HDF5 files (``.h5``); they run as the same model saved ``.keras``."""
+    import keras
+
+    keras.models.load_model(users_model).save(tmp_path / "users.h5")
+    dataset = shapes_dataset()
+    from_h5, h5_metrics = import_trained_model(tmp_path / "users.h5", dataset, "trained_models.users", 1 / 255)
+    from_keras, keras_metrics = import_trained_model(users_model, dataset, "trained_models.users", 1 / 255)
+    pixels = dataset.x_test[:8].astype("float32")
+    np.testing.assert_allclose(from_h5.predict(pixels, verbose=0), from_keras.predict(pixels, verbose=0), atol=1e-6)
+    assert h5_metrics["test_accuracy"] == keras_metrics["test_accuracy"] > 0.9
+
+
+def row_models(folder):
+    """The issue's two models, built as a user did outside the workflow: fixed batch size 1, inputs / 255."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    models = {}
+    inputs = keras.Input((8, 8, 1), batch_size=1)
+    rows = keras.layers.Reshape((8, 8))(inputs)  # an LSTM over the image's rows
+    models["lstm"] = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(8)(rows)))
+    inputs = keras.Input((8, 8, 1), batch_size=1)
+    tokens = keras.layers.Dense(8)(keras.layers.Reshape((8, 8))(inputs))
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(tokens, tokens)
+    pooled = keras.layers.GlobalAveragePooling1D()(attended)
+    models["attention"] = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(pooled))
+    paths = {}
+    for name, model in models.items():
+        paths[name] = folder / f"{name}.keras"
+        model.save(paths[name])
+    return paths
+
+
+def imported_variants(tmp_path, name, schemes):
+    """Import the user's model ``name`` through the workflow's entry points and convert it with ``schemes``."""
+    from tinyml_quant.conversion import run_conversion
+    from tinyml_quant.importing import run_import
+
+    from synthetic import save_as_prepared
+
+    paths = row_models(tmp_path)
+    images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    save_as_prepared(tmp_path / "rows.npz", images, np.arange(40) % 4)
+    imported = tmp_path / f"{name}_imported.keras"
+    metrics = run_import(
+        paths[name], tmp_path / "rows.npz", name, 1 / 255, 0.0, 1, imported, tmp_path / f"{name}.json", seed=0
+    )
+    settings = {"calibration_images": 20, "calibration_seed": 0}
+    for scheme in schemes:
+        run_conversion(imported, tmp_path / "rows.npz", scheme, settings, 1, tmp_path / f"{scheme}.tflite", True)
+    return paths[name], images, metrics
+
+
+def test_a_fixed_batch_attention_model_keeps_its_batch_converts_and_runs_on_tflite_micro(tmp_path):
+    """Rebuilt without its batch size, the model gained SHAPE, GATHER, PACK and REDUCE_PROD: no firmware."""
+    import keras
+
+    from tinyml_quant.evaluation import run_evaluation
+    from tinyml_quant.graph import operator_counts
+    from tinyml_quant.micro import RUNS, measure_micro
+
+    original, images, metrics = imported_variants(tmp_path, "attention", ["fp32", "int8"])
+    user_model = keras.models.load_model(original)
+    expected = np.stack([user_model(image[None] / 255.0)[0] for image in images.astype("float32")]).argmax(axis=1)
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(expected == np.arange(40) % 4))
+    for scheme in ("fp32", "int8"):
+        record = json.loads((tmp_path / f"{scheme}.json").read_text())
+        assert record["status"] == "converted", record
+        assert not {"SHAPE", "GATHER", "PACK", "REDUCE_PROD"} & set(operator_counts(tmp_path / f"{scheme}.tflite"))
+        assert measure_micro(tmp_path / f"{scheme}.tflite", images[:2])["status"] == RUNS
+    # At the study's batch size of 250 LiteRT could not resize the fixed input; it runs at the model's own.
+    variant = {"dataset": "rows", "model": "attention", "scheme": "fp32"}
+    evaluated = run_evaluation(
+        tmp_path / "fp32.tflite", tmp_path / "rows.npz", variant, 1, 250, tmp_path / "e.json", tmp_path / "p.npy", None
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), expected)
+    assert evaluated["timing"].endswith("batches of 1") and metrics["fixed_batch_size"] == 1
+
+
+def test_a_converter_crash_on_an_imported_model_marks_the_variant_naming_the_signal(tmp_path):
+    """The int8 converter ends its process with SIGSEGV on a fixed-batch LSTM; the job goes on to its verdict."""
+    _, _, metrics = imported_variants(tmp_path, "lstm", ["fp32", "int8"])
+    # Kept at batch 1 the LSTM lowers (rebuilt without it: "Lowering tensor list ops is failed").
+    assert json.loads((tmp_path / "fp32.json").read_text())["status"] == "converted"
+    record = json.loads((tmp_path / "int8.json").read_text())
+    assert record["status"] == "not converted" and record["tool"] == "TFLite converter"
+    assert record["reason"] == "the converter crashed with signal SIGSEGV" and metrics["fixed_batch_size"] == 1
+
+
+def test_a_model_built_for_batches_of_several_images_is_refused_naming_the_key(tmp_path):
+    import keras
+
+    inputs = keras.Input((16, 16, 1), batch_size=4)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "four.keras")
+    with pytest.raises(ModelMismatch, match=r"trained_models.four: the model's input is built for batches of 4 images"):
+        import_trained_model(tmp_path / "four.keras", toy_dataset(), "trained_models.four")

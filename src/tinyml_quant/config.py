@@ -18,7 +18,11 @@ from .backends import BACKENDS, INSTALL, backend_installed
 from .devices import boards_from_config
 from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
 from .npu import check_configuration
+from .readers import DEFAULT_TEST_FRACTION, carved_test_size, image_counts
 from .schemes import CALIBRATED_SCHEMES, FULL_INTEGER, LUT, REFERENCE_SCHEME, SCHEMES
+
+# The model files ``keras.models.load_model`` reads: Keras 3 files and Keras 2 (tf.keras) HDF5 files.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 class ConfigError(ValueError):
@@ -196,8 +200,10 @@ def _check_sources(config, problems):
         path = Path(entry["file"])
         if not path.exists():
             problems.append(f"trained_models.{name}.file: {path} does not exist")
-        elif not (path.suffix == ".keras" or (path / "saved_model.pb").is_file()):
-            problems.append(f"trained_models.{name}.file: {path} is neither a .keras file nor a SavedModel folder")
+        elif not (path.suffix in MODEL_FILE_SUFFIXES or (path / "saved_model.pb").is_file()):
+            problems.append(
+                f"trained_models.{name}.file: {path} is neither a .keras or Keras 2 .h5 file nor a SavedModel folder"
+            )
 
 
 def _check_training(config, problems):
@@ -248,8 +254,31 @@ def built_in_train_images(config):
     }
 
 
+def train_images(config):
+    """The training images of each dataset of the study whose count is known before any job.
+
+    Built-in datasets, and image folders that are a local folder or ``.zip``
+    (counted from their member names, as the workflow will prepare them: the
+    test split carved out when there is no ``test/``, ``data.max_train_images``
+    applied). A ``.tar.gz`` or a URL is counted only when it is prepared.
+    """
+    counts = built_in_train_images(config)
+    limit = config["data"]["max_train_images"]
+    for dataset, entry in config["image_folders"].items():
+        if dataset not in config["datasets"] or is_url(entry["source"]):
+            continue
+        split = image_counts(entry["source"])
+        if not split or not split["train"]:
+            continue  # not countable here, or empty: the reader names the problem when it prepares it
+        count = split["train"]
+        if not split["test"]:
+            count -= carved_test_size(count, entry.get("test_fraction", DEFAULT_TEST_FRACTION))
+        counts[dataset] = min(count, limit or count)
+    return counts
+
+
 def _check_calibration(config, problems):
-    """Calibration sizes within the training split of every built-in dataset (your own are checked when read)."""
+    """Calibration sizes within the training split of every dataset whose size is known (``train_images``)."""
     sweep = config["conversion"]["calibration_sweep"]
     own = config["conversion"][FULL_INTEGER]["calibration_images"]
     if own in sweep:
@@ -259,7 +288,7 @@ def _check_calibration(config, problems):
         )
     if sweep and FULL_INTEGER not in config["schemes"]:
         problems.append("conversion.calibration_sweep: the sweep makes int8 variants; list 'int8' in schemes, or []")
-    counts = built_in_train_images(config)
+    counts = train_images(config)
     if not counts:
         return
     dataset, fewest = min(counts.items(), key=lambda item: item[1])
@@ -271,7 +300,7 @@ def _check_calibration(config, problems):
     sizes += [("conversion.calibration_sweep", size) for size in config["conversion"]["calibration_sweep"]]
     for key, size in sizes:
         if size > fewest:
-            problems.append(f"{key}: {size} is more than the {fewest} training images of {dataset}")
+            problems.append(f"{key}: {size} is more than the {fewest} training images of {dataset}; lower it")
 
 
 def study_pairs(config):

@@ -6,9 +6,12 @@ AI Edge Quantizer's are in ``edge_quantizer``, the LUT-compressed variant in
 """
 
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
+from .children import run_child, signal_name
 from .datasets import load_prepared, seeded_subset
 from .runtime import configure_tensorflow, load_interpreter, load_keras_model
 from .schemes import (
@@ -25,12 +28,23 @@ from .variants import ToolFailure, converting
 logger = logging.getLogger(__name__)
 
 
-def calibration_images(images, count, seed):
-    """``count`` training images chosen with ``seed``, as float32 (the models' input type)."""
+def calibration_key(scheme):
+    """The config key of ``scheme``'s calibration size, as messages name it."""
+    return f"conversion.{scheme}.calibration_images"
+
+
+def calibration_images(images, count, seed, key="calibration_images"):
+    """``count`` training images chosen with ``seed``, as float32 (the models' input type).
+
+    ``key`` names the setting in errors. The config check refuses a size
+    above a training split it can count before any job (``config.train_images``);
+    a dataset counted only when it is prepared (a ``.tar.gz``, a URL) is
+    refused here.
+    """
     if count < 1:
-        raise ValueError(f"calibration_images must be at least 1, got {count}")
+        raise ValueError(f"{key} must be at least 1, got {count}")
     if count > len(images):
-        raise ValueError(f"calibration_images ({count}) is more than the {len(images)} training images")
+        raise ValueError(f"{key}: {count} is more than the {len(images)} training images; lower it")
     return images[seeded_subset(len(images), count, seed)].astype(np.float32)
 
 
@@ -91,6 +105,40 @@ def converter_reason(error):
     return "; ".join(dict.fromkeys(reasons)) or f"{type(error).__name__}: {error}"
 
 
+# The converter's child process (``conversion_worker``), and how long one conversion may take there.
+WORKER_MODULE = "tinyml_quant.conversion_worker"
+WORKER_TIMEOUT_SECONDS = 1800
+
+
+def convert_in_child(model_path, scheme, representative_images=None, threads=1):
+    """``convert`` of the Keras model at ``model_path``, run in a child process; ``ToolFailure`` when it cannot.
+
+    The converter's refusal is its reason (``converter_reason``); a converter
+    that ends its process with a signal is a refusal too, naming the signal.
+    """
+    with tempfile.TemporaryDirectory(prefix="converter-") as folder:
+        images_path, output_path = Path(folder) / "images.npy", Path(folder) / "model.tflite"
+        if representative_images is not None:
+            np.save(images_path, representative_images)
+        request = {
+            "model_path": str(Path(model_path).resolve()),
+            "scheme": scheme,
+            "images_path": str(images_path) if representative_images is not None else None,
+            "output_path": str(output_path),
+            "threads": threads,
+        }
+        events, returncode, stderr = run_child(WORKER_MODULE, request, folder, WORKER_TIMEOUT_SECONDS)
+        final = events[-1] if events else {"event": None}
+        if final["event"] == "done" and returncode == 0:
+            return output_path.read_bytes()
+    if final["event"] == "refused":
+        raise ToolFailure(final["reason"])
+    if returncode < 0 and final["event"] == "converting":
+        raise ToolFailure(f"the converter crashed with {signal_name(returncode)}")
+    # Not the converter: the child could not start, load the model or write its file.
+    raise RuntimeError(f"the converter's child process ended with {signal_name(returncode)}: {stderr.strip()[-500:]}")
+
+
 def loadable(flatbuffer, tool):
     """``flatbuffer`` if LiteRT prepares it; else ``ToolFailure``: the tool made a model no runtime can run."""
     try:
@@ -100,24 +148,37 @@ def loadable(flatbuffer, tool):
     return flatbuffer
 
 
-def run_conversion(model_path, dataset_path, scheme, settings, threads, output_path):
+def run_conversion(
+    model_path, dataset_path, scheme, settings, threads, output_path, isolated=False, calibration_setting=None
+):
     """Snakemake entry point: convert the trained model with ``scheme``; write the variant and its record.
 
     A model the converter cannot convert (an operator it cannot lower) is
     marked not converted with the converter's reason (``variants``).
+    ``isolated`` (a model imported from outside the workflow) converts in a
+    child process (``convert_in_child``), so that a converter that crashes on
+    it marks the variant, naming the signal, instead of ending the job.
+    ``calibration_setting`` names the calibration size's key in errors
+    (``calibration_key(scheme)`` by default).
     """
     configure_tensorflow(threads)
-    model = load_keras_model(model_path)
     representative = None
     if scheme in CALIBRATED_SCHEMES:
         dataset = load_prepared(dataset_path)
         representative = calibration_images(
-            dataset.x_train, settings["calibration_images"], settings["calibration_seed"]
+            dataset.x_train,
+            settings["calibration_images"],
+            settings["calibration_seed"],
+            calibration_setting or calibration_key(scheme),
         )
     with converting(output_path, CONVERTER, {"scheme": scheme, "settings": settings}) as made:
-        try:
-            flatbuffer = convert(model, scheme, representative)
-        except Exception as error:  # the converter raises ConverterError, ValueError, ... for what it cannot lower
-            raise ToolFailure(converter_reason(error)) from error
+        if isolated:
+            flatbuffer = convert_in_child(model_path, scheme, representative, threads)
+        else:
+            model = load_keras_model(model_path)
+            try:
+                flatbuffer = convert(model, scheme, representative)
+            except Exception as error:  # the converter raises ConverterError, ValueError, ... for what it cannot lower
+                raise ToolFailure(converter_reason(error)) from error
         made["flatbuffer"] = loadable(flatbuffer, CONVERTER)
     logger.info("%s: converted with %s", output_path, scheme)

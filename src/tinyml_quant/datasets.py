@@ -15,7 +15,14 @@ import numpy as np
 
 from .fetch import BUILTIN_DATASETS, verified_path
 from .files import atomic_path, read_json
-from .readers import DatasetError, read_cifar10_binary, read_idx, read_image_folder
+from .readers import (
+    DEFAULT_TEST_FRACTION,
+    DatasetError,
+    carved_test_size,
+    read_cifar10_binary,
+    read_idx,
+    read_image_folder,
+)
 
 __all__ = ["DatasetError"]
 
@@ -89,9 +96,9 @@ def prepare(
     else:
         raise DatasetError(f"{manifest_path}: unknown format {manifest['format']!r}")
     if splits.get("test") is None:
-        fraction, seed = settings.get("test_fraction", 0.2), settings.get("split_seed", 0)
+        fraction, seed = settings.get("test_fraction", DEFAULT_TEST_FRACTION), settings.get("split_seed", 0)
         images, labels = splits["train"]
-        test_index = seeded_subset(len(labels), max(1, int(round(fraction * len(labels)))), seed)
+        test_index = seeded_subset(len(labels), carved_test_size(len(labels), fraction), seed)
         train_mask = np.ones(len(labels), bool)
         train_mask[test_index] = False
         splits = {"train": (images[train_mask], labels[train_mask]), "test": (images[test_index], labels[test_index])}

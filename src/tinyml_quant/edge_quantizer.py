@@ -126,10 +126,12 @@ def quantized_variant(fp32_flatbuffer, scheme, representative_images, higher_pre
 
 def run_quantization(fp32_path, dataset_path, scheme, settings, threads, output_path, higher_precision=()):
     """Snakemake entry point: quantize the fp32 variant with ``scheme``; write the variant and its record."""
-    from .conversion import calibration_images
+    from .conversion import calibration_images, calibration_key
 
     dataset = load_prepared(dataset_path)
-    representative = calibration_images(dataset.x_train, settings["calibration_images"], settings["calibration_seed"])
+    representative = calibration_images(
+        dataset.x_train, settings["calibration_images"], settings["calibration_seed"], calibration_key(scheme)
+    )
     details = {"scheme": scheme, "settings": settings, "higher_precision": [list(layer) for layer in higher_precision]}
     with converting(output_path, EDGE_QUANTIZER, details) as made:
         made["flatbuffer"] = quantized_variant(

@@ -34,11 +34,22 @@ def evaluation_interpreters(model, scheme, threads=1):
     return [load_interpreter(model, threads)]
 
 
+def fixed_batch_size(interpreter):
+    """The batch size a model's input is fixed at (a Keras model built with one), or None when it can be resized.
+
+    LiteRT cannot resize such an input: its graph holds the size (XNNPACK's
+    delegate fails to reshape, an LSTM's loop is unrolled for it).
+    """
+    signature = interpreter.get_input_details()[0].get("shape_signature")  # the shape as built; -1: resizable
+    return None if signature is None or len(signature) == 0 or signature[0] == -1 else int(signature[0])
+
+
 def predict(interpreter, images, batch_size=1):
     """Dequantized outputs for ``images`` and the seconds spent in ``invoke``.
 
-    Runs batches of ``batch_size`` by resizing the input tensor; the last
-    batch is zero-padded to full size so the tensors are allocated once.
+    Runs batches of ``batch_size`` by resizing the input tensor, or of the
+    model's own batch size when its input is fixed (``fixed_batch_size``);
+    the last batch is zero-padded to full size so the tensors are allocated once.
     ``interpreter`` may be a list of interpreters of one model: each then
     takes every n-th batch in its own thread (LiteRT releases the GIL in
     ``invoke``), and the seconds are those of the busiest one. Every image
@@ -49,7 +60,7 @@ def predict(interpreter, images, batch_size=1):
     expected = image_shape(input_detail)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {expected}")
-    batch_size = max(1, min(batch_size, len(images)))
+    batch_size = fixed_batch_size(interpreters[0]) or max(1, min(batch_size, len(images)))
     starts = list(range(0, len(images), batch_size))
     interpreters = interpreters[: len(starts)]
     for each in interpreters:
@@ -160,7 +171,7 @@ def run_evaluation(
             "test_images": int(len(predictions)),
             "input_type": np.dtype(input_detail["dtype"]).name,
             "mean_inference_ms": 1000.0 * seconds / len(predictions),
-            "timing": f"LiteRT on the host CPU, {layout}, batches of {batch_size}",
+            "timing": f"LiteRT on the host CPU, {layout}, batches of {fixed_batch_size(interpreters[0]) or batch_size}",
             "threads": threads,
             "litert_version": litert_version,
         }

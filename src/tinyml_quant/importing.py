@@ -5,7 +5,8 @@ float32, as the built-in models do. A model trained on normalized inputs
 declares ``input_scale`` and ``input_offset`` (config ``trained_models``): the
 imported model is ``Rescaling(scale, offset)`` then the user's model, so every
 variant applies the same normalization inside the model, and the record says
-which. A ``.keras`` file is loaded as it is; a TensorFlow SavedModel folder
+which. A ``.keras`` file, or a Keras 2 HDF5 file (``.h5``: MLPerf Tiny's
+models), is loaded as it is by ``keras.models.load_model``; a TensorFlow SavedModel folder
 through ``keras.layers.TFSMLayer`` (its ``serving_default`` signature).
 """
 
@@ -29,7 +30,7 @@ class ModelMismatch(ValueError):
 
 
 def load_user_model(path, key):
-    """The model at ``path`` (``.keras`` or SavedModel folder); ValueError naming it and ``key``."""
+    """The model at ``path`` (``.keras``, ``.h5`` or SavedModel folder); ValueError naming it and ``key``."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -39,7 +40,8 @@ def load_user_model(path, key):
                 raise ValueError(f"the signature has {len(specs)} inputs, not one")
             spec = specs[0]
             layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-            inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="image")
+            # The whole shape, batch size included: a model exported for a fixed batch keeps it.
+            inputs = keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype.name, name="image")
             outputs = layer(inputs)
             if isinstance(outputs, dict):
                 if len(outputs) != 1:
@@ -51,6 +53,12 @@ def load_user_model(path, key):
         raise ModelMismatch(f"{path} ({key}): cannot load the model ({type(error).__name__}: {error})") from error
 
 
+def fixed_batch_size(model):
+    """The batch size ``model``'s input is built for (``keras.Input(batch_size=1)``), or None when any fits."""
+    size = model.inputs[0].shape[0]
+    return None if size is None else int(size)
+
+
 def check_fits(model, dataset, key):
     """Raise unless ``model`` takes the dataset's images and gives one output per class."""
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -58,6 +66,12 @@ def check_fits(model, dataset, key):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelMismatch(
             f"{key}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; one each"
+        )
+    if fixed_batch_size(model) not in (None, 1):
+        # A microcontroller, TFLite Micro and the per-image stages run one image per invoke.
+        raise ModelMismatch(
+            f"{key}: the model's input is built for batches of {fixed_batch_size(model)} images; a microcontroller "
+            "runs one image at a time: export it with batch size 1 or none (keras.Input(shape=...))"
         )
     if input_shape != image_shape:
         raise ModelMismatch(
@@ -77,7 +91,9 @@ def with_preprocessing(model, scale, offset):
     """``model`` behind ``Rescaling(scale, offset)``: raw pixels in, whatever the model expects passed on."""
     if scale == 1.0 and offset == 0.0:
         return model
-    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name="image")
+    # The model's own batch size too: the converter lowers a fixed-batch LSTM or attention model only
+    # with it (without it, tensor-list ops it cannot lower, or SHAPE and GATHER that TFLite Micro refuses).
+    inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), name="image")
     x = keras.layers.Rescaling(scale, offset, name="declared_preprocessing")(inputs)
     return keras.Model(inputs, model(x), name=f"{model.name}_with_preprocessing")
 
@@ -89,9 +105,15 @@ SCALE_WARNING_MARGIN = 0.10
 SCALE_CHECK_IMAGES = 1000
 
 
-def accuracy(model, images, labels, batch_size=250):
+def predicted_classes(model, images, batch_size=250):
+    """``model``'s class for each image, in batches of ``batch_size``, or of its own batch size when it has one."""
+    batch_size = fixed_batch_size(model) or batch_size
     outputs = np.asarray(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
-    return float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == labels))
+    return outputs.reshape(len(outputs), -1).argmax(axis=1)
+
+
+def accuracy(model, images, labels, batch_size=250):
+    return float(np.mean(predicted_classes(model, images, batch_size) == labels))
 
 
 def preprocessing_warning(model, dataset, key, input_scale, input_offset, batch_size=250):
@@ -128,7 +150,6 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
     if warning:
         logger.warning("%s", warning)
     model = with_preprocessing(model, input_scale, input_offset)
-    outputs = np.asarray(model.predict(dataset.x_test.astype("float32"), batch_size=batch_size, verbose=0))
     metrics = {
         "dataset": dataset.provenance["dataset"],
         "dataset_name": dataset.name,
@@ -136,7 +157,8 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
         "source": f"imported from {model_path}",
         "parameters": int(model.count_params()),
         "test_images": int(len(dataset.y_test)),
-        "test_accuracy": float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == dataset.y_test)),
+        "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test, batch_size),
+        "fixed_batch_size": fixed_batch_size(model),
         "preprocessing": {"input_scale": input_scale, "input_offset": input_offset, "applied": "inside the model"},
         "warning": warning,
     }

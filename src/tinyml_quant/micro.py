@@ -31,9 +31,8 @@ Prepare goes on with the null pointer of an allocation that failed. On the
 30 smoke variants that run, 19 crashed at one or more of 14 sizes probed
 below their minimum, some at 80% of it, and every arena under about 500
 bytes crashes. So no TFLM code runs in the caller: each measurement runs in
-a child process (``python -m tinyml_quant.micro_worker``; a multiprocessing
-"spawn" child would re-run a Snakemake script's top level), which logs every probe to a file before
-trying it. When the child dies, the probe it was trying counts as a failure
+a child process (``python -m tinyml_quant.micro_worker``, through ``children``), which logs every
+probe to a file before trying it. When the child dies, the probe it was trying counts as a failure
 (too small) and a new child resumes the search from the bounds so far (4 of
 the 30 smoke searches hit such a crash once, and ended at the same figure).
 The child costs 0.2-0.3 s to start (Python, numpy, TFLM) and a probe 2-15 ms
@@ -59,18 +58,15 @@ from integer types; dynamic-range "hybrid" convolutions), the status is
 TFLM's message. TFLM stops at the first operator it refuses, so one is named.
 """
 
-import json
 import logging
 import numbers
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .children import run_child
 from .datasets import load_prepared, seeded_subset
 from .files import write_json
 from .graph import external_buffers
@@ -104,30 +100,8 @@ def _read_model(model):
 
 
 def _run_worker(request, folder):
-    """Run one child; return ``(events, returncode, stderr tail)``. The child never raises into us."""
-    request_path = Path(folder) / "request.json"
-    progress_path = Path(folder) / f"progress-{time.monotonic_ns()}.jsonl"
-    request_path.write_text(json.dumps({**request, "progress_path": str(progress_path)}))
-    environment = dict(os.environ)
-    # The child imports this package; make that work even where it is not installed (a source checkout).
-    source_root = str(Path(__file__).resolve().parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, environment.get("PYTHONPATH")]))
-    completed = subprocess.run(
-        [sys.executable, "-m", WORKER_MODULE, str(request_path)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=folder,
-        timeout=WORKER_TIMEOUT_SECONDS,
-    )
-    events = []
-    if progress_path.exists():
-        for line in progress_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut short by the crash
-    return events, completed.returncode, completed.stderr[-2000:]
+    """Run one TFLM child; return ``(events, returncode, stderr tail)``. The child never raises into us."""
+    return run_child(WORKER_MODULE, request, folder, WORKER_TIMEOUT_SECONDS)
 
 
 def _crash_text(returncode, stderr):

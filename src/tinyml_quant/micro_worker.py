@@ -1,7 +1,7 @@
 """The TensorFlow Lite Micro child process of ``micro``: the arena search and the sample run, one request each.
 
 Run as ``python -m tinyml_quant.micro_worker <request.json>`` by
-``micro._run_worker``. TFLM can end this process with a segmentation fault
+``micro._run_worker`` (``children.run_child``). TFLM can end this process with a segmentation fault
 when an arena is too small, so every probe is logged to the request's
 progress file before it is tried and after it ends: the parent reads how far
 it got and resumes in a new child.
@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .children import event_log
 
 FIRST_ARENA_BYTES = 1 << 20  # generous for the study's models; grown GROWTH-fold while memory is short
 GROWTH = 4
@@ -82,24 +84,20 @@ def main(request_path):
 
     request = json.loads(Path(request_path).read_text())
     model = Path(request["model_path"]).read_bytes()
-    with open(request["progress_path"], "a") as progress:
+    log = event_log(request["progress_path"])
 
-        def log(**event):
-            progress.write(json.dumps(event) + "\n")
-            progress.flush()  # into the kernel, so the line survives a crash of this process
+    def probe(arena_bytes):
+        log(event="probe", arena_bytes=arena_bytes)
+        interpreter, failed, text = _capture_stderr(
+            lambda: runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
+        )
+        log(event="result", arena_bytes=arena_bytes, allocates=not failed, message=text if failed else "")
+        return interpreter, text
 
-        def probe(arena_bytes):
-            log(event="probe", arena_bytes=arena_bytes)
-            interpreter, failed, text = _capture_stderr(
-                lambda: runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
-            )
-            log(event="result", arena_bytes=arena_bytes, allocates=not failed, message=text if failed else "")
-            return interpreter, text
-
-        if request["mode"] == "probe":
-            probe(request["arena_bytes"])
-            return
-        _search_and_run(request, probe, log)
+    if request["mode"] == "probe":
+        probe(request["arena_bytes"])
+        return
+    _search_and_run(request, probe, log)
 
 
 def _search_and_run(request, probe, log):

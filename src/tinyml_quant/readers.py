@@ -310,6 +310,51 @@ def _strip_wrapper(names):
     return None
 
 
+# The share of train/ carved out as the test split of a folder without test/ (image_folders.<name>.test_fraction).
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def carved_test_size(count, fraction):
+    """How many of ``count`` training images a folder without ``test/`` gives its test split."""
+    return max(1, int(round(fraction * count)))
+
+
+def image_counts(path):
+    """``{split: images}`` of a local image folder or ``.zip`` from its member names alone; None for a ``.tar.gz``.
+
+    No image is read: a config check uses it before any job. Only names laid
+    out as ``<split>/<class>/<image>`` count; the reader refuses the rest
+    later. A ``.tar.gz`` names its members only as it is decompressed, so it
+    is not counted (None), nor is a ``.zip`` that cannot be opened.
+    """
+    path = Path(path)
+    try:
+        kind = source_kind(path)
+        if kind == "tar":
+            return None
+        if kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        else:
+            names = [
+                (Path(folder).relative_to(path) / name).as_posix()
+                for folder, _, files in os.walk(path)
+                for name in files
+            ]
+    except (DatasetError, zipfile.BadZipFile, OSError):
+        return None
+    wrapper = _strip_wrapper(names)
+    counts = dict.fromkeys(SPLITS, 0)
+    for name in names:
+        parts = _layout_parts(name)
+        if wrapper and parts and parts[0] == wrapper:
+            parts = parts[1:]
+        system = any(part in SYSTEM_FOLDERS for part in parts) or (parts and parts[-1] in SYSTEM_FILES)
+        if len(parts) == 3 and parts[0] in SPLITS and not system:
+            counts[parts[0]] += 1
+    return counts
+
+
 def read_image_folder(path, class_names=None, channels=None, image_size=None):
     """Read an image folder (``.tar.gz``/``.tgz``, ``.zip`` or folder) laid out ``<split>/<class>/<image>``.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conversion import calibration_images, converter_for, converter_reason, loadable
+from .conversion import calibration_images, calibration_key, converter_for, converter_reason, loadable
 from .datasets import load_prepared, seeded_subset
 from .edge_quantizer import REDUCED_WEIGHTS, quantized_variant
 from .evaluation import evaluation_interpreters, predict
@@ -35,7 +35,7 @@ from .files import read_json, write_bytes, write_json
 from .lut import WEIGHTED_OPERATORS, binned_model, compress, verify_decoding
 from .micro import measure_micro
 from .runtime import configure_tensorflow, load_keras_model
-from .schemes import FULL_INTEGER, INT4, LUT, PER_TENSOR
+from .schemes import CALIBRATED_SCHEMES, FULL_INTEGER, INT4, LUT, PER_TENSOR
 from .variants import CONVERTED, NOT_CONVERTED, NotConverted, ToolFailure, read_variant
 
 logger = logging.getLogger(__name__)
@@ -145,8 +145,10 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
     configure_tensorflow(threads)
     dataset = load_prepared(paths["dataset"])
     calibration = settings["calibration"]
+    # The LUT variant is calibrated as the int8 variant it bins.
+    calibrated = scheme if scheme in CALIBRATED_SCHEMES else FULL_INTEGER
     representative = calibration_images(
-        dataset.x_train, calibration["calibration_images"], calibration["calibration_seed"]
+        dataset.x_train, calibration["calibration_images"], calibration["calibration_seed"], calibration_key(calibrated)
     )
     debug_sample = dataset.x_test[seeded_subset(len(dataset.y_test), settings["debug_images"], settings["sample_seed"])]
     sample = seeded_subset(len(dataset.y_test), settings["agreement_images"], settings["agreement_seed"])
