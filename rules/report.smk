@@ -1,7 +1,8 @@
 # Report: the results tables, every figure, the device-fit table and where the time
 # went, under results/<study>/reports/, tagged for `snakemake --report`; and
-# publish_reports, which copies the default study's into the tracked reports/ when
-# asked for by name (make run does).
+# publish_reports, which copies them into a tracked folder when asked for by name (make
+# run does): reports/ for the default study; any other study names its own
+# (published_reports), or publish_reports is refused.
 
 
 rule gather_results:
@@ -240,21 +241,33 @@ REPORT_RULES = [
     rules.stage_costs,
 ]
 STUDY_REPORTS = [path for rule in REPORT_RULES for path in rule.output]
-PUBLISHED_REPORTS = Path(config["published_reports"])
+PUBLISHED_REPORTS = study.published_folder(config)
 
+if PUBLISHED_REPORTS:
 
-rule publish_reports:
-    input:
-        STUDY_REPORTS,
-    output:
-        [
-            str(PUBLISHED_REPORTS / Path(path).relative_to(study_path("reports")))
-            for path in STUDY_REPORTS
-        ],
-    log:
-        study_path("logs/publish_reports.log"),
-    localrule: True
-    conda:
-        "../envs/tinyml.yaml"
-    script:
-        "../scripts/publish_reports.py"
+    rule publish_reports:
+        input:
+            STUDY_REPORTS,
+        output:
+            [
+                str(
+                    Path(PUBLISHED_REPORTS)
+                    / Path(path).relative_to(study_path("reports"))
+                )
+                for path in STUDY_REPORTS
+            ],
+        log:
+            study_path("logs/publish_reports.log"),
+        localrule: True
+        conda:
+            "../envs/tinyml.yaml"
+        script:
+            "../scripts/publish_reports.py"
+
+else:
+
+    # Asked for by name only: the refusal names the key before any job runs.
+    rule publish_reports:
+        input:
+            lambda wildcards: study.refuse_publishing(config),
+        localrule: True

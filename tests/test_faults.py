@@ -453,3 +453,82 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smo
     assert all(instance <= set(wildcards.split(", ")) for _, wildcards in jobs if "model=" in wildcards)
     workflow.run("--cores", "2", *arguments)
     assert len(pd.read_csv(study / "reports" / "results.csv")) == 96
+
+
+# --------------------------------------------------------------------------- a model no scheme converts (e2e)
+
+
+def unconvertible_model(path, input_shape, classes):
+    """A fixed-batch Keras model no scheme converts: erfinv has no TFLite builtin operator."""
+    import keras
+
+    inputs = keras.Input(input_shape, batch_size=1)
+    spread = keras.ops.erfinv(keras.layers.Rescaling(1 / 256)(inputs))
+    outputs = keras.layers.Dense(classes, activation="softmax")(keras.layers.Flatten()(spread))
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.mark.e2e
+def test_a_model_no_scheme_converts_spares_every_report_and_the_other_models_firmware(tmp_path):
+    """Its variants are marked with the converter's reason; every table, figure and the other model's firmware
+    are made. A study whose schemes make no integer variant (fp32 alone) finishes too."""
+    import io
+    import tarfile
+
+    from tinyml_quant.figures import (
+        COST_FIGURES,
+        DEVICE_FIGURES,
+        DIAGNOSTIC_FIGURES,
+        RESULT_FIGURES,
+        TRADEOFF_FIGURE_PREFIX,
+        TRAINING_FIGURES,
+    )
+
+    from synthetic import image_files
+
+    workflow = Workflow.copy(tmp_path / "workflow")
+    source = tmp_path / "grey.tar.gz"
+    with tarfile.open(source, "w:gz") as archive:
+        for name, content in image_files(("train", "test"), 30, 16, False, "PNG"):
+            info = tarfile.TarInfo(f"grey/{name}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    unconvertible_model(tmp_path / "lost.keras", (16, 16, 1), 3)
+    config = {
+        "study": "one_lost",
+        "datasets": ["grey"],
+        "models": ["custom", "lost"],
+        "schemes": ["fp32", "int8", "int8_lut"],
+        "image_folders": {"grey": {"source": str(source)}},
+        "trained_models": {"lost": {"file": str(tmp_path / "lost.keras"), "dataset": "grey"}},
+        "architectures": {"custom": {"base_filters": 8}},
+        "training": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "learning_rate": 0.01, "per_dataset": {}},
+        "conversion": {"int8": {"calibration_images": 16, "calibration_seed": 0}, "calibration_sweep": [4]},
+        "micro": {"agreement_images": 10},
+        "diagnostics": {"layer_error_images": 4},
+        "latency": {"invokes": 5, "warmup": 1},
+    }
+    workflow.run("--cores", "2", "--configfile", workflow.write_config("one_lost", config))
+    reports = workflow.study("one_lost") / "reports"
+    results = pd.read_csv(reports / "results.csv")
+    lost, kept = results[results.model == "lost"], results[results.model == "custom"]
+    # custom's int8_lut may find no tensor worth compressing at this width: that is its own verdict.
+    assert len(lost) == len(kept) == 3 and (kept[kept.scheme != "int8_lut"].status == "converted").all()
+    assert (lost.status == "not converted").all() and lost.reason.str.contains("Erfinv").all()
+    assert "not converted" in (reports / "results.md").read_text()
+    assert set(pd.read_csv(reports / "fit_table.csv").model) == {"custom", "lost"}
+    figures = [*RESULT_FIGURES, *DEVICE_FIGURES, f"{TRADEOFF_FIGURE_PREFIX}grey", *TRAINING_FIGURES]
+    figures += [*DIAGNOSTIC_FIGURES, *COST_FIGURES]
+    assert all((reports / "figures" / f"{name}.png").stat().st_size > 1000 for name in figures)
+    firmware = workflow.study("one_lost") / "firmware" / "grey"
+    assert (firmware / "custom" / "seed42" / "int8" / "op_resolver.h").is_file()
+    assert not (firmware / "lost").exists()
+    assert workflow.planned("--configfile", "one_lost.yaml") == []  # nothing left to do
+
+    fp32_only = {**config, "study": "fp32_only", "models": ["custom"], "schemes": ["fp32"], "trained_models": {}}
+    fp32_only["conversion"] = {"calibration_sweep": []}  # the sweep makes int8 variants
+    workflow.run("--cores", "2", "--configfile", workflow.write_config("fp32_only", fp32_only))
+    reports = workflow.study("fp32_only") / "reports"
+    assert pd.read_csv(reports / "results.csv").scheme.tolist() == ["fp32"]
+    assert (reports / "figures" / "layer_error.png").stat().st_size > 1000

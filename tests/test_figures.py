@@ -183,3 +183,21 @@ def test_every_layer_error_point_lies_inside_its_panels_axis():
         for line in axis.get_lines():
             assert all(bottom <= value <= top for value in line.get_ydata())
     figures.pyplot().close(figure)
+
+
+def test_layer_errors_are_drawn_beside_a_model_without_any_and_in_a_study_without_integer_variants(tmp_path):
+    """A variant its tool could not make leaves a CSV of headers only (as its job writes it); fp32 alone, none."""
+    from tinyml_quant.layer_error import LAYER_COLUMNS
+
+    headers_only = tmp_path / "failed.csv"
+    pd.DataFrame(columns=["dataset", "model", "seed", "scheme", "images", *LAYER_COLUMNS]).to_csv(
+        headers_only, index=False
+    )
+    layers = tmp_path / "layers.csv"
+    pd.DataFrame(
+        {"dataset": "mnist", "model": "custom", "seed": 1, "scheme": "int8", "depth": [0, 1.0], "snr_db": [40.0, 30.0]}
+    ).to_csv(layers, index=False)
+    for name, paths in (("mixed", [headers_only, layers]), ("failed", [headers_only]), ("fp32_only", [])):
+        output = tmp_path / f"{name}.png"
+        figures.plot_layer_errors(paths, {"layer_error": [output]}, dpi=40)
+        assert output.stat().st_size > 1000

@@ -94,3 +94,31 @@ def test_the_compressed_model_has_the_int8_models_parameters_and_macs(compressed
     counted, original = analyze_graph(smaller), analyze_graph(int8)
     assert "CUSTOM:TFLM_DECODE" in counted["operators"]
     assert counted["parameters"] == original["parameters"] and counted["macs"] == original["macs"]
+
+
+def test_an_int8_variant_the_converter_could_not_make_leaves_the_lut_chain_not_converted(tmp_path):
+    """A model no scheme converts: binning and compression mark the LUT variant with the converter's reason."""
+    import json
+
+    import keras
+
+    from tinyml_quant.conversion import run_conversion
+
+    from synthetic import save_as_prepared
+
+    inputs = keras.Input((4, 4, 1))
+    # erfinv: no TFLite builtin operator, so the converter refuses the model in every scheme.
+    spread = keras.ops.erfinv(keras.layers.Rescaling(1 / 256)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(spread)))
+    model.save(tmp_path / "erfinv.keras")
+    dataset = save_as_prepared(tmp_path / "toy.npz", np.zeros((8, 4, 4, 1), np.uint8), np.arange(8) % 4)
+    calibration = {"calibration_images": 4, "calibration_seed": 0}
+    run_conversion(tmp_path / "erfinv.keras", dataset, "int8", calibration, 1, tmp_path / "int8.tflite")
+    reason = json.loads((tmp_path / "int8.json").read_text())["reason"]
+    settings = {"values_per_channel": 16}
+    lut.run_binning(tmp_path / "int8.tflite", settings, tmp_path / "binned.tflite")
+    lut.run_compression(tmp_path / "binned.tflite", dataset, settings, 4, 0, tmp_path / "int8_lut.tflite")
+    for name in ("binned", "int8_lut"):
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert record["status"] == "not converted" and record["reason"].endswith(reason)
+        assert (tmp_path / f"{name}.tflite").read_bytes() == b""

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tinyml_quant.devices import run_fit_table
 from tinyml_quant.reporting import run_gather
 
 from conftest import REPOSITORY
@@ -116,7 +117,8 @@ def test_the_tables_say_which_model_is_imported_and_show_its_warning_first(tmp_p
     assert list(table.model_source.unique()) == ["trained here", "imported from /models/mine.keras"]
     assert markdown.index("## Warnings") < markdown.index("## toy (test)")
     assert f"- **mine** on toy (test): {IMPORTED['warning']}" in markdown
-    assert "| mine (imported) |" in markdown and "| custom " in markdown
+    # 30 % on 4 classes and 200 images is not clearly above chance (its own test below).
+    assert "| mine (imported, at chance) |" in markdown and "| custom " in markdown
     written = pd.read_csv(tmp_path / "csv.out")
     assert written[written.model == "mine"].model_warning.unique().tolist() == [IMPORTED["warning"]]
     assert written[written.model == "custom"].model_warning.isna().all()
@@ -229,6 +231,53 @@ def test_what_to_choose_is_the_smallest_variant_tflite_micro_runs_within_a_point
     choice = markdown[markdown.index("## What to choose") :].split("\n## ")[0]
     row = next(line for line in choice.splitlines() if line.startswith("| toy (test) | custom"))
     assert "int8 (2.0 KB, -0.50 points)" in row and "int4 (-3.00 points)" in row
+
+
+def test_a_model_at_chance_is_flagged_in_every_table_and_never_recommended(tmp_path):
+    """On 4 classes and 200 images, 30 % is within the Wilson interval of guessing (25 %) and 36 % is not.
+
+    Each model's int8 variant is half its fp32's size and loses one point: without the flag it would be
+    recommended for every model.
+    """
+    from scipy.stats import binomtest
+
+    accuracies = {"custom": 0.8, "clear": 0.36, "guess": 0.30}
+    models = {name: {**TRAINED, "test_accuracy": value} for name, value in accuracies.items()}
+    table, markdown = gathered(tmp_path, study_records(tmp_path, models))
+    classes, images = 4, 200  # save_as_prepared's four classes, study_records' test images
+    expected = {
+        name: binomtest(round(value * images), images).proportion_ci(method="wilson").low > 1 / classes
+        for name, value in accuracies.items()
+    }
+    assert expected == {"custom": True, "clear": True, "guess": False}
+    written = pd.read_csv(tmp_path / "csv.out")
+    assert dict(zip(written.model, written.above_chance)) == expected
+    assert dict(zip(table.model, table.above_chance)) == expected
+    results, device = (
+        markdown.split(heading)[1].split("\n#")[0] for heading in ("## toy (test)", "on a microcontroller")
+    )
+    for shown in (results, device):
+        models_shown = [cells(line)[0] for line in shown.splitlines() if line.startswith("| ")][1:]  # less the header
+        assert sorted(models_shown) == ["clear"] * 2 + ["custom"] * 2 + ["guess (at chance)"] * 2
+    choice = markdown[markdown.index("## What to choose") :].split("\n## ")[0]
+    rows = {cells(line)[1]: cells(line)[2] for line in choice.splitlines() if line.startswith("| toy (test)")}
+    assert rows == {
+        "clear": "int8 (2.0 KB, -1.00 points)",
+        "custom": "int8 (2.0 KB, -1.00 points)",
+        "guess (at chance)": "none: the model is at chance",
+    }
+    config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
+    outputs = (tmp_path / "fit.csv", tmp_path / "fit.md")
+    fit = run_fit_table(tmp_path / "csv.out", [], config["boards"], config["cortex_m_latency"], *outputs)
+    assert dict(zip(fit.model, fit.above_chance)) == expected
+    fit_section = (tmp_path / "fit.md").read_text().split("## toy (test)")[1]
+    fit_models = {cells(line)[0] for line in fit_section.splitlines() if line.startswith("| ")} - {"model"}
+    assert fit_models == {"clear", "custom", "guess (at chance)"}
+
+
+def cells(line):
+    """The cells of a Markdown table row, unpadded."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
 def test_the_reference_row_holds_the_published_accuracy_beside_the_studys(tmp_path):

@@ -106,6 +106,26 @@ def test_every_preset_plans_inside_its_own_study_folder(tmp_path):
     }
 
 
+def test_only_the_default_study_publishes_to_the_tracked_reports_unless_a_folder_is_named(tmp_path):
+    workflow = Workflow.copy(tmp_path)
+    seeds = workflow.planned_outputs("all", "publish_reports", "--configfile", "config/seeds.yaml")
+    published = {path for path in seeds if not path.startswith("results/seeds/")}
+    assert published and all(path.startswith("reports/seeds/") for path in published)
+    mine = workflow.write_config("mine", {"study": "mine"})
+    planned = workflow.planned_outputs("all", "--configfile", mine)  # the study itself needs no folder
+    assert planned and all(path.startswith("results/mine/") for path in planned)
+    refused = workflow.run("-n", "all", "publish_reports", "--configfile", mine, check=False)
+    assert refused.returncode != 0
+    assert "published_reports: not set for study 'mine'; only the 'default' study publishes" in refused.stdout
+    named = workflow.write_config("named", {"study": "mine", "published_reports": "elsewhere/mine"})
+    published = workflow.planned_outputs("publish_reports", "--configfile", named)
+    assert {path for path in published if not path.startswith("results/mine/")} == {
+        path.replace("results/mine/reports/", "elsewhere/mine/")
+        for path in published
+        if path.startswith("results/mine/reports/")
+    }
+
+
 @pytest.mark.parametrize(
     "change, culprit",
     [

@@ -29,6 +29,31 @@ class ConfigError(ValueError):
     """A setting the workflow cannot run with; the message names the config key."""
 
 
+# The study whose reports publish_reports copies into the tracked reports/ when no folder is named.
+DEFAULT_STUDY = "default"
+DEFAULT_PUBLISHED_REPORTS = "reports"
+
+
+def published_folder(config):
+    """Where publish_reports copies the study's reports: ``published_reports``, else reports/ for the default study.
+
+    ``None`` for any other study that names no folder: its reports would
+    overwrite the default study's tracked ones.
+    """
+    if config.get("published_reports"):
+        return config["published_reports"]
+    return DEFAULT_PUBLISHED_REPORTS if config["study"] == DEFAULT_STUDY else None
+
+
+def refuse_publishing(config):
+    """Raise ConfigError: this study names no folder for publish_reports (``published_folder`` gave None)."""
+    raise ConfigError(
+        f"published_reports: not set for study {config['study']!r}; only the {DEFAULT_STUDY!r} study publishes to "
+        f"the tracked {DEFAULT_PUBLISHED_REPORTS}/ without it. Name this study's folder, e.g. "
+        f"published_reports: {DEFAULT_PUBLISHED_REPORTS}/{config['study']}"
+    )
+
+
 def load_yaml(path):
     """A YAML config file's content; a syntax error names the file, line and column."""
     try:

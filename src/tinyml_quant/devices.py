@@ -31,6 +31,7 @@ from .files import write_csv, write_text
 from .micro import RUNS, STATUSES, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import BY_NAME, INTEGER_SCHEMES
+from .statistics import AT_CHANCE, is_at_chance
 from .variants import NOT_CONVERTED
 
 KB = 1024
@@ -213,6 +214,8 @@ def fit_table(results, boards, npu_records=None, cortex_reference=None):
                 {
                     "dataset_name": variant.dataset_name,
                     "model": variant.model,
+                    # A results table made before models were judged has no judgement: nothing is marked.
+                    "above_chance": getattr(variant, "above_chance", None),
                     "seed": int(variant.seed),
                     "scheme": variant.scheme,
                     "board": board.label,
@@ -269,10 +272,14 @@ def fit_markdown(table, boards, cortex_reference=None):
     several_seeds = table.seed.nunique() > 1
     for dataset_name, part in table.groupby("dataset_name", sort=True):
         part = part.assign(
+            model=[
+                f"{model} ({AT_CHANCE})" if is_at_chance(above) else model
+                for model, above in zip(part.model, part.above_chance)
+            ],
             cell=[
                 f"{verdict}; {_latency_cell(low, high)}".rstrip("; ")
                 for verdict, low, high in zip(part.verdict, part.latency_low_ms, part.latency_high_ms)
-            ]
+            ],
         )
         index = ["model", "seed", "scheme"] if several_seeds else ["model", "scheme"]
         wide = part.pivot_table(index=index, columns="board", values="cell", aggfunc="first", observed=True)

@@ -551,6 +551,9 @@ def layer_error(table):
     seed; depth 0 is the first quantized layer, 1 the last.
     """
     plt = pyplot()
+    title = "Quantization error by layer"
+    if table.empty:
+        return nothing_to_show(title, "no integer variant was converted in this study: no quantized layer to compare")
     datasets = sorted(table.dataset.unique())
     schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme)]
     colours = model_colours(table.model)
@@ -582,7 +585,7 @@ def layer_error(table):
     handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
     figure.legend(handles=handles, loc="outside right upper", fontsize="small")
     figure.suptitle(
-        "Quantization error by layer: signal-to-noise ratio of each layer's output against the fp32 model "
+        f"{title}: signal-to-noise ratio of each layer's output against the fp32 model "
         f"(above {SNR_CEILING_DB:g} dB drawn at the top)"
     )
     return figure
@@ -591,7 +594,10 @@ def layer_error(table):
 def plot_layer_errors(csv_paths, outputs, dpi=150):
     """Snakemake entry point: ``DIAGNOSTIC_FIGURES`` from the per-layer CSVs."""
     _check_outputs(outputs, DIAGNOSTIC_FIGURES)
-    table = pd.concat([pd.read_csv(path) for path in csv_paths], ignore_index=True)
+    # A variant its tool could not make leaves a CSV of headers only; a study without integer schemes, none.
+    # Left in, a header-only frame turns every column to objects.
+    tables = [table for table in (pd.read_csv(path) for path in csv_paths) if not table.empty]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["dataset", "scheme", "snr_db"])
     for name, draw in DIAGNOSTIC_FIGURES.items():
         save(draw(table), outputs[name], dpi)
 

@@ -19,7 +19,16 @@ from .files import read_json, write_csv, write_text
 from .micro import RUNS, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import FULL_INTEGER, REFERENCE_SCHEME, SCHEMES
-from .statistics import ALPHA, discordant_counts, holm, mcnemar_exact, wilson_interval
+from .statistics import (
+    ALPHA,
+    AT_CHANCE,
+    clearly_above_chance,
+    discordant_counts,
+    holm,
+    is_at_chance,
+    mcnemar_exact,
+    wilson_interval,
+)
 from .variants import CONVERTED, NOT_CONVERTED
 
 logger = logging.getLogger(__name__)
@@ -32,7 +41,7 @@ COLUMNS = [
     *("dataset", "dataset_name", "model", "model_source", "model_warning", "seed", "scheme", "status", "reason"),
     *("file_bytes", "size_kb", "compression_vs_fp32", "accuracy", "accuracy_ci_low", "accuracy_ci_high"),
     *("accuracy_change_vs_fp32", "fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"),
-    *("agreement_with_fp32", "keras_test_accuracy", "parameters", "test_images", "input_type"),
+    *("agreement_with_fp32", "keras_test_accuracy", "above_chance", "parameters", "test_images", "input_type"),
     *("host_ms_per_image", "threads", "macs", "tflite_parameters", "operator_total", "operators"),
     *("tflm_status", "arena_bytes", "tflm_unsupported_operator", "tflm_sample_images", "tflm_top1_agreement"),
     *("tflm_sample_accuracy", "litert_sample_accuracy", "tflm_max_difference_steps"),
@@ -152,7 +161,7 @@ def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, la
     for column in ("arena_bytes", "tflm_max_difference_steps", "file_bytes", "macs"):
         table[column] = table[column].astype("Int64")
     table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
-    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"):
+    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant", "above_chance"):
         table[column] = pd.NA
     return table[COLUMNS].sort_values(VARIANT).reset_index(drop=True)
 
@@ -185,6 +194,22 @@ def paired_tests(table, predictions, labels, alpha=ALPHA):
     return table
 
 
+def chance_flags(table, datasets):
+    """``table`` with ``above_chance``: whether each row's model scores clearly above chance on its dataset.
+
+    ``datasets`` maps a dataset to ``(classes, test images)``. The model's own
+    (Keras) test accuracy on the whole test set is judged, so that a model none
+    of whose variants converts is judged too (``statistics.clearly_above_chance``).
+    """
+    table = table.copy()
+    flags = []
+    for row in table.itertuples():
+        classes, images = datasets[row.dataset]
+        flags.append(clearly_above_chance(round(row.keras_test_accuracy * images), images, classes))
+    table["above_chance"] = pd.array(flags, dtype="boolean")
+    return table
+
+
 def seed_summary(table):
     """Per dataset, model and scheme: the seeds, mean and standard deviation of accuracy and of its change."""
     converted = table[table.status == CONVERTED]
@@ -197,6 +222,7 @@ def seed_summary(table):
         change_std=("accuracy_change_vs_fp32", "std"),
         size_kb=("size_kb", "mean"),
         significant_seeds=("significant", lambda values: int(sum(bool(value) for value in values if pd.notna(value)))),
+        at_chance=("above_chance", lambda values: any(is_at_chance(value) for value in values)),
     ).reset_index()
     changes = grouped.accuracy_change_vs_fp32.apply(lambda values: ", ".join(f"{value:+.2f}" for value in values))
     summary["changes"] = changes.to_numpy()
@@ -210,12 +236,30 @@ def _percent(value, digits=2):
     return "-" if pd.isna(value) else f"{100 * value:.{digits}f}"
 
 
-def model_labels(part):
-    """Each row's model, marked when it was imported rather than trained here."""
+def at_chance_models(table):
+    """The ``(dataset, model)`` pairs of which some seed's model is not clearly above chance."""
+    return {(row.dataset, row.model) for row in table.itertuples() if is_at_chance(row.above_chance)}
+
+
+def marked_models(frame, table):
+    """``frame``'s model column with the models at chance in ``table`` marked, for a table of another stage."""
+    flagged = at_chance_models(table)
     return [
-        f"{model} (imported)" if str(source).startswith("imported") else model
-        for model, source in zip(part.model, part.model_source)
+        f"{model} ({AT_CHANCE})" if (dataset, model) in flagged else model
+        for dataset, model in zip(frame.dataset, frame.model)
     ]
+
+
+def model_labels(part):
+    """Each row's model, marked when it was imported rather than trained here, and when it scores at chance."""
+    labels = []
+    for model, source, above in zip(part.model, part.model_source, part.above_chance):
+        marks = [
+            *(["imported"] if str(source).startswith("imported") else []),
+            *([AT_CHANCE] if is_at_chance(above) else []),
+        ]
+        labels.append(f"{model} ({', '.join(marks)})" if marks else model)
+    return labels
 
 
 def warnings_markdown(table):
@@ -319,7 +363,8 @@ def choice_markdown(table, summary):
         f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs with LiteRT's outputs (the "
         "correctness gate: a variant that runs with wrong output is never chosen) and that stays within "
         f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and its least accurate quantized "
-        "variant.\n",
+        f"variant. A model whose test accuracy is not clearly above chance ({AT_CHANCE}: the 95 % Wilson interval "
+        "of its Keras test accuracy reaches 1 / classes, what guessing scores) is recommended nothing.\n",
     ]
     # A scheme TFLite Micro runs for every seed of the model.
     runs = table.assign(runs=(table.tflm_status == RUNS) & (table.status == CONVERTED))
@@ -327,6 +372,7 @@ def choice_markdown(table, summary):
     runnable = set(every_seed[every_seed].index)
     rows = []
     for (dataset_name, model), part in summary.groupby(["dataset_name", "model"], sort=True):
+        at_chance = bool(part.at_chance.any())
         runs_there = np.array([(row.dataset, row.model, row.scheme) in runnable for row in part.itertuples()])
         # Rounded so that a loss of exactly the limit is not "more" by a float's last bit.
         keeps = (part.change_mean.round(6) >= -KEEPS_ACCURACY_POINTS).to_numpy()
@@ -334,13 +380,17 @@ def choice_markdown(table, summary):
         quantized = part[part.scheme != REFERENCE_SCHEME]
         worst = quantized.loc[quantized.change_mean.idxmin()] if len(quantized) else part.iloc[0]
         best = candidates.loc[candidates.size_kb.idxmin()] if len(candidates) else None
+        if at_chance:
+            recommended = f"none: the model is {AT_CHANCE}"
+        elif best is None:
+            recommended = "-"
+        else:
+            recommended = f"{best.scheme} ({best.size_kb:.1f} KB, {best.change_mean:+.2f} points)"
         rows.append(
             {
                 "dataset": dataset_name,
-                "model": model,
-                f"smallest variant within {KEEPS_ACCURACY_POINTS:g} point": "-"
-                if best is None
-                else f"{best.scheme} ({best.size_kb:.1f} KB, {best.change_mean:+.2f} points)",
+                "model": f"{model} ({AT_CHANCE})" if at_chance else model,
+                f"smallest variant within {KEEPS_ACCURACY_POINTS:g} point": recommended,
                 "least accurate variant": f"{worst.scheme} ({worst.change_mean:+.2f} points)",
             }
         )
@@ -353,7 +403,9 @@ def seeds_markdown(summary):
     shown = pd.DataFrame(
         {
             "dataset": summary.dataset_name,
-            "model": summary.model,
+            "model": [
+                f"{model} ({AT_CHANCE})" if low else model for model, low in zip(summary.model, summary.at_chance)
+            ],
             "scheme": summary.scheme,
             "seeds": summary.seeds,
             "accuracy (%) mean ± sd": [
@@ -387,6 +439,7 @@ def calibration_markdown(calibration, table):
         change_text=calibration.accuracy_change_vs_fp32.map(lambda value: "-" if pd.isna(value) else f"{value:+.2f}"),
         test_text=[test_cell(row) for row in calibration.itertuples()],
     )
+    shown["model"] = marked_models(shown, table)
     several_seeds = shown.seed.nunique() > 1
     columns = ["dataset_name", "model", *(["seed"] if several_seeds else []), "calibration_images"]
     columns += ["accuracy_text", "change_text", "test_text"]
@@ -465,6 +518,7 @@ def npu_markdown(npu, table):
             for row in npu.itertuples()
         ],
     )
+    shown["model"] = marked_models(shown, table)
     several_seeds = shown.seed.nunique() > 1
     columns = ["dataset", "model", *(["seed"] if several_seeds else []), "scheme", "board", "accelerator"]
     shown = shown[[*columns, "accuracy", "time", "memory", "cpu"]].rename(
@@ -774,11 +828,12 @@ def run_gather(inputs, parameters, outputs):
     for path in inputs["evaluations"]:
         record = _normalized(read_json(path))
         predictions[tuple(record[name] for name in VARIANT)] = np.load(predictions_path(path), allow_pickle=False)
-    labels = {}
+    labels, classes = {}, {}
     for path in inputs["datasets"]:
         dataset = load_prepared(path)
         labels[dataset.provenance["dataset"]] = dataset.y_test
-    table = paired_tests(table, predictions, labels)
+        classes[dataset.provenance["dataset"]] = (len(dataset.class_names), len(dataset.y_test))
+    table = chance_flags(paired_tests(table, predictions, labels), classes)
     summary = seed_summary(table)
     calibration = calibration_table(
         inputs["calibrations"],

@@ -7,6 +7,10 @@
   images: only the images the two classify differently carry information, ``b``
   right by fp32 alone and ``c`` right by the variant alone. The exact McNemar
   test is the two-sided binomial test of ``c`` among ``b + c`` at one half.
+* A model is clearly above chance when the Wilson interval of its test
+  accuracy lies wholly above ``1 / classes``, what guessing scores on
+  balanced classes: a model that cannot be told from guessing is flagged, and
+  none of its variants is recommended.
 * Every variant of a study is one such test, so the p-values are corrected
   for their number by Holm's step-down method, which holds the family-wise
   error rate at ``alpha`` for any dependence between the tests.
@@ -15,6 +19,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 
 # The normal quantile of a two-sided 95 % interval.
 Z_95 = 1.959963984540054
@@ -33,6 +38,22 @@ def wilson_interval(correct, total, z=Z_95):
     low = 0.0 if correct == 0 else centre - half
     high = 1.0 if correct == total else centre + half
     return low, high
+
+
+def clearly_above_chance(correct, total, classes, z=Z_95):
+    """Whether ``correct`` of ``total`` is clearly above chance: its Wilson lower bound above 1 / ``classes``."""
+    if classes < 2:
+        raise ValueError(f"chance needs at least 2 classes, got {classes}")
+    return bool(wilson_interval(correct, total, z)[0] > 1 / classes)
+
+
+# How the tables mark a model that is not clearly above chance.
+AT_CHANCE = "at chance"
+
+
+def is_at_chance(above_chance):
+    """True only for a model judged and found not clearly above chance (False, not a missing judgement)."""
+    return not pd.isna(above_chance) and not bool(above_chance)
 
 
 def discordant_counts(reference_predictions, predictions, labels):
