@@ -78,6 +78,8 @@ def run(config_files, dataset_name, mirror, output_dir, epochs, models, deadline
     from tinyml_quant.training import train
 
     started = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     config = study_config(config_files)
     with tempfile.TemporaryDirectory() as folder:
         dataset = prepared_dataset(dataset_name, mirror, folder)
@@ -92,7 +94,8 @@ def run(config_files, dataset_name, mirror, output_dir, epochs, models, deadline
         }
         settings["warmup_epochs"] = min(settings["warmup_epochs"], epochs / 2)
         left = deadline - (time.perf_counter() - started)
-        if summary and left < 1.5 * max(row["wall_s"] for row in summary):
+        walls = [row["wall_s"] for row in summary if "wall_s" in row]
+        if walls and left < 1.5 * max(walls):
             print(f"{model_name}: not trained, {left:.0f} s left of the deadline", flush=True)
             summary.append({"model": model_name, "status": f"not trained: {left:.0f} s left of the deadline"})
             continue
@@ -117,17 +120,20 @@ def run(config_files, dataset_name, mirror, output_dir, epochs, models, deadline
                 "device": metrics["device"],
             }
         )
+        summary[-1].update(
+            {
+                "dataset": dataset.name,
+                "machine": machine_label(metrics["device"]),
+                "versions": f"jax {backend_version('jax')}, keras {keras.__version__}",
+            }
+        )
         history += [{"model": model_name, **row} for row in rows]
         print(summary[-1], flush=True)
+        # After each model: a later one that fails or runs out of time loses nothing trained before it.
+        write_rows(output_dir / "accelerator_training.csv", summary)
+        write_rows(output_dir / "accelerator_history.csv", history)
         del model
-    label = machine_label(summary[0].get("device", "?"))
-    versions = f"jax {backend_version('jax')}, keras {keras.__version__}"
-    for row in summary:
-        row.update({"dataset": dataset.name, "machine": label, "versions": versions})
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_rows(output_dir / "accelerator_training.csv", summary)
-    write_rows(output_dir / "accelerator_history.csv", history)
     return summary
 
 
