@@ -54,6 +54,11 @@ def select_backend(backend, accelerator="auto", threads=1):
     """
     check_backend_name(backend)
     check_accelerator_name(accelerator)
+    if not backend_installed(backend):
+        raise BackendError(
+            f"training.backend: {backend!r} is not installed in this environment ({sys.executable}); "
+            f"install it with: {INSTALL[backend]}"
+        )
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if current != backend:
@@ -61,11 +66,6 @@ def select_backend(backend, accelerator="auto", threads=1):
                 f"training.backend: {backend!r} was asked for, but this process already imported Keras with the "
                 f"{current!r} backend; Keras reads its backend once, so train in a new process"
             )
-    if not backend_installed(backend):
-        raise BackendError(
-            f"training.backend: {backend!r} is not installed in this environment ({sys.executable}); "
-            f"install it with: {INSTALL[backend]}"
-        )
     os.environ["KERAS_BACKEND"] = backend
     if backend == "jax":
         if accelerator == "cpu":

@@ -46,7 +46,8 @@ COLUMNS = [
     *("tflm_status", "arena_bytes", "tflm_unsupported_operator", "tflm_sample_images", "tflm_top1_agreement"),
     *("tflm_sample_accuracy", "litert_sample_accuracy", "tflm_max_difference_steps"),
     *("host_latency_median_ms", "host_latency_p90_ms", "host_latency_threads"),
-    *("training_precision", "tensorflow_version", "keras_version", "litert_version", "workflow_version"),
+    *("training_precision", "training_backend", "tensorflow_version", "jax_version", "keras_version"),
+    *("litert_version", "workflow_version"),
 ]
 
 
@@ -135,7 +136,12 @@ def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, la
                 "keras_test_accuracy": trained["test_accuracy"],
                 "parameters": trained["parameters"],
                 "training_precision": (trained.get("settings") or {}).get("precision"),
-                **{f"{library}_version": versions.get(library) for library in ("tensorflow", "keras", "workflow")},
+                # Imported models and trainings from before the backend setting ran on TensorFlow.
+                "training_backend": trained.get("backend", "tensorflow"),
+                **{
+                    f"{library}_version": versions.get(library)
+                    for library in ("tensorflow", "jax", "keras", "workflow")
+                },
                 **device_columns(graphs[key], micro[key], latencies[key]),
             }
         )
