@@ -40,6 +40,8 @@ def test_every_paper_architecture_trains_a_step_and_converts_with_every_scheme(m
         "batch_size": 32,
         "validation_split": 0.0,
         "seed": DEFAULTS["seeds"][0],
+        # The preset trains under JAX; this process converts with TensorFlow, which Keras was imported with.
+        "backend": "tensorflow",
     }
     # Snakemake merges the preset into config.yaml: an architecture the preset leaves alone keeps its default.
     architecture = {**DEFAULTS["architectures"], **PAPER["architectures"]}.get(model_name, {})

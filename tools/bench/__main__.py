@@ -551,7 +551,8 @@ def bench_paper(args, report_, config, data_path, scratch, threads):
     for model_name in ARCHITECTURES:
         architecture = paper["architectures"].get(model_name, {})
         paper_settings = study.training_settings(paper["training"], "cifar10", model_name)
-        settings = {**paper_settings, "epochs": 2, "seed": config["seeds"][0]}
+        # This machine's CPU under TensorFlow, as the other sections (the preset itself trains under JAX).
+        settings = {**paper_settings, "epochs": 2, "seed": config["seeds"][0], "backend": "tensorflow"}
         log(f"paper preset: {model_name} {architecture} ({args.paper_images} images, 2 epochs)")
         run = in_child(
             training.train_step,
