@@ -62,6 +62,11 @@ def test_the_default_config_and_the_presets_pass():
             {"training": {"per_dataset": {"mnist": {"per_model": {"custom": {"optimizer": "lion"}}}}}},
             "training.per_dataset.mnist.per_model.custom.optimizer: 'lion' is not one of ['sgd', 'adam']",
         ),
+        ({"training": {"backend": "pytorch"}}, "training.backend: 'pytorch' is not one of ['tensorflow', 'jax']"),
+        (
+            {"training": {"per_model": {"resnet8": {"accelerator": "tpu"}}}},
+            "training.per_model.resnet8.accelerator: 'tpu' is not one of ['auto', 'cpu', 'gpu']",
+        ),
         ({"trainning": {"epochs": 1}}, "trainning: not a setting; did you mean 'training'?"),
         ({"zzz": 1}, "zzz: not a setting; known here: ['architectures', 'boards',"),
         ({"models": []}, "models: [] should be non-empty"),

@@ -70,6 +70,9 @@ def select_backend(backend, accelerator="auto", threads=1):
     if backend == "jax":
         if accelerator == "cpu":
             os.environ["JAX_PLATFORMS"] = "cpu"
+        else:
+            # JAX takes 75 % of a GPU's memory up front; Snakemake may run several training jobs on one GPU.
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         # XLA's CPU runtime otherwise starts a thread per core, whatever the job was given; on a GPU
         # the host's threads only feed it.
         flags = os.environ.get("XLA_FLAGS", "")
