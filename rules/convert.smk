@@ -4,8 +4,8 @@
 # the fp32 file; the LUT variant is the int8 file with its weights binned, then compressed by
 # TFLite Micro's compressor (the compressed file is what a device stores).
 #
-# Resources cover the peaks measured on the full default run with margin:
-# 1.1 GB and 12 s at most (cifar10 mobilenet_v2 int16x8).
+# Resources cover the default run's peaks with margin: reports/stage_costs.md
+# sets them side by side, and the end-to-end tests check every job against them.
 
 
 rule convert_model:

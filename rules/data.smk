@@ -1,9 +1,8 @@
 # Data: fetch (download, mirror or your own files) and verify, then prepare one .npz per dataset.
 #
-# Resources (mem_mb, runtime in minutes) cover the peaks measured on the full default
-# run with margin: prepare_dataset peaked at 439 MB and 7 s (cifar10); fetch_dataset
-# checksums files (under 1 s from the mirror), its runtime leaves room for a slow
-# download. Downloads are cached in data/downloads/, shared by every study.
+# Resources (mem_mb, runtime in minutes) cover the default run's peaks with margin
+# (reports/stage_costs.md sets them side by side); fetch_dataset's runtime leaves
+# room for a slow download. Downloads are cached in data/downloads/, shared by every study.
 
 
 rule fetch_dataset:

@@ -1,8 +1,8 @@
 # Evaluation: every variant with the LiteRT interpreter on the whole (prepared) test set, and
 # the int8 variants of the calibration sweep likewise.
 #
-# Resources cover the peaks measured on the full default run (10,000 test images)
-# with margin: 283 MB and 141 s at most (int16x8 runs LiteRT's slow reference kernels).
+# Resources cover the default run's peaks (10,000 test images; int16x8 runs LiteRT's
+# slow reference kernels) with margin: reports/stage_costs.md sets them side by side.
 
 
 rule evaluate_model:

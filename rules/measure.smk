@@ -4,8 +4,8 @@
 # The graph and TFLite Micro see what a device stores (device_file: the compressed file
 # of the LUT scheme); LiteRT, which cannot decode it, runs the variant file.
 #
-# Resources cover the peaks measured on the largest default-preset variants with
-# margin: analyze_graph 35 MB and 0.3 s, measure_micro 240 MB, measure_latency 235 MB.
+# Resources cover the default run's peaks with margin: reports/stage_costs.md sets
+# them side by side, and the end-to-end tests check every job against them.
 
 
 rule analyze_graph:

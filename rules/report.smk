@@ -199,6 +199,21 @@ rule plot_layer_errors:
         "../scripts/plot_layer_errors.py"
 
 
+def rule_budgets():
+    """Each rule's declared mem_mb and runtime (minutes), where they are plain numbers."""
+    budgets = {}
+    for each in workflow.rules:
+        declared = {}
+        for key in ("mem_mb", "runtime"):
+            # Snakemake 9 wraps each value in a Resource; `raw` is the number as written.
+            value = getattr(each.resources.get(key), "raw", each.resources.get(key))
+            if isinstance(value, int):
+                declared[key] = value
+        if declared:
+            budgets[each.name] = declared
+    return budgets
+
+
 rule stage_costs:
     input:
         benchmarks=grid_benchmarks,
@@ -226,6 +241,8 @@ rule stage_costs:
         runtime=5,
     params:
         dpi=config["plots"]["dpi"],
+        # Called once the DAG is built, when every rule file has been read.
+        budgets=lambda wildcards: rule_budgets(),
     script:
         "../scripts/stage_costs.py"
 

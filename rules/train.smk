@@ -1,13 +1,14 @@
 # Models: the built-in architectures are trained here; your own trained models are imported.
 #
-# Resources cover the peaks measured on the full default run (one thread each, 2-core
-# machine) with margin. The paper preset (config/paper.yaml) trains far longer:
-# raise runtime (and mem_mb for the full-width MobileNets) with --set-resources.
+# Resources cover the default run's peaks (one thread each, 2-core machine) with
+# margin: reports/stage_costs.md sets them side by side. The paper preset
+# (config/paper.yaml) trains far longer: raise runtime (and mem_mb for the full-width
+# MobileNets) with --set-resources.
 #
-# A GPU on SLURM: see profiles/slurm/config.yaml (set-resources: train_model: gpu: 1)
-# and profiles/README.md. Not slurm_extra="'--gres=gpu:1'": the plugin refuses
-# --gres/--gpus there. The environment then needs TensorFlow's CUDA build instead of
-# tensorflow-cpu, and weights trained on a GPU differ from CPU-trained ones.
+# A GPU: training.backend jax (pip install -e '.[gpu]'), and on SLURM a GPU for this
+# rule only (profiles/slurm/config.yaml, set-resources: train_model: gpu: 1;
+# profiles/README.md). Not slurm_extra="'--gres=gpu:1'": the plugin refuses
+# --gres/--gpus there. Weights trained on a GPU differ from CPU-trained ones.
 
 
 rule train_model:

@@ -11,4 +11,5 @@ with output_to_log(snakemake.log[0]):
         markdown_path=snakemake.output.markdown,
         figure_paths={name: list(snakemake.output[name]) for name in COST_FIGURES},
         dpi=snakemake.params.dpi,
+        budgets=dict(snakemake.params.budgets),
     )

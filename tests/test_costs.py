@@ -83,3 +83,23 @@ def test_run_stage_costs_writes_tables_and_figures(grid, tmp_path):
     markdown = (reports / "stage_costs.md").read_text()
     assert "## Per stage" in markdown and "## Per model" in markdown and "| mnist     | custom  |" in markdown
     assert figures[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in figures[1].read_bytes()
+
+
+def test_jobs_past_their_rules_resources_are_named_and_the_rest_pass(grid, tmp_path):
+    from tinyml_quant.costs import over_budget
+
+    # convert_model's int8 job peaked at 800 MB and 6 s; train_model at 1200 MB and 30 s.
+    budgets = {"convert_model": {"mem_mb": 750, "runtime": 1}, "train_model": {"mem_mb": 4000, "runtime": 0}}
+    over = over_budget(jobs_table(grid), budgets)
+    named = sorted(zip(over.stage, over.variant, over.resource, over.measured, over.declared))
+    assert named == [("convert_model", "int8", "mem_mb", 800.0, 750.0), ("train_model", "", "runtime", 30.0, 0.0)]
+    reports = tmp_path / "reports"
+    figures = {"stage_costs": [reports / "costs.png"]}
+    run_stage_costs(grid, reports / "costs.csv", reports / "costs.md", figures, 50, budgets)
+    markdown = (reports / "costs.md").read_text()
+    assert "2 jobs went past their rule's resources" in markdown
+    assert "| convert_model   | 800 / 750" in markdown
+    roomy = {"convert_model": {"mem_mb": 800, "runtime": 1}, "train_model": {"mem_mb": 1200, "runtime": 1}}
+    assert over_budget(jobs_table(grid), roomy).empty  # at the limit is within it
+    run_stage_costs(grid, reports / "costs.csv", reports / "costs.md", figures, 50, roomy)
+    assert "Every job stayed within its rule's resources." in (reports / "costs.md").read_text()

@@ -180,6 +180,43 @@ def smoke_results(smoke_run):
     return pd.read_csv(smoke_run.study(SMOKE_STUDY) / "reports" / "results.csv")
 
 
+def declared_resources(rules_folder):
+    """``{rule: {"mem_mb": MB, "runtime": minutes}}`` as the rule files write them (plain numbers only)."""
+    import re
+
+    declared = {}
+    for path in sorted(rules_folder.glob("*.smk")):
+        for block in re.split(r"^(?:rule|checkpoint) ", path.read_text(), flags=re.MULTILINE)[1:]:
+            name = block.split(":", 1)[0].strip()
+            resources = re.search(r"^    resources:\n((?:        .*\n)+)", block, flags=re.MULTILINE)
+            if resources:
+                found = re.findall(r"^        (mem_mb|runtime)=(\d+),", resources.group(1), flags=re.MULTILINE)
+                declared[name] = {key: int(value) for key, value in found}
+    return declared
+
+
+@pytest.mark.e2e
+def test_every_smoke_job_stays_within_its_rules_resources(smoke_run):
+    """Each job's benchmark file (peak memory, wall time) against what its rule declares, as read from rules/*.smk."""
+    from tinyml_quant.costs import jobs_table
+
+    declared = declared_resources(smoke_run.folder / "rules")
+    assert {"train_model", "convert_model", "evaluate_model", "measure_micro"} <= set(declared)
+    jobs = jobs_table(sorted((smoke_run.study(SMOKE_STUDY) / "benchmarks").rglob("*.tsv")))
+    assert len(jobs) > VARIANTS
+    judged = 0
+    for job in jobs.itertuples(index=False):
+        limits = declared.get(job.stage, {})
+        if "mem_mb" in limits and job.max_rss_mb == job.max_rss_mb:  # NaN: Snakemake could not measure it
+            assert job.max_rss_mb <= limits["mem_mb"], job
+            judged += 1
+        if "runtime" in limits:
+            assert job.wall_s <= 60 * limits["runtime"], job
+    assert judged > VARIANTS
+    costs = (smoke_run.study(SMOKE_STUDY) / "reports" / "stage_costs.md").read_text()
+    assert "Every job stayed within its rule's resources." in costs
+
+
 @pytest.mark.e2e
 def test_smoke_run_reports_every_variant(smoke_run):
     results = smoke_results(smoke_run)

@@ -118,6 +118,55 @@ def model_summary(jobs):
     return wall.reset_index()
 
 
+def over_budget(jobs, budgets):
+    """The jobs whose peak memory or wall time went past their rule's ``mem_mb`` or ``runtime`` (minutes).
+
+    ``budgets``: ``{rule: {"mem_mb": MB, "runtime": minutes}}``, what the
+    rules declare (a cluster gives a job no more). Rules without a figure, and
+    jobs Snakemake could not measure, are not judged.
+    """
+    rows = []
+    for job in jobs.itertuples(index=False):
+        budget = budgets.get(job.stage, {})
+        limits = (("max_rss_mb", "mem_mb", 1.0), ("wall_s", "runtime", 60.0))
+        for measured, declared, per_unit in limits:
+            value, limit = getattr(job, measured), budget.get(declared)
+            if limit is not None and not math.isnan(value) and value > limit * per_unit:
+                rows.append({**job._asdict(), "resource": declared, "measured": value, "declared": limit * per_unit})
+    return pd.DataFrame(rows, columns=[*jobs.columns, "resource", "measured", "declared"])
+
+
+def budget_section(jobs, budgets):
+    """Markdown: each stage's declared resources beside its peaks, and every job that went past them."""
+    stages = stage_summary(jobs)
+    rows = [
+        [
+            row.stage,
+            f"{row.max_rss_mb:.0f} / {budgets.get(row.stage, {}).get('mem_mb', '-')}",
+            f"{row.max_job_s:.0f} / {60 * budgets[row.stage]['runtime']:.0f}"
+            if "runtime" in budgets.get(row.stage, {})
+            else f"{row.max_job_s:.0f} / -",
+        ]
+        for row in stages.itertuples(index=False)
+    ]
+    table = pd.DataFrame(rows, columns=["stage (rule)", "peak MB / mem_mb", "longest job s / runtime (s)"])
+    over = over_budget(jobs, budgets)
+    verdict = (
+        "Every job stayed within its rule's resources."
+        if over.empty
+        else f"{len(over)} jobs went past their rule's resources:\n\n"
+        + over[["stage", "dataset", "model", "seed", "variant", "resource", "measured", "declared"]].to_markdown(
+            index=False
+        )
+    )
+    return (
+        "## Against the rules' resources\n\n"
+        "Each rule's `resources` (rules/*.smk: what a cluster reserves, and the peaks they must cover) beside "
+        "the largest measured job of its stage.\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n\n"
+        f"{verdict}\n"
+    )
+
+
 def cost_rows(jobs):
     """The CSV: one row per stage, dataset and model (summed over seeds and schemes), with the job count."""
     grouped = jobs.groupby(["stage", "dataset", "model"], sort=False)
@@ -126,8 +175,8 @@ def cost_rows(jobs):
     ).reset_index()
 
 
-def markdown(jobs):
-    """Stage table, then model table, in Markdown."""
+def markdown(jobs, budgets=None):
+    """Stage table, then model table, then the jobs against their rules' resources, in Markdown."""
     stages = stage_summary(jobs)
     total = stages.wall_s.sum()
     shown = stages.assign(
@@ -166,14 +215,26 @@ def markdown(jobs):
             "## Per model (wall seconds per stage, summed over seeds and schemes)\n",
             formatted.to_markdown(index=False, disable_numparse=True) + "\n",
         ]
+    if budgets is not None:
+        sections.append(budget_section(jobs, budgets))
     return "\n".join(sections)
 
 
-def run_stage_costs(benchmark_paths, csv_path, markdown_path, figure_paths, dpi=150):
-    """Snakemake entry point: the stage-cost CSV and Markdown tables, and ``COST_FIGURES`` (``{name: [paths]}``)."""
+def run_stage_costs(benchmark_paths, csv_path, markdown_path, figure_paths, dpi=150, budgets=None):
+    """Snakemake entry point: the stage-cost CSV and Markdown tables, and ``COST_FIGURES`` (``{name: [paths]}``).
+
+    ``budgets``: the rules' declared resources (``over_budget``); the log
+    warns of every job past them.
+    """
     jobs = jobs_table(benchmark_paths)
     write_csv(csv_path, cost_rows(jobs))
-    write_text(markdown_path, markdown(jobs))
+    write_text(markdown_path, markdown(jobs, budgets))
+    if budgets is not None:
+        for job in over_budget(jobs, budgets).itertuples(index=False):
+            logger.warning(
+                "%s %s/%s/%s/%s: %s %.0f past the rule's %.0f",
+                *(job.stage, job.dataset, job.model, job.seed, job.variant, job.resource, job.measured, job.declared),
+            )
     for name, draw in COST_FIGURES.items():
         save(draw(stage_summary(jobs), model_summary(jobs)), figure_paths[name], dpi)
     logger.info("%d jobs, %.1f s of job wall time", len(jobs), jobs.wall_s.sum())

@@ -145,7 +145,9 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
             if importlib.util.find_spec(package) is None:
                 log(f"training {label}: Keras {title} backend not measured ({package} is not installed)")
             else:
-                kinds[f"Keras {title} backend"] = ({}, {"KERAS_BACKEND": package})
+                # The backend is the training setting; the variable makes the child's Keras import it.
+                backend_settings = {**settings, "backend": package, "accelerator": "cpu"}
+                kinds[f"Keras {title} backend"] = ({"settings": backend_settings}, {"KERAS_BACKEND": package})
         if label == "resnet_v1" or args.quick:
             kinds |= {
                 "oneDNN off": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
