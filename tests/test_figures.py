@@ -201,3 +201,18 @@ def test_layer_errors_are_drawn_beside_a_model_without_any_and_in_a_study_withou
         output = tmp_path / f"{name}.png"
         figures.plot_layer_errors(paths, {"layer_error": [output]}, dpi=40)
         assert output.stat().st_size > 1000
+
+
+def test_the_heatmap_has_one_colour_scale_and_says_mean_over_seeds_only_for_several(results_csv):
+    table = pd.read_csv(results_csv)
+    # MNIST's changes are ten times smaller than CIFAR-10's: one scale shows them as such.
+    table["accuracy_change_vs_fp32"] = table.accuracy_change_vs_fp32.astype(float)
+    table.loc[table.dataset == "mnist", "accuracy_change_vs_fp32"] /= 10
+    figure = figures.accuracy_change_heatmap(table)
+    images = [image for axis in figure.axes for image in axis.get_images()]
+    assert len(images) == 2
+    assert {image.get_clim() for image in images} == {(-(len(SCHEMES) - 1), len(SCHEMES) - 1)}
+    assert "mean over" not in figure.get_suptitle()
+    several = pd.concat([table, table.assign(seed=43)])
+    assert "mean over 2 seeds" in figures.accuracy_change_heatmap(several).get_suptitle()
+    figures.pyplot().close("all")

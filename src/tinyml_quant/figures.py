@@ -199,15 +199,23 @@ def size_per_scheme(table):
     return figure
 
 
+def seeds_note(table):
+    """How a figure's values combine trainings: ``mean over N seeds``, or nothing for one training per model."""
+    count = table.seed.nunique() if "seed" in table else 1
+    return f"mean over {count} seeds" if count > 1 else ""
+
+
 def accuracy_change_heatmap(table):
-    """Each scheme's accuracy change against fp32, in points, per model."""
+    """Each scheme's accuracy change against fp32, in points, per model; one colour scale for every panel."""
     figure, panels = _panels(table, 4.5)
+    # One scale: a -1.4 on one dataset must not look like a large loss because the other panel's range is small.
+    largest = np.nanmax(np.abs(table.accuracy_change_vs_fp32.to_numpy(dtype=float)), initial=0.0)
+    limit = max(1.0, float(largest))
     for axis, name, part in panels:
         change = part.pivot_table(index="model", columns="scheme", values="accuracy_change_vs_fp32", observed=True)
         significant = part.assign(significant=part.significant.fillna(False).astype(bool)).pivot_table(
             index="model", columns="scheme", values="significant", aggfunc="max", observed=True
         )
-        limit = max(1.0, float(np.nanmax(np.abs(change.to_numpy()))))
         image = axis.imshow(change.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         axis.set_xticks(range(len(change.columns)), change.columns, rotation=35, ha="right")
         axis.set_yticks(range(len(change.index)), change.index)
@@ -220,9 +228,8 @@ def accuracy_change_heatmap(table):
             axis.text(column, row, f"{value:+.2f}{mark}", ha="center", va="center", fontsize="x-small", color=colour)
         axis.set_title(name)
         figure.colorbar(image, ax=axis, label="accuracy change vs fp32 (points)")
-    figure.suptitle(
-        "Accuracy change of each scheme versus fp32 (mean over seeds; * significant after Holm; blank: not converted)"
-    )
+    how = "; ".join(filter(None, [seeds_note(table), "* significant after Holm", "blank: not converted"]))
+    figure.suptitle(f"Accuracy change of each scheme versus fp32 ({how})")
     return figure
 
 
@@ -366,7 +373,7 @@ def tradeoff(table, boards, dataset):
     label_log_axis(axis)
     axis.axhline(0, color="grey", linewidth=0.6)
     axis.set_xlabel("flash: what a device stores (KB, log scale)")
-    axis.set_ylabel("accuracy change vs fp32 (points, mean over seeds)")
+    axis.set_ylabel(f"accuracy change vs fp32 ({', '.join(filter(None, ['points', seeds_note(part)]))})")
     axis.grid(True, which="both", alpha=0.3)
     handles = _legend_handles(colours, _schemes_in(mean), "hollow: TFLite Micro does not run it")
     if len(wrong):

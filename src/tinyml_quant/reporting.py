@@ -368,7 +368,8 @@ def choice_markdown(table, summary):
         "## What to choose\n",
         f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs with LiteRT's outputs (the "
         "correctness gate: a variant that runs with wrong output is never chosen) and that stays within "
-        f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model (mean over seeds), and its least accurate quantized "
+        f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model{' (mean over seeds)' if table.seed.nunique() > 1 else ''}, "
+        "and its least accurate quantized "
         f"variant. A model whose test accuracy is not clearly above chance ({AT_CHANCE}: the 95 % Wilson interval "
         "of its Keras test accuracy reaches 1 / classes, what guessing scores) is recommended nothing.\n",
     ]
