@@ -31,7 +31,8 @@ data = PreparedDataset(images[:192], labels[:192], images[192:], labels[192:], l
 settings = {{"seed": 3, "epochs": 2, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.05,
             "momentum": 0.9, "nesterov": True, "weight_decay": 0.005, "lr_schedule": "cosine",
             "warmup_epochs": 0.5, "label_smoothing": 0.1, "validation_split": 0.1,
-            "augmentation": {{"random_crop_padding": 2, "horizontal_flip": True}}, "backend": {backend!r}}}
+            "augmentation": {{"random_crop_padding": 2, "horizontal_flip": True}}, "backend": {backend!r},
+            "jit_compile": {jit_compile}}}
 model, rows, metrics = train(data, "resnet_v1", {{"depth": 8, "base_filters": 4}}, settings, threads=1)
 digest = hashlib.sha256()
 for weights in model.get_weights():
@@ -39,14 +40,15 @@ for weights in model.get_weights():
 import keras
 print(json.dumps({{"weights": digest.hexdigest(), "backend": keras.backend.backend(), "device": metrics["device"],
                   "tensorflow_loaded": any(name.split(".")[0] == "tensorflow" for name in sys.modules),
-                  "epochs": len(rows)}}))
+                  "epochs": len(rows), "jit_compile": bool(model.jit_compile)}}))
 """
 
 
-def run_training_process(backend, no_tensorflow=False):
+def run_training_process(backend, no_tensorflow=False, jit_compile=False):
     from test_training import run_in_fresh_process
 
-    result = run_in_fresh_process(PROGRAM.format(backend=backend, no_tensorflow=no_tensorflow))
+    program = PROGRAM.format(backend=backend, no_tensorflow=no_tensorflow, jit_compile=jit_compile)
+    result = run_in_fresh_process(program)
     return json.loads(result.stdout.splitlines()[-1])
 
 
@@ -55,6 +57,12 @@ def test_the_same_seed_on_the_same_backend_trains_the_same_weights_in_every_proc
     runs = [run_training_process(backend) for _ in range(2)]
     assert runs[0]["weights"] == runs[1]["weights"]
     assert runs[0]["backend"] == backend and runs[0]["device"] == "CPU" and runs[0]["epochs"] == 2
+
+
+def test_xla_on_tensorflow_is_asked_for_by_the_setting_and_stays_reproducible():
+    runs = [run_training_process("tensorflow", jit_compile=True) for _ in range(2)]
+    assert runs[0]["jit_compile"] and runs[0]["weights"] == runs[1]["weights"]
+    assert not run_training_process("tensorflow")["jit_compile"], "seeded training without the setting: no XLA"
 
 
 def test_jax_trains_on_a_machine_without_tensorflow_and_its_weights_are_its_own():

@@ -183,21 +183,21 @@ class ConfiguredTensorFlow(Exception):
 def test_training_configures_tensorflow_with_the_jobs_threads_one_by_default(tmp_path, monkeypatch):
     from tinyml_quant import training
 
-    def configure(threads, seed=None):
-        raise ConfiguredTensorFlow(threads, seed)
+    def configure(threads, seed=None, op_determinism=True):
+        raise ConfiguredTensorFlow(threads, seed, op_determinism)
 
     monkeypatch.setattr(training, "configure_tensorflow", configure)
     toy = toy_dataset(count=32)
     with pytest.raises(ConfiguredTensorFlow) as configured:
         train(toy, "custom", {"base_filters": 4}, TOY_SETTINGS)
-    assert configured.value.args == (1, TOY_SETTINGS["seed"])
+    assert configured.value.args == (1, TOY_SETTINGS["seed"], True)
     save_prepared(
         tmp_path / "toy.npz", toy.x_train, toy.y_train, toy.x_test, toy.y_test, toy.class_names, toy.provenance
     )
     outputs = [tmp_path / name for name in ("model.keras", "history.csv", "test_metrics.json")]
     with pytest.raises(ConfiguredTensorFlow) as configured:
         run_training(tmp_path / "toy.npz", "custom", {"base_filters": 4}, TOY_SETTINGS, 3, *outputs)
-    assert configured.value.args == (3, TOY_SETTINGS["seed"])
+    assert configured.value.args == (3, TOY_SETTINGS["seed"], True)
 
 
 CRASH_PROGRAM = """

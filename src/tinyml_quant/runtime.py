@@ -12,7 +12,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def configure_tensorflow(threads, seed=None):
+def configure_tensorflow(threads, seed=None, op_determinism=True):
     """Pin TensorFlow to ``threads`` CPU threads and, with a seed, make it deterministic.
 
     With a seed, ops run one at a time (one inter-op thread), each on ``threads``
@@ -37,7 +37,9 @@ def configure_tensorflow(threads, seed=None):
         )
     if seed is not None:
         keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
+        # Keras refuses XLA under op determinism; an XLA training asks for its ops without it.
+        if op_determinism:
+            tf.config.experimental.enable_op_determinism()
 
 
 def load_keras_model(model_path):

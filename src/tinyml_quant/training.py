@@ -22,7 +22,8 @@ merged per dataset and model by ``tinyml_quant.config.training_settings``):
 * ``augmentation``: ``random_crop_padding`` (zero padding, then a random crop
   back to size) and ``horizontal_flip``;
 * ``backend`` (``tensorflow`` or ``jax``) and ``accelerator`` (``auto``,
-  ``cpu`` or ``gpu``): where it trains (``backends``).
+  ``cpu`` or ``gpu``): where it trains (``backends``); ``jit_compile``: XLA
+  for TensorFlow's training step (JAX always compiles).
 """
 
 import csv
@@ -246,8 +247,9 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
             "with tinyml_quant.backends.select_backend before importing tinyml_quant.training (or Keras)"
         )
     device = check_accelerator(backend, settings.get("accelerator", "auto"))
+    jit_compile = backend == "tensorflow" and settings.get("jit_compile", False)
     if backend == "tensorflow":
-        configure_tensorflow(threads, seed)
+        configure_tensorflow(threads, seed, op_determinism=not jit_compile)
     else:
         # Python's, NumPy's and Keras' own seed generator (weights, dropout): the backend's ops are
         # deterministic on a CPU; on a GPU, XLA's reductions may not be (docs/training.md).
@@ -265,6 +267,9 @@ def train(dataset, model_name, architecture, settings, threads=1, callbacks=()):
         optimizer=make_optimizer(settings, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
         metrics=["accuracy"],
+        # Keras' default on TensorFlow: XLA unless op determinism is on, as seeded training has it. XLA
+        # training runs without it, seeded, one op at a time (its reruns are tested for equal weights).
+        **({"jit_compile": True} if jit_compile else {}),
     )
     logger.info(
         "training %s on %s with Keras' %s backend on the %s: %d parameters, %d training images, settings %s",

@@ -112,21 +112,12 @@ def train_step(
         original = training.make_datasets
         if kind == "per_image":
             training.make_datasets = per_image_datasets
-        original_compile = keras.Model.compile
         if jit_compile:
-            # Keras turns jit_compile=True off, with only a warning, when op determinism is on (as
-            # the workflow's seeded training has it): an XLA row asked for that way measured the
-            # plain path. Set after compile, past that check, XLA does compile the step.
-            def compile_with_xla(self, **keywords):
-                original_compile(self, **keywords)
-                self._jit_compile = True
-
-            keras.Model.compile = compile_with_xla
+            settings = {**settings, "jit_compile": True}
         try:
             model, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
         finally:
             training.make_datasets = original
-            keras.Model.compile = original_compile
         trained_images = metrics["training_images"]
         outcome = {"test_accuracy": metrics["test_accuracy"], "weights_sha256": weights_digest(model)}
     elif kind == "bare":
