@@ -81,7 +81,7 @@ def rewrite(path, **changes):
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
-def study(folder, gate_broken=False):
+def study(folder, boards=BOARDS):
     """The records of the study above, gathered; returns ``run_board_choice``'s table and results.md."""
     models = {"big": TRAINED, "small": TRAINED, "guess": {**TRAINED, "test_accuracy": 0.27}}
     paths = study_records(folder, models, schemes=SCHEMES, test_images=IMAGES, predictions=predicted)
@@ -120,7 +120,7 @@ def study(folder, gate_broken=False):
         "evaluations": [str(path) for path in paths["evaluations"]],
         "datasets": [str(path) for path in paths["datasets"]],
     }
-    table = run_board_choice(inputs, {"boards": BOARDS, "cortex_m_latency": CORTEX}, outputs)
+    table = run_board_choice(inputs, {"boards": boards, "cortex_m_latency": CORTEX}, outputs)
     return table.set_index("board_name"), outputs["markdown"].read_text()
 
 
@@ -196,6 +196,13 @@ def test_results_md_opens_with_the_per_board_table(chosen, tmp_path):
     assert rows["Large"][-1] == f"10 / 9, p {binomtest(9, 19, 0.5).pvalue:.2g}: not significant"
     assert rows["NPU"][-1] == "same variant"
     assert "## What to choose" in markdown  # the rest of results.md follows
+
+
+def test_the_csv_has_every_column_whatever_the_answers(tmp_path):
+    study(tmp_path, BOARDS[:1])
+    written = pd.read_csv(tmp_path / "board_choice.csv")
+    assert written.answer.tolist() == ["fits"] and written.miss_model.isna().all()
+    assert {"smaller_scheme", "mcnemar_p", "holm_p", "miss_ram_kb", "latency_kind"} <= set(written.columns)
 
 
 def cells(line):

@@ -41,6 +41,18 @@ from .variants import CONVERTED
 # The smaller variant may lose at most this many points of accuracy against the most accurate one.
 WITHIN_POINTS = 1.0
 NOTHING_FITS = "nothing fits"
+_CANDIDATE = (
+    *("model", "seed", "scheme", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "flash_kb", "ram_kb"),
+    *("memory_source", "latency_low_ms", "latency_high_ms", "latency_kind", "latency_lower_bound"),
+)
+# board_choice.csv's columns, every one present whatever the answers.
+COLUMNS = [
+    *("board", "board_name", "dataset", "dataset_name", "answer"),
+    *_CANDIDATE,
+    *(f"smaller_{name}" for name in _CANDIDATE),
+    *("best_only_right", "smaller_only_right", "mcnemar_p", "holm_p", "significant"),
+    *("miss_model", "miss_seed", "miss_scheme", "miss_memory_source", "miss_flash_kb", "miss_ram_kb"),
+]
 TITLE = "## Which variant for each board"
 
 
@@ -134,14 +146,10 @@ def board_choice(results, boards, npu_records=None, cortex_reference=None, predi
                     b, c = pairs[pair]
                     row.update(best_only_right=b, smaller_only_right=c, mcnemar_p=mcnemar_exact(b, c))
             rows.append(row)
-    table = pd.DataFrame(rows)
-    for column in ("best_only_right", "smaller_only_right", "mcnemar_p", "holm_p", "significant"):
-        if column not in table:
-            table[column] = np.nan
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     _holm_over_pairs(table)
     for column in ("seed", "smaller_seed", "miss_seed", "best_only_right", "smaller_only_right"):
-        if column in table:
-            table[column] = table[column].astype("Int64")
+        table[column] = table[column].astype("Int64")
     return table
 
 
