@@ -66,6 +66,9 @@ def candidates(results, fit):
     Joined with the results on the variant's key, never by position.
     """
     columns = ["status", "tflm_status", "above_chance", "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+    if "above_chance" not in results:
+        # A results table made before models were judged: none is marked at chance, as in the fit table.
+        results = results.assign(above_chance=pd.NA)
     judged = results[[*VARIANT, *columns]].assign(scheme=results.scheme.astype(str))
     rows = fit.assign(scheme=fit.scheme.astype(str)).drop(columns=["above_chance"])
     rows = rows.merge(judged, on=VARIANT, how="left", validate="many_to_one")
@@ -191,7 +194,8 @@ def _memory_text(flash_kb, ram_kb, source):
 
 def _test_text(row):
     if pd.isna(row.mcnemar_p):
-        return "same variant" if row.answer == "fits" else "-"
+        same = (row.model, row.seed, row.scheme) == (row.smaller_model, row.smaller_seed, row.smaller_scheme)
+        return "same variant" if row.answer == "fits" and same else "-"
     verdict = "significant" if row.significant is True else "not significant"
     return f"{int(row.best_only_right)} / {int(row.smaller_only_right)}, p {row.holm_p:.2g}: {verdict}"
 
@@ -217,7 +221,7 @@ def board_choice_markdown(table, several_seeds=False):
         for row in part.itertuples():
             if row.answer != "fits":
                 if pd.isna(getattr(row, "miss_model", np.nan)):
-                    miss = "no variant passes the gate"
+                    miss = "no variant that passes the gate has flash and RAM figures for it"
                 else:
                     lacks = ", ".join(
                         text
