@@ -432,7 +432,7 @@ def test_no_variant_outside_the_correctness_gate_is_chosen_or_bundled(smoke_run)
     for prefix in ("", "smaller_", "miss_"):
         named = answers.dropna(subset=[f"{prefix}model"])
         for row in named.itertuples():
-            key = (row.dataset, getattr(row, f"{prefix}model"), getattr(row, f"{prefix}seed"))
+            key = (row.dataset, getattr(row, f"{prefix}model"), int(getattr(row, f"{prefix}seed")))
             variant = results.set_index(["dataset", "model", "seed", "scheme"]).loc[
                 (*key, getattr(row, f"{prefix}scheme"))
             ]
