@@ -4,7 +4,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from tinyml_quant.devices import KB, board_from_config, boards_from_config, fit_verdict, run_fit_table
+from tinyml_quant.devices import (
+    KB,
+    board_from_config,
+    boards_from_config,
+    fit_verdict,
+    run_fit_table,
+    vela_failure_cell,
+)
 
 from conftest import REPOSITORY
 
@@ -32,11 +39,11 @@ BOARD = board_from_config(ENTRY)
     [
         (100 * KB, 100 * KB, "fits"),
         (874 * KB, 224 * KB, "fits"),  # exactly at both limits
-        (874 * KB + 1, 224 * KB, "over flash by 1 KB"),  # one byte over reads as 1 KB, never 0 KB
-        (900 * KB, 10 * KB, "over flash by 26 KB"),
-        (10 * KB, 300 * KB, "over RAM by 76 KB"),
-        (874 * KB, 224 * KB + 1, "over RAM by 1 KB"),
-        (1000 * KB, 1000 * KB, "over flash by 126 KB and over RAM by 776 KB"),
+        (874 * KB + 1, 224 * KB, "flash +1 KB"),  # one byte over reads as 1 KB, never 0 KB
+        (900 * KB, 10 * KB, "flash +26 KB"),
+        (10 * KB, 300 * KB, "RAM +76 KB"),
+        (874 * KB, 224 * KB + 1, "RAM +1 KB"),
+        (1000 * KB, 1000 * KB, "flash +126 KB, RAM +776 KB"),
     ],
 )
 def test_fit_verdict(file_bytes, arena_bytes, verdict):
@@ -88,7 +95,7 @@ def test_a_board_entry_is_named_by_position_and_takes_its_defaults():
 def test_a_board_at_exactly_its_memory_is_allowed():
     board = board_from_config({**ENTRY, "ram_allowance_kb": 256, "flash_allowance_kb": 1024})
     assert board.budget_bytes("ram") == 0 and board.budget_bytes("flash") == 0
-    assert fit_verdict(0, 0, "runs", board) == "fits" and fit_verdict(1, 0, "runs", board) == "over flash by 1 KB"
+    assert fit_verdict(0, 0, "runs", board) == "fits" and fit_verdict(1, 0, "runs", board) == "flash +1 KB"
 
 
 def test_an_empty_board_list_and_a_repeated_name_are_refused():
@@ -129,8 +136,8 @@ def test_verdicts_on_every_configured_board():
     _, boards = configured_boards()
     assert fit_verdict(300 * KB, 200 * KB, "runs", boards["esp32"]) == "fits"
     assert fit_verdict(300 * KB, 200 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "fits"
-    assert fit_verdict(300 * KB, 250 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "over RAM by 26 KB"
-    assert fit_verdict(300 * KB, 40 * KB, "runs", boards["nrf52_dk"]) == "over RAM by 8 KB"
+    assert fit_verdict(300 * KB, 250 * KB, "runs", boards["arduino_nano_33_ble_sense"]) == "RAM +26 KB"
+    assert fit_verdict(300 * KB, 40 * KB, "runs", boards["nrf52_dk"]) == "RAM +8 KB"
 
 
 def results_table(tmp_path):
@@ -142,9 +149,11 @@ def results_table(tmp_path):
             "seed": [1] * 5,
             "scheme": ["int8", "float16", "fp32", "int8", "int8_lut"],
             "status": ["converted"] * 4 + ["not converted"],
+            "reason": [None] * 4 + ["TFLite Micro compression: the compressor refused it"],
             "file_bytes": [40 * KB, 50 * KB, 2000 * KB, 1000, None],
             "arena_bytes": [30 * KB, None, 30 * KB, 300 * KB, None],
             "tflm_status": ["runs", "unsupported on TFLite Micro", "runs", "runs", "not converted"],
+            "tflm_unsupported_operator": [None, "DEQUANTIZE", None, None, None],
             "macs": [1_000_000, 1_000_000, 1_000_000, 2_000_000, None],
         }
     )
@@ -157,11 +166,15 @@ def test_the_fit_table_of_a_board_without_npu_and_its_cortex_m_range(tmp_path):
     table = run_fit_table(results_table(tmp_path), [], [entry], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md")
     assert table.verdict.tolist() == [
         "fits",
-        "unsupported",
-        "over flash by 1126 KB",
-        "over RAM by 76 KB",
+        "unsupported (DEQUANTIZE)",
+        "flash +1126 KB",
+        "RAM +76 KB",
         "not converted",
     ]
+    # What the variant lacks (negative: room left), for the per-board answer: file and arena against the budgets.
+    assert table.flash_over_kb[[0, 2, 3]].tolist() == [40 - 874, 2000 - 874, 1000 / KB - 874]
+    assert table.ram_over_kb[[0, 2, 3]].tolist() == [30 - 224, 30 - 224, 300 - 224]
+    assert table.flash_over_kb[[1, 4]].isna().all()  # no arena, or no file: nothing to count
     from tinyml_quant.cortex_m import variant_range_ms
 
     low, high = variant_range_ms(1_000_000, 100, CORTEX)
@@ -172,7 +185,12 @@ def test_the_fit_table_of_a_board_without_npu_and_its_cortex_m_range(tmp_path):
     assert table.latency_source[0] == f"estimate from MLPerf Tiny's cycles per MAC on the {CORTEX['board']}, at 100 MHz"
     markdown = (tmp_path / "fit.md").read_text()
     assert "**Every latency here is an estimate, not a measurement**" in markdown
-    assert f"| custom  | int8     | 40.0         | 30.0              | fits; {low:.3g}-{high:.3g} ms" in markdown
+    # Whole KB, and the latency labelled an estimate with its source (milliseconds by its own formula).
+    cell = f"fits; {low:.2g}-{high:.2g} ms (Cortex-M range, est.)"
+    assert f"| custom  | int8     | 40           | 30                | {cell}" in markdown
+    assert table.latency_kind[0] == "Cortex-M range, MLPerf Tiny-derived" and not table.latency_lower_bound[0]
+    # A cell that shortens a tool's words has them under the table.
+    assert "- resnet_v1 int8_lut on Test board: TFLite Micro compression: the compressor refused it" in markdown
     assert pd.read_csv(tmp_path / "fit.csv").verdict.tolist() == table.verdict.tolist()
 
 
@@ -191,7 +209,7 @@ def test_an_npu_board_takes_velas_memory_and_time(tmp_path):
         "clock_hz": 500e6,
     }
     refused = {**estimate, "dataset": "another", "model": "resnet_v1"}
-    refused.update(status="unsupported by Vela", reason="Vela crashed (SIGFPE)")
+    refused.update(status="unsupported by Vela", reason="Vela ended with signal 8: Tensor 'x' has a dynamic signature")
     # TFLite Micro's compressed file of this LUT variant was not made; Vela compiled its binned model.
     binned = {**estimate, "dataset": "another", "model": "resnet_v1", "scheme": "int8_lut", "flash_kb": 100.0}
     paths = []
@@ -202,12 +220,15 @@ def test_an_npu_board_takes_velas_memory_and_time(tmp_path):
         results_table(tmp_path), paths, [npu_board], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md"
     )
     assert table.verdict.tolist() == [
-        "over flash by 26 KB",
+        "flash +26 KB",
         "not for the NPU (float)",
         "not for the NPU (float)",
-        "unsupported",
+        "Vela crashed (SIGFPE)",
         "fits",
     ]
+    assert table.reason[3] == refused["reason"]
+    assert (table.flash_need_kb[4], table.ram_need_kb[4], table.memory_source[4]) == (100.0, 100.0, "Vela")
+    assert "fits; 1.5 ms (Vela est.)" in (tmp_path / "fit.md").read_text()
     assert table.latency_low_ms[4] == 1.5
     assert table.latency_low_ms[0] == 1.5
     assert table.latency_source[0] == "Vela's cycles at the board's 500 MHz NPU clock"
@@ -219,3 +240,41 @@ def test_no_cortex_m_estimate_for_a_processor_the_range_was_not_measured_on(tmp_
     table = run_fit_table(results_table(tmp_path), [], [pico], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md")
     assert table.latency_low_ms.isna().all()
     assert table.latency_source[0] == f"no estimate for a Cortex-M0+ (the range is from the {CORTEX['board']})"
+
+
+@pytest.mark.parametrize(
+    ("reason", "cell"),
+    [
+        ("Vela ended with signal 8: Tensor 'serving_default_image:0' has a dynamic signature", "Vela crashed (SIGFPE)"),
+        ("Vela ended with signal 11: ", "Vela crashed (SIGSEGV)"),
+        ("Vela ended with exit status 2: error: unknown operator", "Vela failed (exit 2)"),
+        ("Vela did not finish in 600 s", "Vela timed out"),
+    ],
+)
+def test_a_vela_failure_is_a_short_cell_naming_how_it_ended(reason, cell):
+    assert vela_failure_cell(reason) == cell
+
+
+def test_the_cortex_m_range_is_a_lower_bound_where_weights_are_decoded(tmp_path):
+    results = pd.DataFrame(
+        {
+            "dataset": ["toy"] * 3,
+            "dataset_name": ["toy"] * 3,
+            "model": ["custom"] * 3,
+            "seed": [1] * 3,
+            "scheme": ["int8", "int4", "int8_lut"],
+            "status": ["converted"] * 3,
+            "file_bytes": [40 * KB, 30 * KB, 20 * KB],
+            "arena_bytes": [30 * KB] * 3,
+            "tflm_status": ["runs"] * 3,
+            "macs": [1_000_000] * 3,
+        }
+    )
+    results.to_csv(tmp_path / "results.csv", index=False)
+    table = run_fit_table(tmp_path / "results.csv", [], [ENTRY], CORTEX, tmp_path / "fit.csv", tmp_path / "fit.md")
+    # The same MACs give the same int8 cycles per MAC; int4 and LUT variants spend more, not counted.
+    assert table.latency_low_ms.nunique() == 1
+    assert table.latency_lower_bound.tolist() == [False, True, True]
+    assert table.latency_source[1].endswith("a lower bound: int8's cycles per MAC leave out decoding the weights")
+    markdown = (tmp_path / "fit.md").read_text()
+    assert markdown.count("fits; at least ") == 2 and "For them the range is a lower bound" in markdown

@@ -31,6 +31,7 @@ REPORT_RULES = (
     "gather_results",
     "plot_results",
     "fit_table",
+    "board_choice",
     "plot_device_fit",
     "plot_learning_curves",
     "plot_layer_errors",
@@ -99,6 +100,8 @@ def test_every_preset_plans_inside_its_own_study_folder(tmp_path):
         outputs = workflow.planned_outputs(*arguments)
         assert outputs and all(path.startswith(f"results/{study}/") for path in outputs), study
     published = workflow.planned_outputs("all", "publish_reports")
+    # The per-board answer is published beside the other tables; results.md opens with it.
+    assert {"reports/board_choice.csv", "reports/results.md", "reports/fit_table.md"} <= set(published)
     assert {path for path in published if not path.startswith("results/default/")} == {
         path.replace("results/default/reports/", "reports/")
         for path in published
@@ -322,9 +325,16 @@ def test_fit_table_gives_a_verdict_and_a_labelled_latency_estimate_for_every_var
     npu_boards = {board["label"] for board in boards if board.get("npu")}
     cpu = fit[~fit.board.isin(npu_boards)]
     npu = fit[fit.board.isin(npu_boards)]
-    verdicts = r"fits|unsupported|not converted|over (flash|RAM) by \d+ KB( and over RAM by \d+ KB)?"
-    assert cpu.verdict.str.fullmatch(verdicts).all()
-    assert (cpu[cpu.scheme == "float16"].verdict == "unsupported").all()
+    verdicts = (
+        r"fits|unsupported( \([A-Z_0-9]+\))?|not converted|wrong output|flash \+\d+ KB(, RAM \+\d+ KB)?|RAM \+\d+ KB"
+    )
+    assert cpu.verdict.str.fullmatch(verdicts).all(), set(cpu.verdict)
+    assert (cpu[cpu.scheme == "float16"].verdict == "unsupported (DEQUANTIZE)").all()
+    # A short cell, and the tool's full words in the CSV.
+    assert npu.verdict.str.fullmatch(rf"{verdicts}|not for the NPU \(float\)|Vela (crashed|failed|timed out).*").all()
+    assert fit[fit.verdict.str.startswith("Vela")].reason.str.startswith("Vela").all()
+    ranged = fit[fit.latency_kind == "Cortex-M range, MLPerf Tiny-derived"]
+    assert ranged.latency_lower_bound.eq(ranged.scheme.str.contains("int4|lut")).all()
     estimated = fit[fit.latency_low_ms.notna()]
     assert (estimated.latency_low_ms <= estimated.latency_high_ms).all() and estimated.latency_source.notna().all()
     # On an NPU board the time is Vela's; on a Cortex-M board a range.
@@ -453,7 +463,20 @@ def test_no_variant_outside_the_correctness_gate_is_chosen_or_bundled(smoke_run)
     for row in fit.itertuples():
         if (row.dataset_name, row.model, row.seed, row.scheme) in wrong_keys:
             assert row.verdict.startswith("wrong output") and pd.isna(row.latency_low_ms)
-    choice = (study / "reports" / "results.md").read_text().split("## What to choose")[1].split("\n## ")[0]
+    # The per-board answer never names a variant outside the gate, nor a model at chance.
+    answers = pd.read_csv(study / "reports" / "board_choice.csv")
+    assert set(answers.board) == set(fit.board)
+    for prefix in ("", "smaller_", "miss_"):
+        named = answers.dropna(subset=[f"{prefix}model"])
+        for row in named.itertuples():
+            key = (row.dataset, getattr(row, f"{prefix}model"), int(getattr(row, f"{prefix}seed")))
+            variant = results.set_index(["dataset", "model", "seed", "scheme"]).loc[
+                (*key, getattr(row, f"{prefix}scheme"))
+            ]
+            assert variant.tflm_status == "runs" and variant.above_chance, (prefix, row)
+    markdown = (study / "reports" / "results.md").read_text()
+    assert [line for line in markdown.splitlines() if line.startswith("## ")][0] == "## Which variant for each board"
+    choice = markdown.split("## What to choose")[1].split("\n## ")[0]
     for line in choice.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if not line.startswith("|") or cells[0] not in set(results.dataset_name) or cells[2] == "-":
@@ -519,7 +542,8 @@ def test_board_profile_change_reruns_only_the_fit_table_and_figures(smoke_run):
     boards = yaml.safe_load((smoke_run.folder / "config" / "config.yaml").read_text())["boards"]
     boards[0]["ram_kb"] = 512
     jobs = smoke_run.planned(*SMOKE, smoke_run.write_config("boards", {"boards": boards}))
-    assert [rule for rule, _ in jobs if rule != "all"] == ["fit_table", "plot_device_fit"]
+    # The per-board answer (and results.md, which it opens) too; gather_results' tables stay.
+    assert sorted(rule for rule, _ in jobs if rule != "all") == ["board_choice", "fit_table", "plot_device_fit"]
 
 
 @pytest.mark.e2e
@@ -530,6 +554,7 @@ def test_latency_invoke_count_change_reruns_only_latency_and_the_report(smoke_ru
         "measure_latency": VARIANTS,
         "gather_results": 1,
         "fit_table": 1,
+        "board_choice": 1,
         "plot_results": 1,
         "plot_device_fit": 1,
         "stage_costs": 1,

@@ -812,6 +812,25 @@ def predictions_path(metrics_path):
     return str(metrics_path).removesuffix(".json") + ".predictions.npy"
 
 
+def load_predictions(evaluation_paths):
+    """Every variant's per-image predictions, keyed by the ``(dataset, model, seed, scheme)`` its record names."""
+    predictions = {}
+    for path in evaluation_paths:
+        record = _normalized(read_json(path))
+        predictions[tuple(record[name] for name in VARIANT)] = np.load(predictions_path(path), allow_pickle=False)
+    return predictions
+
+
+def load_labels(dataset_paths):
+    """``(labels, classes)``: each prepared dataset's test labels, and its ``(classes, test images)``, by dataset."""
+    labels, classes = {}, {}
+    for path in dataset_paths:
+        dataset = load_prepared(path)
+        labels[dataset.provenance["dataset"]] = dataset.y_test
+        classes[dataset.provenance["dataset"]] = (len(dataset.class_names), len(dataset.y_test))
+    return labels, classes
+
+
 def run_gather(inputs, parameters, outputs):
     """Snakemake entry point: the results, calibration and NPU CSVs and the Markdown of them all.
 
@@ -831,15 +850,8 @@ def run_gather(inputs, parameters, outputs):
         inputs["micro_measurements"],
         inputs["latencies"],
     )
-    predictions = {}
-    for path in inputs["evaluations"]:
-        record = _normalized(read_json(path))
-        predictions[tuple(record[name] for name in VARIANT)] = np.load(predictions_path(path), allow_pickle=False)
-    labels, classes = {}, {}
-    for path in inputs["datasets"]:
-        dataset = load_prepared(path)
-        labels[dataset.provenance["dataset"]] = dataset.y_test
-        classes[dataset.provenance["dataset"]] = (len(dataset.class_names), len(dataset.y_test))
+    predictions = load_predictions(inputs["evaluations"])
+    labels, classes = load_labels(inputs["datasets"])
     table = chance_flags(paired_tests(table, predictions, labels), classes)
     summary = seed_summary(table)
     calibration = calibration_table(
