@@ -30,7 +30,7 @@ rule convert_model:
     params:
         scheme=lambda wildcards: wildcards.scheme,
         # Only this scheme's settings, so changing one scheme reruns only its conversions.
-        settings=lambda wildcards: config["conversion"].get(wildcards.scheme, {}),
+        settings=lambda wildcards: study.conversion_settings(config, wildcards.scheme),
         # A model from outside the workflow converts in a child process: a converter crash marks the variant.
         isolated=lambda wildcards: study.is_trained_model(config, wildcards.model),
     script:
@@ -60,7 +60,8 @@ rule quantize_model:
         mem_mb=2500,
         runtime=10,
     params:
-        settings=lambda wildcards: config["conversion"][wildcards.scheme],
+        # int4_octav and int4_mse: int4's settings with their own weight algorithm.
+        settings=lambda wildcards: study.conversion_settings(config, wildcards.scheme),
     script:
         "../scripts/quantize_model.py"
 

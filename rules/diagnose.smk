@@ -101,13 +101,14 @@ rule recover_quantized:
     params:
         settings=lambda wildcards: {
             # The LUT variant bins the int8 variant: int8's calibration.
-            "calibration": config["conversion"][
+            "calibration": study.conversion_settings(
+                config,
                 (
                     wildcards.scheme
                     if wildcards.scheme in CALIBRATED_SCHEMES
                     else FULL_INTEGER
-                )
-            ],
+                ),
+            ),
             "lut": config["conversion"][LUT],
             "layers": config["diagnostics"]["recovery_layers"],
             "debug_images": config["diagnostics"]["layer_error_images"],

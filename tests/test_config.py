@@ -16,6 +16,7 @@ from snakemake.utils import validate
 
 from tinyml_quant import config as study
 from tinyml_quant.architectures import ARCHITECTURES, custom, mobilenets, resnet_v1, resnet_v2
+from tinyml_quant.schemes import WEIGHT_ALGORITHMS
 
 from conftest import REPOSITORY
 
@@ -87,6 +88,18 @@ def test_the_default_config_and_the_presets_pass():
             {"conversion": {"int8_lut": {"values_per_channel": 129}}},
             "conversion.int8_lut.values_per_channel: 129 is greater than the maximum of 128",
         ),
+        (
+            {"conversion": {"int4": {"weight_algorithm": "gptq"}}},
+            "conversion.int4.weight_algorithm: 'gptq' is not one of ['min_max', 'octav', 'mse']",
+        ),
+        (
+            {"conversion": {"int4": {"weight_algorithms": "octav"}}},
+            "conversion.int4.weight_algorithms: not a setting; did you mean 'weight_algorithm'?",
+        ),
+        (
+            {"conversion": {"int8": {"weight_algorithm": "octav"}}},
+            "conversion.int8.weight_algorithm: not a setting",
+        ),
         ({"image_folders": {"parts": {"source": "x.zip", "image_size": [32]}}}, "image_folders.parts.image_size: [32]"),
         ({"trained_models": {"mine": {"file": "m.keras"}}}, "trained_models.mine: 'dataset' is a required property"),
     ],
@@ -112,6 +125,13 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
         ({"schemes": ["fp32", "int8_lut"]}, "schemes: 'int8_lut' bins the 'int8' variant's weights; list 'int8' too"),
         (
             {"conversion": {"int4": {"calibration_images": 60_001, "calibration_seed": 0}}},
+            "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",
+        ),
+        (  # int4's algorithm twins are calibrated with int4's settings: that key is named
+            {
+                "schemes": ["fp32", "int8", "int4_octav", "int4_mse"],
+                "conversion": {"int4": {"calibration_images": 60_001}},
+            },
             "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",
         ),
         (
@@ -333,6 +353,19 @@ def test_resolving_paths_leaves_the_given_config_as_it_was(tmp_path):
     resolved = study.resolve(config, tmp_path, tmp_path, {})
     assert resolved["image_folders"]["parts"]["source"] == str(tmp_path / "parts.zip")
     assert config["image_folders"]["parts"]["source"] == "parts.zip"
+
+
+def test_the_int4_twins_take_int4s_settings_with_their_own_weight_algorithm():
+    int4 = yaml.safe_load(SCHEMA.read_text())["properties"]["conversion"]["properties"]["int4"]
+    assert tuple(int4["properties"]["weight_algorithm"]["enum"]) == WEIGHT_ALGORITHMS
+    config = checked({"conversion": {"int4": {"calibration_images": 64, "weight_algorithm": "mse"}}})
+    int4_settings = {"calibration_images": 64, "calibration_seed": 0}
+    assert study.conversion_settings(config, "int4") == int4_settings | {"weight_algorithm": "mse"}
+    assert study.conversion_settings(config, "int4_octav") == int4_settings | {"weight_algorithm": "octav"}
+    assert study.conversion_settings(config, "int4_mse") == int4_settings | {"weight_algorithm": "mse"}
+    assert study.conversion_settings(config, "int8_per_tensor") == config["conversion"]["int8_per_tensor"]
+    assert study.conversion_settings(config, "fp32") == {}
+    assert config["conversion"]["int4"]["weight_algorithm"] == "mse"  # the config itself is left as it was
 
 
 def test_the_schema_knows_exactly_the_built_in_architectures_and_their_knobs():

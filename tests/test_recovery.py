@@ -163,6 +163,30 @@ def test_the_int4_mixed_variant_raises_the_worst_4_bit_layers_of_the_layer_error
     assert kinds == {("INT4", "per channel"), ("INT8", "per channel")}
 
 
+def test_the_int4_mixed_variant_keeps_int4s_weight_algorithm_on_the_layers_it_leaves_at_4_bits(small_resnet, tmp_path):
+    import pandas as pd
+    from test_edge_quantizer import stored_weights
+
+    from tinyml_quant.edge_quantizer import quantize
+    from tinyml_quant.layer_error import layer_errors
+    from tinyml_quant.recovery import mixed_variant
+    from tinyml_quant.variants import read_variant
+
+    _, test_images, _, representative, variants = small_resnet
+    fp32 = read_variant(variants["fp32"])
+    octav = quantize(fp32, "int4_octav", representative)
+    (tmp_path / "int4.tflite").write_bytes(octav)
+    errors = pd.DataFrame(layer_errors(tmp_path / "int4.tflite", variants["fp32"], test_images[:8]))
+    sources = {"fp32": fp32, "layer_errors": errors, "weight_algorithm": "octav"}
+    flatbuffer, _, layers = mixed_variant("int4", sources, representative, None, 2, 1, test_images[:4])
+    mixed, whole = stored_weights(flatbuffer), stored_weights(octav)
+    kept = [name for name, weights in mixed.items() if weights[0] == "INT4"]
+    assert kept and not {layer["tensor"] for layer in layers} & set(kept)
+    for name in kept:  # joined by output tensor: each 4-bit layer as in the OCTAV variant, scales and values
+        np.testing.assert_array_equal(mixed[name][2], whole[name][2])
+        np.testing.assert_array_equal(mixed[name][1], whole[name][1])
+
+
 def test_a_mixed_variant_the_quantizer_cannot_make_is_recorded_with_its_reason(small_resnet, tmp_path, monkeypatch):
     import json
 

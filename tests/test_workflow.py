@@ -19,14 +19,14 @@ from conftest import REPOSITORY, SMOKE, SMOKE_STUDY
 
 MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet8", "resnet_v1", "resnet_v2"]
 INSTANCES = 2 * len(MODELS)  # the smoke preset's datasets x models, one seed
-VARIANTS = INSTANCES * 8  # x the study's schemes
+VARIANTS = INSTANCES * len(SCHEMES)  # x the study's schemes (config.yaml lists them all)
 SEED = 42  # the smoke preset's one seed (config.yaml's seeds)
 # Rules with one job per variant, and the report's rules (one job each).
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
-# The study's 8 schemes and 10 trained models (2 datasets x 5 models): the tools that make the variants.
-CONVERTER_RULE_JOBS = {"convert_model": 5, "quantize_model": 2, "bin_weights": 1, "compress_model": 1}  # each model
+# The study's 10 schemes and 10 trained models (2 datasets x 5 models): the tools that make the variants.
+CONVERTER_RULE_JOBS = {"convert_model": 5, "quantize_model": 4, "bin_weights": 1, "compress_model": 1}  # each model
 NPU_BOARDS = 3  # the NPU boards of config.yaml's board list
-VELA_SCHEMES = 5  # the integer schemes: int8, int16x8, int8_per_tensor, int4, int8_lut
+VELA_SCHEMES = 7  # the integer schemes: int8, int16x8, int8_per_tensor, int4, int4_octav, int4_mse, int8_lut
 REPORT_RULES = (
     "gather_results",
     "plot_results",
@@ -283,7 +283,7 @@ def test_every_variant_is_measured_for_microcontrollers(smoke_run):
     assert (float16.tflm_status == "unsupported on TFLite Micro").all()
     assert (float16.tflm_unsupported_operator == "DEQUANTIZE").all()
     # Every integer scheme of the grid runs on TFLite Micro, the LUT-compressed one with its decoder.
-    for scheme in ("int8", "int8_per_tensor", "int4"):
+    for scheme in ("int8", "int8_per_tensor", "int4", "int4_octav", "int4_mse"):
         assert (results.scheme == scheme).sum() == (runs.scheme == scheme).sum() == INSTANCES, scheme
     lut = converted[converted.scheme == "int8_lut"]
     assert len(lut) and lut.index.isin(runs.index).all() and lut.operators.str.contains("TFLM_DECODE").all()
@@ -310,6 +310,8 @@ def test_the_new_schemes_shrink_the_file_where_they_promise(smoke_run):
     sizes = smoke_results(smoke_run).pivot_table(index=["dataset", "model"], columns="scheme", values="file_bytes")
     # 4-bit weights where TFLite Micro has 4-bit kernels: smaller than int8 on every model.
     assert (sizes.int4 < sizes.int8).all()
+    # Other ranges of the same 4-bit weights: the same file, scales aside.
+    assert (sizes.int4_octav == sizes.int4).all() and (sizes.int4_mse == sizes.int4).all()
     # One scale per tensor instead of per channel: a few bytes smaller, never larger.
     assert (sizes.int8_per_tensor <= sizes.int8).all()
     lut = sizes.int8_lut.dropna()
@@ -570,7 +572,7 @@ def _chain(instances, deployment_plans):
     per_instance = {
         "train_model": 1,
         **CONVERTER_RULE_JOBS,
-        **dict.fromkeys(VARIANT_RULES, 8),
+        **dict.fromkeys(VARIANT_RULES, len(SCHEMES)),
         "layer_error": VELA_SCHEMES,
         "estimate_npu": VELA_SCHEMES * NPU_BOARDS,
         "calibrate_int8": 2,
@@ -594,7 +596,9 @@ def test_one_datasets_training_change_reruns_only_its_chain(smoke_run):
     change = smoke_run.write_config("dataset", {"training": {"per_dataset": {"cifar10": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("dataset=cifar10" in wildcards for _, wildcards in jobs if "dataset=" in wildcards)
-    assert _per_model(jobs)["train_model"] == len(MODELS) and _per_model(jobs)["evaluate_model"] == 8 * len(MODELS)
+    assert _per_model(jobs)["train_model"] == len(MODELS) and _per_model(jobs)["evaluate_model"] == len(SCHEMES) * len(
+        MODELS
+    )
 
 
 @pytest.mark.e2e

@@ -19,7 +19,15 @@ from .devices import boards_from_config
 from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
 from .npu import check_configuration
 from .readers import DEFAULT_TEST_FRACTION, carved_test_size, image_counts
-from .schemes import CALIBRATED_SCHEMES, FULL_INTEGER, LUT, REFERENCE_SCHEME, SCHEMES
+from .schemes import (
+    CALIBRATED_SCHEMES,
+    FULL_INTEGER,
+    INT4_ALGORITHM_SCHEMES,
+    LUT,
+    REFERENCE_SCHEME,
+    SCHEMES,
+    settings_scheme,
+)
 
 # The model files ``keras.models.load_model`` reads: Keras 3 files and Keras 2 (tf.keras) HDF5 files.
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -317,15 +325,25 @@ def _check_calibration(config, problems):
     if not counts:
         return
     dataset, fewest = min(counts.items(), key=lambda item: item[1])
+    # int4's algorithm twins are calibrated with int4's settings: one key, named once.
+    calibrated = dict.fromkeys(settings_scheme(scheme) for scheme in CALIBRATED_SCHEMES if scheme in config["schemes"])
     sizes = [
         (f"conversion.{scheme}.calibration_images", config["conversion"][scheme]["calibration_images"])
-        for scheme in CALIBRATED_SCHEMES
-        if scheme in config["schemes"]
+        for scheme in calibrated
     ]
     sizes += [("conversion.calibration_sweep", size) for size in config["conversion"]["calibration_sweep"]]
     for key, size in sizes:
         if size > fewest:
             problems.append(f"{key}: {size} is more than the {fewest} training images of {dataset}; lower it")
+
+
+def conversion_settings(config, scheme):
+    """What ``scheme`` is made with: ``conversion.<scheme>``, or for int4's algorithm twins int4's with their own
+    ``weight_algorithm``; ``{}`` for a scheme without settings."""
+    settings = copy.deepcopy(config["conversion"].get(settings_scheme(scheme), {}))
+    if scheme in INT4_ALGORITHM_SCHEMES:
+        settings["weight_algorithm"] = INT4_ALGORITHM_SCHEMES[scheme]
+    return settings
 
 
 def study_pairs(config):

@@ -22,6 +22,7 @@ from .schemes import (
     FULL_INTEGER,
     INTEGER_16X8,
     REFERENCE_SCHEME,
+    settings_scheme,
 )
 from .variants import ToolFailure, converting
 
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def calibration_key(scheme):
-    """The config key of ``scheme``'s calibration size, as messages name it."""
-    return f"conversion.{scheme}.calibration_images"
+    """The config key of ``scheme``'s calibration size, as messages name it (int4's for its algorithm twins)."""
+    return f"conversion.{settings_scheme(scheme)}.calibration_images"
 
 
 def calibration_images(images, count, seed, key="calibration_images"):

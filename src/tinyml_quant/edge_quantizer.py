@@ -10,6 +10,25 @@ output, calibrated on the same seeded training images as the converter's int8:
   form there); ``DEPTHWISE_CONV_2D`` stays 8-bit per channel (neither the
   quantizer nor TFLite Micro has a 4-bit depthwise convolution).
 
+**Weight ranges of the 4-bit weights** (``conversion.int4.weight_algorithm``
+for ``int4``; ``int4_octav`` and ``int4_mse`` have their own), each the
+quantizer's algorithm for the weights of ``CONV_2D`` and ``FULLY_CONNECTED``,
+symmetric, zero point 0:
+
+* ``min_max`` (``min_max_uniform_quantize``): scale = max|w| / 7, nothing clipped;
+* ``octav`` (``OCTAV``): the clipping c of Sakr et al. 2022 (eq. 6), the
+  fixed point of c = sum(|w| >= c) / (4^-4 / 3 * n + count(|w| >= c)),
+  which minimises the expected squared error of clipping plus rounding;
+  scale = c / 7;
+* ``mse`` (``MSE``): no search, a closed form: scale = 0.37755 * RMS(w)
+  (the quantizer's constant for 4 bits), which clips where max|w| > 2.64
+  RMS(w) and *widens* the grid beyond min/max's where max|w| is below it.
+
+The 8-bit weights (``DEPTHWISE_CONV_2D``, layers kept at 8 bits) and every
+activation keep min/max: the algorithms differ only where the 4-bit rounding
+loses accuracy. The quantizer rounds into [-8, 7]: a weight clipped below
+-7 scale may take -8.
+
 Calibration keeps each tensor's minimum and maximum over the whole
 calibration set (``qsv_utils.min_max_update``). The quantizer's default, a
 moving average of each sample's range, shrinks the ranges of tensors whose
@@ -38,7 +57,17 @@ import numpy as np
 
 from .datasets import load_prepared
 from .graph import inline_buffers
-from .schemes import EDGE_QUANTIZER, EDGE_QUANTIZER_SCHEMES, INT4, PER_TENSOR
+from .schemes import (
+    EDGE_QUANTIZER,
+    EDGE_QUANTIZER_SCHEMES,
+    INT4,
+    INT4_ALGORITHM_SCHEMES,
+    MIN_MAX,
+    MSE,
+    OCTAV,
+    PER_TENSOR,
+    WEIGHT_ALGORITHMS,
+)
 from .variants import ToolFailure, converting, read_variant
 
 logger = logging.getLogger(__name__)
@@ -48,6 +77,23 @@ REDUCED_WEIGHTS = {
     INT4: {"CONV_2D": (4, "CHANNELWISE"), "FULLY_CONNECTED": (4, "TENSORWISE")},
     PER_TENSOR: dict.fromkeys(("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"), (8, "TENSORWISE")),
 }
+REDUCED_WEIGHTS.update(dict.fromkeys(INT4_ALGORITHM_SCHEMES, REDUCED_WEIGHTS[INT4]))
+# The quantizer's name (ai_edge_quantizer.algorithm_manager.AlgorithmName) of each weight algorithm.
+ALGORITHM_KEYS = {MIN_MAX: "min_max_uniform_quantize", OCTAV: "OCTAV", MSE: "MSE"}
+
+
+def weight_algorithm(scheme, algorithm=None):
+    """The algorithm of ``scheme``'s reduced weights: an int4 twin's own, ``algorithm`` (or min/max) for int4.
+
+    ``algorithm`` is refused where the scheme fixes another one: int4's twins
+    have theirs, ``int8_per_tensor`` keeps min/max.
+    """
+    fixed = INT4_ALGORITHM_SCHEMES.get(scheme, None if scheme == INT4 else MIN_MAX)
+    if algorithm is not None and algorithm not in WEIGHT_ALGORITHMS:
+        raise ValueError(f"unknown weight algorithm {algorithm!r}; known: {list(WEIGHT_ALGORITHMS)}")
+    if fixed is not None and algorithm not in (None, fixed):
+        raise ValueError(f"scheme {scheme} quantizes its weights with {fixed}, not {algorithm}")
+    return fixed or algorithm or MIN_MAX
 
 
 def scope_regex(tensor_name):
@@ -59,25 +105,32 @@ def scope_regex(tensor_name):
     return f"^{re.escape(tensor_name)};"
 
 
-def quantizer_for(fp32_flatbuffer, scheme, higher_precision=()):
+def quantizer_for(fp32_flatbuffer, scheme, higher_precision=(), algorithm=None):
     """An ``ai_edge_quantizer.quantizer.Quantizer`` with ``scheme``'s static recipe.
 
     Every supported operator gets int8 activations and int8 per-channel
-    weights; the operators of ``REDUCED_WEIGHTS[scheme]`` then get the
-    scheme's weights, except the layers named in ``higher_precision``
-    (output tensor names), which keep int8 per-channel weights.
+    weights (min/max); the operators of ``REDUCED_WEIGHTS[scheme]`` then get
+    the scheme's weights, their ranges by ``weight_algorithm(scheme,
+    algorithm)``, except the layers named in ``higher_precision`` (output
+    tensor names), which keep int8 per-channel min/max weights.
     """
     from ai_edge_quantizer import qtyping, quantizer
 
     if scheme not in EDGE_QUANTIZER_SCHEMES:
         known = list(EDGE_QUANTIZER_SCHEMES)
         raise ValueError(f"unknown scheme {scheme!r} of the AI Edge Quantizer; its schemes: {known}")
+    reduced_algorithm = ALGORITHM_KEYS[weight_algorithm(scheme, algorithm)]
     operations, granularity = qtyping.TFLOperationName, qtyping.QuantGranularity
     made = quantizer.Quantizer(bytearray(fp32_flatbuffer))
     made.add_static_config(".*", operations.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
     for operation, (bits, kind) in REDUCED_WEIGHTS[scheme].items():
         made.add_static_config(
-            ".*", operations(operation), 8, weight_num_bits=bits, weight_granularity=granularity(kind)
+            ".*",
+            operations(operation),
+            8,
+            weight_num_bits=bits,
+            weight_granularity=granularity(kind),
+            algorithm_key=reduced_algorithm,
         )
     for tensor_name, operation in higher_precision:
         made.add_static_config(
@@ -104,28 +157,33 @@ def calibrate(made, fp32_flatbuffer, representative_images, threads=1):
     return ranges.get_model_qsvs()
 
 
-def quantize(fp32_flatbuffer, scheme, representative_images, higher_precision=(), threads=1):
-    """The fp32 flatbuffer quantized with ``scheme`` (module docstring); its bytes."""
+def quantize(fp32_flatbuffer, scheme, representative_images, higher_precision=(), threads=1, algorithm=None):
+    """The fp32 flatbuffer quantized with ``scheme`` (module docstring), ``algorithm`` for int4's weights; its bytes."""
     if representative_images is None or len(representative_images) == 0:
         raise ValueError(f"scheme {scheme} needs representative images for calibration")
-    made = quantizer_for(fp32_flatbuffer, scheme, higher_precision)
+    made = quantizer_for(fp32_flatbuffer, scheme, higher_precision, algorithm)
     ranges = calibrate(made, fp32_flatbuffer, representative_images, threads)
     return inline_buffers(bytes(made.quantize(ranges, enable_progress_report=False).quantized_model))
 
 
-def quantized_variant(fp32_flatbuffer, scheme, representative_images, higher_precision=(), threads=1):
+def quantized_variant(fp32_flatbuffer, scheme, representative_images, higher_precision=(), threads=1, algorithm=None):
     """``quantize``, with what the quantizer cannot do (or a model LiteRT cannot prepare) as ``ToolFailure``."""
     from .conversion import loadable
 
+    weight_algorithm(scheme, algorithm)  # a wrong setting is the caller's error, not the tool's
     try:
-        flatbuffer = quantize(fp32_flatbuffer, scheme, representative_images, higher_precision, threads)
+        flatbuffer = quantize(fp32_flatbuffer, scheme, representative_images, higher_precision, threads, algorithm)
     except Exception as error:  # the quantizer raises ValueError, RuntimeError, ... for what it does not support
         raise ToolFailure(f"{type(error).__name__}: {error}") from error
     return loadable(flatbuffer, EDGE_QUANTIZER)
 
 
 def run_quantization(fp32_path, dataset_path, scheme, settings, threads, output_path, higher_precision=()):
-    """Snakemake entry point: quantize the fp32 variant with ``scheme``; write the variant and its record."""
+    """Snakemake entry point: quantize the fp32 variant with ``scheme``; write the variant and its record.
+
+    ``settings``: the scheme's calibration and, for the int4 schemes, ``weight_algorithm``
+    (``config.conversion_settings``).
+    """
     from .conversion import calibration_images, calibration_key
 
     dataset = load_prepared(dataset_path)
@@ -135,6 +193,11 @@ def run_quantization(fp32_path, dataset_path, scheme, settings, threads, output_
     details = {"scheme": scheme, "settings": settings, "higher_precision": [list(layer) for layer in higher_precision]}
     with converting(output_path, EDGE_QUANTIZER, details) as made:
         made["flatbuffer"] = quantized_variant(
-            read_variant(fp32_path), scheme, representative, higher_precision, threads
+            read_variant(fp32_path), scheme, representative, higher_precision, threads, settings.get("weight_algorithm")
         )
-    logger.info("%s: quantized with %s", output_path, scheme)
+    logger.info(
+        "%s: quantized with %s (weights: %s)",
+        output_path,
+        scheme,
+        weight_algorithm(scheme, settings.get("weight_algorithm")),
+    )

@@ -105,8 +105,8 @@ def mixed_variant(scheme, sources, representative, debug_sample, count, threads,
     """``(LiteRT flatbuffer, device flatbuffer, layers)`` of ``scheme``'s mixed-precision variant.
 
     ``sources`` holds what each scheme starts from: ``model`` (the Keras
-    model), ``fp32`` and ``int8`` (variant flatbuffers) and ``layer_errors``
-    (the variant's per-layer error table).
+    model), ``fp32`` and ``int8`` (variant flatbuffers), ``layer_errors``
+    (the variant's per-layer error table) and, for int4, ``weight_algorithm``.
     """
     if scheme == FULL_INTEGER:
         try:
@@ -126,7 +126,9 @@ def mixed_variant(scheme, sources, representative, debug_sample, count, threads,
         verify_decoding(compressed, binned, check_images)
         return binned, compressed, layers
     higher = [(layer["tensor"], layer["operator"]) for layer in layers]
-    flatbuffer = quantized_variant(sources["fp32"], scheme, representative, higher, threads)
+    flatbuffer = quantized_variant(
+        sources["fp32"], scheme, representative, higher, threads, sources.get("weight_algorithm")
+    )
     return flatbuffer, flatbuffer, layers
 
 
@@ -158,6 +160,8 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
         "int8": read_variant(paths["int8"]) if scheme == LUT else None,
         "layer_errors": pd.read_csv(paths["layer_errors"]) if scheme != FULL_INTEGER else None,
         "lut_settings": settings.get("lut"),
+        # The int4 variant's own weight algorithm: its mixed variant differs only in the layers raised.
+        "weight_algorithm": calibration.get("weight_algorithm"),
     }
     quantized, reference = read_json(paths["quantized_metrics"]), read_json(paths["reference_metrics"])
     record = {

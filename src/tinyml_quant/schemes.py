@@ -34,6 +34,10 @@ SCHEME_LIST = (
         "int8",
         True,
     ),
+    # int4 made again with each other weight algorithm of the AI Edge Quantizer, on int4's calibration:
+    # only the ranges of the 4-bit weights differ, so each is compared with int4 image by image.
+    Scheme("int4_octav", EDGE_QUANTIZER, "int4's, each 4-bit range clipped by OCTAV", "int8", True),
+    Scheme("int4_mse", EDGE_QUANTIZER, "int4's, each 4-bit scale from the weights' RMS (MSE)", "int8", True),
     # Not calibrated itself: it bins the int8 variant's weights.
     Scheme(
         "int8_lut",
@@ -53,6 +57,8 @@ BY_NAME = {scheme.name: scheme for scheme in SCHEME_LIST}
     INTEGER_16X8,
     PER_TENSOR,
     INT4,
+    INT4_OCTAV,
+    INT4_MSE,
     LUT,
 ) = SCHEMES
 CONVERTER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.tool == CONVERTER)
@@ -61,3 +67,14 @@ EDGE_QUANTIZER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.t
 CALIBRATED_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.calibrated)
 # Schemes whose layers compute in integers, so that the per-layer error stage compares each layer with fp32.
 INTEGER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.activations.startswith("int"))
+
+# The AI Edge Quantizer's algorithms for the ranges of the 4-bit weights (docs/schemes.md), as the
+# config names them (conversion.int4.weight_algorithm).
+WEIGHT_ALGORITHMS = (MIN_MAX, OCTAV, MSE) = ("min_max", "octav", "mse")
+# The int4 schemes whose weight algorithm is their own; they share int4's settings (conversion.int4).
+INT4_ALGORITHM_SCHEMES = {INT4_OCTAV: OCTAV, INT4_MSE: MSE}
+
+
+def settings_scheme(scheme):
+    """The scheme whose settings (``conversion.<scheme>``) ``scheme`` is made with: int4's for its algorithm twins."""
+    return INT4 if scheme in INT4_ALGORITHM_SCHEMES else scheme
