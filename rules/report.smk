@@ -233,21 +233,6 @@ rule plot_layer_errors:
         "../scripts/plot_layer_errors.py"
 
 
-def rule_budgets():
-    """Each rule's declared mem_mb and runtime (minutes), where they are plain numbers."""
-    budgets = {}
-    for each in workflow.rules:
-        declared = {}
-        for key in ("mem_mb", "runtime"):
-            # Snakemake 9 wraps each value in a Resource; `raw` is the number as written.
-            value = getattr(each.resources.get(key), "raw", each.resources.get(key))
-            if isinstance(value, int):
-                declared[key] = value
-        if declared:
-            budgets[each.name] = declared
-    return budgets
-
-
 rule stage_costs:
     input:
         benchmarks=grid_benchmarks,
