@@ -61,6 +61,7 @@ def study_records(
                 "mean_inference_ms": 0.1,
                 "threads": 2,
                 "litert_version": "l",
+                "predictions_file": f"{scheme}.predictions.npy",
             }
             metrics = write(folder / "evaluate" / model / f"{scheme}.json", evaluation)
             np.save(folder / "evaluate" / model / f"{scheme}.predictions.npy", predicted.astype(np.int16))
@@ -334,6 +335,7 @@ def test_each_calibration_size_is_tested_against_fp32_on_the_same_images(tmp_pat
     for images, wrong in ((1, 30), (10, 4)):
         record = {"dataset": "toy", "dataset_name": "toy (test)", "model": "custom", "seed": 1, "scheme": "int8"}
         record |= {"calibration_images": images, "accuracy": 1 - wrong / 200, "test_images": 200}
+        record |= {"predictions_file": f"int8_{images}.predictions.npy"}
         path = write(tmp_path / "calibration" / f"int8_{images}.metrics.json", record)
         predicted = labels.copy()
         predicted[:wrong] = (predicted[:wrong] + 1) % 3

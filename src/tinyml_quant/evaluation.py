@@ -142,7 +142,13 @@ def run_evaluation(
     try:
         read_variant(tflite_path)
     except NotConverted as error:
-        metrics = {**variant, **not_converted_fields(error), "accuracy": None, "dataset_name": dataset.name}
+        metrics = {
+            **variant,
+            **not_converted_fields(error),
+            "accuracy": None,
+            "dataset_name": dataset.name,
+            "predictions_file": Path(predictions_path).name,
+        }
         with atomic_path(predictions_path) as temporary:
             np.save(temporary, np.zeros(0, np.int16))
         write_json(metrics_path, metrics)
@@ -174,6 +180,8 @@ def run_evaluation(
             "timing": f"LiteRT on the host CPU, {layout}, batches of {fixed_batch_size(interpreters[0]) or batch_size}",
             "threads": threads,
             "litert_version": litert_version,
+            # The record names its per-image predictions (beside it), so a report joins them through it.
+            "predictions_file": Path(predictions_path).name,
         }
     )
     with atomic_path(predictions_path) as temporary:

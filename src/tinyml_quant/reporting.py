@@ -8,6 +8,7 @@ exact McNemar test, corrected over the study with Holm's method
 """
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,12 +159,7 @@ def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, la
     table["size_kb"] = file_bytes / KB
     table["compression_vs_fp32"] = reference_bytes / file_bytes
     table["accuracy_change_vs_fp32"] = 100 * (accuracy - reference_accuracy)
-    intervals = [
-        wilson_interval(round(value * images), images) if pd.notna(value) else (np.nan, np.nan)
-        for value, images in zip(accuracy, table.test_images.fillna(0).astype(int))
-    ]
-    table["accuracy_ci_low"] = [low for low, _ in intervals]
-    table["accuracy_ci_high"] = [high for _, high in intervals]
+    add_intervals(table)
     for column in ("arena_bytes", "tflm_max_difference_steps", "file_bytes", "macs"):
         table[column] = table[column].astype("Int64")
     table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
@@ -172,32 +168,53 @@ def gather(evaluation_paths, training_metric_paths, graph_paths, micro_paths, la
     return table[COLUMNS].sort_values(VARIANT).reset_index(drop=True)
 
 
+def add_intervals(frame):
+    """``frame`` given ``accuracy_ci_low`` and ``_high``: each accuracy's 95 % Wilson interval over its test images."""
+    intervals = [
+        wilson_interval(round(value * images), images) if pd.notna(value) else (np.nan, np.nan)
+        for value, images in zip(frame.accuracy.astype(float), frame.test_images.fillna(0).astype(int))
+    ]
+    frame["accuracy_ci_low"] = [low for low, _ in intervals]
+    frame["accuracy_ci_high"] = [high for _, high in intervals]
+    return frame
+
+
+def add_paired_tests(frame, pairs, labels, alpha=ALPHA):
+    """Exact McNemar tests, Holm-corrected over ``pairs`` (one family), into ``frame``'s test columns.
+
+    ``pairs``: ``{row index: (dataset, reference predictions, own predictions)}``
+    for each row that has both; the one statistics path of every table.
+    """
+    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"):
+        frame[column] = pd.NA
+    for index, (dataset, reference, own) in pairs.items():
+        b, c = discordant_counts(reference, own, labels[dataset])
+        frame.loc[index, ["fp32_only_right", "variant_only_right", "mcnemar_p"]] = [b, c, mcnemar_exact(b, c)]
+    if pairs:
+        tested = list(pairs)
+        adjusted, rejected = holm(frame.loc[tested, "mcnemar_p"].astype(float).to_numpy(), alpha)
+        frame.loc[tested, "holm_p"] = adjusted
+        frame.loc[tested, "significant"] = rejected
+    for column in ("fp32_only_right", "variant_only_right"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
 def paired_tests(table, predictions, labels, alpha=ALPHA):
     """``table`` with each converted variant's exact McNemar test against its own fp32, Holm-corrected over all.
 
     ``predictions`` maps a variant's key to its per-image predictions,
     ``labels`` a dataset to its test labels.
     """
-    table = table.copy()
-    tested = []
+    pairs = {}
     for index, row in table.iterrows():
-        key = (row.dataset, row.model, int(row.seed), row.scheme)
         reference = predictions.get((row.dataset, row.model, int(row.seed), REFERENCE_SCHEME))
-        own = predictions.get(key)
+        own = predictions.get((row.dataset, row.model, int(row.seed), row.scheme))
         if row.scheme == REFERENCE_SCHEME or row.status != CONVERTED or own is None or reference is None:
             continue
-        if own.size == 0 or reference.size == 0:
-            continue
-        b, c = discordant_counts(reference, own, labels[row.dataset])
-        table.loc[index, ["fp32_only_right", "variant_only_right", "mcnemar_p"]] = [b, c, mcnemar_exact(b, c)]
-        tested.append(index)
-    if tested:
-        adjusted, rejected = holm(table.loc[tested, "mcnemar_p"].astype(float).to_numpy(), alpha)
-        table.loc[tested, "holm_p"] = adjusted
-        table.loc[tested, "significant"] = rejected
-    for column in ("fp32_only_right", "variant_only_right"):
-        table[column] = table[column].astype("Int64")
-    return table
+        if own.size and reference.size:
+            pairs[index] = (row.dataset, reference, own)
+    return add_paired_tests(table.copy(), pairs, labels, alpha)
 
 
 def chance_flags(table, datasets):
@@ -744,32 +761,33 @@ def recovery_markdown(recovery_paths, threshold_points):
 def calibration_table(metric_paths, table, study_calibration_images, tests=None):
     """One row per int8 variant of the calibration sweep, with the study's own int8 variant, against fp32.
 
-    With ``tests`` = ``(prediction paths, predictions, labels)``: the sweep's
-    per-image predictions (one path per record, in order), every variant's
+    With ``tests`` = ``(predictions, labels)``: every variant's per-image
     predictions by key, and each dataset's labels; each sweep variant's change
-    is then tested with the exact McNemar test against its fp32, Holm-corrected
-    over the sweep (its own family: the sweep is a diagnostic of int8).
+    (its predictions are the file its record names) is then tested with the
+    exact McNemar test against its fp32, Holm-corrected over the sweep (its
+    own family: the sweep is a diagnostic of int8).
     """
-    rows = [_normalized(read_json(path)) for path in metric_paths]
+    rows = [(path, _normalized(read_json(path))) for path in metric_paths]
     own = table[(table.scheme == FULL_INTEGER) & (table.status == CONVERTED)]
     reference = table[table.scheme == REFERENCE_SCHEME].set_index(INSTANCE).accuracy
     records = [
         {name: row.get(name) for name in ("dataset", "dataset_name", "model", "seed", "calibration_images", "accuracy")}
-        | {"test_images": row.get("test_images")}
-        for row in rows
+        | {"test_images": row.get("test_images"), "study_variant": False}
+        for _, row in rows
     ]
-    for row in own.itertuples():
-        records.append(
-            {
-                "dataset": row.dataset,
-                "dataset_name": row.dataset_name,
-                "model": row.model,
-                "seed": int(row.seed),
-                "calibration_images": study_calibration_images,
-                "accuracy": row.accuracy,
-                "test_images": row.test_images,
-            }
-        )
+    records += [
+        {
+            "dataset": row.dataset,
+            "dataset_name": row.dataset_name,
+            "model": row.model,
+            "seed": int(row.seed),
+            "calibration_images": study_calibration_images,
+            "accuracy": row.accuracy,
+            "test_images": row.test_images,
+            "study_variant": True,
+        }
+        for row in own.itertuples()
+    ]
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame
@@ -777,39 +795,24 @@ def calibration_table(metric_paths, table, study_calibration_images, tests=None)
         100 * (accuracy - reference.get((dataset, model, seed), np.nan))
         for accuracy, dataset, model, seed in zip(frame.accuracy, frame.dataset, frame.model, frame.seed)
     ]
-    intervals = [
-        wilson_interval(round(value * images), images) if pd.notna(value) else (np.nan, np.nan)
-        for value, images in zip(frame.accuracy, frame.test_images.fillna(0).astype(int))
-    ]
-    frame["accuracy_ci_low"] = [low for low, _ in intervals]
-    frame["accuracy_ci_high"] = [high for _, high in intervals]
-    frame["study_variant"] = [index >= len(rows) for index in range(len(frame))]
-    for column in ("fp32_only_right", "variant_only_right", "mcnemar_p", "holm_p", "significant"):
-        frame[column] = pd.NA
+    add_intervals(frame)
+    pairs = {}
     if tests is not None:
-        prediction_paths, predictions, labels = tests
-        if len(prediction_paths) != len(rows):
-            raise ValueError(f"{len(rows)} calibration records but {len(prediction_paths)} prediction files")
-        tested = []
-        for index, (path, row) in enumerate(zip(prediction_paths, rows)):
-            reference_key = (row["dataset"], row["model"], row["seed"], REFERENCE_SCHEME)
-            reference_predictions = predictions.get(reference_key)
-            if reference_predictions is None or row.get("accuracy") is None:
-                continue
-            own = np.load(path, allow_pickle=False)
-            b, c = discordant_counts(reference_predictions, own, labels[row["dataset"]])
-            frame.loc[index, ["fp32_only_right", "variant_only_right", "mcnemar_p"]] = [b, c, mcnemar_exact(b, c)]
-            tested.append(index)
-        if tested:
-            adjusted, rejected = holm(frame.loc[tested, "mcnemar_p"].astype(float).to_numpy())
-            frame.loc[tested, "holm_p"] = adjusted
-            frame.loc[tested, "significant"] = rejected
+        predictions, labels = tests
+        # The sweep's records are the frame's first rows, one each, in the order read.
+        for index, (path, row) in enumerate(rows):
+            reference_predictions = predictions.get((row["dataset"], row["model"], row["seed"], REFERENCE_SCHEME))
+            if reference_predictions is not None and row.get("accuracy") is not None:
+                pairs[index] = (row["dataset"], reference_predictions, record_predictions(path, row))
+    add_paired_tests(frame, pairs, labels if tests is not None else {})
     return frame.sort_values(["dataset", "model", "seed", "study_variant", "calibration_images"]).reset_index(drop=True)
 
 
-def predictions_path(metrics_path):
-    """The per-image predictions an evaluation writes beside its record (rule evaluate_model)."""
-    return str(metrics_path).removesuffix(".json") + ".predictions.npy"
+def record_predictions(path, record):
+    """The per-image predictions an evaluation record names (its ``predictions_file``, beside it)."""
+    if "predictions_file" not in record:
+        raise ValueError(f"{path}: names no predictions_file; rerun its evaluation")
+    return np.load(Path(path).parent / record["predictions_file"], allow_pickle=False)
 
 
 def load_predictions(evaluation_paths):
@@ -817,7 +820,7 @@ def load_predictions(evaluation_paths):
     predictions = {}
     for path in evaluation_paths:
         record = _normalized(read_json(path))
-        predictions[tuple(record[name] for name in VARIANT)] = np.load(predictions_path(path), allow_pickle=False)
+        predictions[tuple(record[name] for name in VARIANT)] = record_predictions(path, record)
     return predictions
 
 
@@ -837,7 +840,7 @@ def run_gather(inputs, parameters, outputs):
     ``inputs`` holds the record paths of every stage (``evaluations``, with
     their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``graphs``,
     ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``,
-    ``calibrations`` with their ``calibration_predictions``, ``npu_estimates``); ``parameters``
+    ``calibrations``, ``npu_estimates``; each evaluation record names its predictions file); ``parameters``
     ``board_labels`` ({name: label}),
     ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points`` and the study's int8
     ``calibration_images``; ``outputs``
@@ -858,7 +861,7 @@ def run_gather(inputs, parameters, outputs):
         inputs["calibrations"],
         table,
         parameters["calibration_images"],
-        (inputs["calibration_predictions"], predictions, labels),
+        (predictions, labels),
     )
     npu = npu_table(inputs["npu_estimates"], parameters["board_labels"])
     write_csv(outputs["csv"], table)
