@@ -129,8 +129,8 @@ def test_the_int8_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verd
         "quantized_file_bytes": variants["int8"].stat().st_size,
     }
     assert outputs["device"].read_bytes() == outputs["tflite"].read_bytes()
-    assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement"}
-    assert micro["status"] == "runs" and micro["agreement"]["images"] == 12
+    assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement", "wrong_output"}
+    assert micro["status"] == "runs" and micro["agreement"]["images"] == 12 and micro["wrong_output"] is None
     # The agreement sample is TFLite Micro's seeded one, with its labels: LiteRT's accuracy on it, recomputed.
     sample = seeded_subset(len(labels), 12, 5)
     litert_accuracy = np.mean(recovered[sample].argmax(1) == labels[sample])
