@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .board_choice import fits, may_be_chosen
 from .devices import KB, boards_from_config
+from .fetch import source_description
 from .files import atomic_path
 from .micro import RUNS, WRONG_OUTPUT
 from .npu import COMPILED
@@ -44,6 +46,9 @@ MEMORY_LABELS = {"ram": "RAM", "flash": "flash"}
 # The cross drawn over a variant TFLite Micro runs with wrong output (pure red, not tab10's red of a model).
 WRONG_OUTPUT_COLOUR = "red"
 SNR_CEILING_DB = 80.0
+# A front point this far below its own model's best is a lossy outlier, not a choice: the tradeoff
+# figure's zoom does not reach down to it (the panel of every variant shows it).
+DECISION_BAND_POINTS = 2.0
 
 
 def pyplot():
@@ -72,7 +77,11 @@ def _check_outputs(outputs, names):
 
 def read_results(csv_path):
     """The results table, without the variants that were not converted (they have no numbers to draw)."""
-    table = pd.read_csv(csv_path)
+    return read_results_frame(pd.read_csv(csv_path))
+
+
+def read_results_frame(table):
+    """``read_results`` of a table already read: converted variants only, schemes in the study's order."""
     if "status" in table:
         table = table[table.status != NOT_CONVERTED]
     table = table.reset_index(drop=True)
@@ -128,6 +137,8 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
             s=50,
             linewidths=1.0 if is_hollow else 0.5,
             zorder=3,
+            # Names the variant, for whoever reads the drawing back (the tests).
+            gid=f"{row.model}/{row.seed}/{row.scheme}" if "seed" in row else None,
         )
     axes.set_xscale("log")
     axes.set_xlabel(x_label)
@@ -135,8 +146,8 @@ def plot_accuracy_against(table, axes, x_column, x_label, colours, hollow=None):
     axes.grid(True, which="both", alpha=0.3)
 
 
-def label_log_axis(axes, minimum_ticks=3):
-    """Plain-number ticks (20, 50, 100) on a log x axis, at least ``minimum_ticks`` of them in view.
+def label_log_axis(axes, minimum_ticks=3, which="x"):
+    """Plain-number ticks (20, 50, 100) on a log axis (``which``: "x" or "y"), ``minimum_ticks`` of them in view.
 
     Matplotlib labels only powers of ten, so data within one decade (one
     model's variants) showed a single label. Ticks come from the 1-2-5 series,
@@ -144,15 +155,16 @@ def label_log_axis(axes, minimum_ticks=3):
     it after everything is drawn, since lines change the limits.
     """
     plt = pyplot()
-    low, high = axes.get_xlim()
+    axis = getattr(axes, f"{which}axis")
+    low, high = sorted(getattr(axes, f"get_{which}lim")())
     decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
     for steps in ((1, 2, 5), range(1, 10)):
         ticks = [step * 10.0**decade for decade in decades for step in steps if low <= step * 10.0**decade <= high]
         if len(ticks) >= minimum_ticks:
             break
-    axes.xaxis.set_major_locator(plt.FixedLocator(ticks))
-    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(plt.NullFormatter())
+    axis.set_major_locator(plt.FixedLocator(ticks))
+    axis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(plt.NullFormatter())
 
 
 # --------------------------------------------------------------------------- results
@@ -169,19 +181,6 @@ def _panels(table, height):
 
 def _schemes_in(table):
     return [scheme for scheme in SCHEMES if scheme in set(table.scheme.astype(str))]
-
-
-def size_vs_accuracy(table):
-    """Accuracy of every variant against its file size; colour the model, marker the scheme."""
-    colours = model_colours(table.model)
-    figure, panels = _panels(table, 5)
-    for axis, name, part in panels:
-        plot_accuracy_against(part, axis, "size_kb", "model file size (KB, log scale)", colours)
-        label_log_axis(axis)
-        axis.set_title(name)
-    figure.legend(handles=_legend_handles(colours, _schemes_in(table)), loc="outside right upper", fontsize="small")
-    figure.suptitle("Size versus accuracy of every TFLite variant")
-    return figure
 
 
 def size_per_scheme(table):
@@ -256,7 +255,7 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
     colours = model_colours(table.model)
     budgets = {}
     for board in boards.values():
-        if board.npu is None:  # an NPU board runs Vela's compiled model: its budgets are in the tradeoff figure
+        if board.npu is None:  # an NPU board runs Vela's compiled model: its budgets are Vela's (fit_table)
             budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
     figure, panels = _panels(table, 5.2)
     board_handles = []
@@ -306,94 +305,272 @@ def accuracy_vs_arena(table, boards):
     )
 
 
-def accuracy_vs_flash(table, boards):
-    """Accuracy against the file size (flash), every variant (those TFLite Micro refuses hollow)."""
-    return _accuracy_against_budget(table, boards, "size_kb", "flash: model file size (KB, log scale)", "flash", "all")
-
-
-def pareto_front(sizes, changes):
+def pareto_front(sizes, accuracies):
     """Indices of the points no other point beats on both: smaller (or as small) and more accurate, by size."""
-    order = np.lexsort((-np.asarray(changes), np.asarray(sizes)))
+    order = np.lexsort((-np.asarray(accuracies), np.asarray(sizes)))
     front, best = [], -np.inf
     for index in order:
-        if changes[index] > best:
+        if accuracies[index] > best:
             front.append(int(index))
-            best = changes[index]
+            best = accuracies[index]
     return front
 
 
-def _every_seed(statuses):
-    """A scheme's TFLite Micro status over its seeds: runs only if every seed runs; wrong if any seed is."""
-    if (statuses == RUNS).all():
-        return RUNS
-    return WRONG_OUTPUT if (statuses == WRONG_OUTPUT).any() else statuses[statuses != RUNS].iloc[0]
+def choice_front(rows):
+    """The index labels of ``rows`` on the Pareto front of flash (``size_kb``) and accuracy, by flash.
+
+    Only variants that ``may_be_chosen`` (made, through TFLite Micro's
+    correctness gate, model above chance) take part, whatever their model: a
+    variant that runs with wrong output is never on it.
+    """
+    chosen = rows[may_be_chosen(rows)]
+    return list(chosen.index[pareto_front(chosen.size_kb.to_numpy(), chosen.accuracy.to_numpy())])
 
 
-def tradeoff(table, boards, dataset):
-    """One dataset: every variant's accuracy change against its flash, the Pareto front, the boards' flash."""
+def cortex_boards(boards):
+    """The boards where TensorFlow Lite Micro runs the file itself (no NPU): its size is their flash."""
+    return {name: board for name, board in boards.items() if board.npu is None}
+
+
+def fits_a_board(rows, fit, boards):
+    """Whether each variant of ``rows`` goes on at least one board of ``boards``: through the gate, and
+    fitting the board's flash and RAM as the fit table says (``board_choice.fits``)."""
+    fit = fit[fit.board_name.isin(list(boards))]
+    fitting = fit[fits(fit)]
+    keys = set(zip(fitting.dataset, fitting.model, fitting.seed.astype(int), fitting.scheme.astype(str)))
+    found = [(row.dataset, row.model, int(row.seed), str(row.scheme)) in keys for row in rows.itertuples()]
+    return pd.Series(found, index=rows.index, dtype=bool) & (rows.tflm_status == RUNS)
+
+
+def decision_band(rows, front):
+    """``(low, high)`` accuracy (%) of the tradeoff figure's zoom: from the front's lowest choice to the top.
+
+    The front's points that lie more than ``DECISION_BAND_POINTS`` below their
+    own model's best (a lossy int4 variant that happens to be the smallest)
+    do not set the bottom: they would flatten the band where the choice is
+    made. Intervals are kept whole in view.
+    """
+    best = rows.groupby("model").accuracy.max()
+    on_front = rows.loc[front]
+    choices = on_front[100 * (best.loc[on_front.model].to_numpy() - on_front.accuracy) <= DECISION_BAND_POINTS]
+    bottom = choices if len(choices) else rows
+    low = 100 * np.nanmin([*bottom.accuracy, *bottom.get("accuracy_ci_low", [])])
+    high = 100 * np.nanmax([*rows.accuracy, *rows.get("accuracy_ci_high", [])])
+    pad = 0.04 * max(high - low, 0.1)
+    return low - pad, high + pad
+
+
+def _variant_label(row, several_seeds):
+    return f"{row.model} {row.scheme}" + (f" (seed {int(row.seed)})" if several_seeds else "")
+
+
+def _draw_front(axis, rows, front, right_edge, numbered=False):
+    """The front as a staircase, the best accuracy for any flash budget; with ``numbered``, each point's number."""
+    xs = [*rows.size_kb.loc[front], right_edge]
+    ys = [*(100 * rows.accuracy.loc[front]), 100 * rows.accuracy.loc[front[-1]]]
+    axis.step(xs, ys, where="post", color="black", linewidth=1.2, zorder=2, gid="pareto_front")
+    if numbered:
+        above, previous = False, None
+        for number, index in enumerate(front, 1):
+            size = rows.size_kb.loc[index]
+            # Above-left; below-right instead where the previous number, close by, is above-left.
+            above = not (above and previous is not None and size / previous < 1.15)
+            previous = size
+            axis.annotate(
+                str(number),
+                (size, 100 * rows.accuracy.loc[index]),
+                xytext=(-4, 5) if above else (4, -6),
+                textcoords="offset points",
+                ha="right" if above else "left",
+                va="bottom" if above else "top",
+                fontsize="x-small",
+                fontweight="bold",
+                zorder=5,
+            )
+
+
+def _front_handles(rows, front):
+    """The legend's list of the front: number, variant, flash and accuracy with its interval."""
     plt = pyplot()
-    part = table[table.dataset == dataset]
-    mean = (
-        part.groupby(["model", "scheme"], observed=True)
-        .agg(size_kb=("size_kb", "mean"), change=("accuracy_change_vs_fp32", "mean"), runs=("tflm_status", _every_seed))
-        .reset_index()
-    )
-    colours = model_colours(mean.model)
-    figure, axis = plt.subplots(figsize=(9, 5.5), layout="constrained")
-    for row in mean.itertuples():
-        runs = row.runs == RUNS
+    several_seeds = rows.seed.nunique() > 1
+    handles = []
+    for number, index in enumerate(front, 1):
+        row = rows.loc[index]
+        interval = (
+            f" [{100 * row.accuracy_ci_low:.2f}, {100 * row.accuracy_ci_high:.2f}]"
+            if pd.notna(row.get("accuracy_ci_low"))
+            else ""
+        )
+        label = (
+            f"{number}  {_variant_label(row, several_seeds)}: {row.size_kb:.0f} KB, {100 * row.accuracy:.2f}%{interval}"
+        )
+        handles.append(plt.Line2D([], [], linestyle="", label=label))
+    return handles
+
+
+def _draw_memory(axis, rows, boards, colours, deployable, budgets_style, low, high):
+    """Flash against TFLite Micro's arena; each Cortex-M board a box (its flash and RAM budgets) with its label.
+
+    A variant inside a board's box fits that board.
+    """
+    shown = rows[rows.arena_bytes.notna()]
+    for index, row in shown.iterrows():
+        filled = bool(deployable.loc[index])
         axis.scatter(
             row.size_kb,
-            row.change,
+            row.arena_bytes / KB,
+            facecolors=colours[row.model] if filled else "none",
+            edgecolors="black" if filled else colours[row.model],
             marker=SCHEME_MARKERS[row.scheme],
-            s=60,
-            facecolors=colours[row.model] if runs else "none",
-            edgecolors="black" if runs else colours[row.model],
-            linewidths=0.5 if runs else 1.2,
+            s=40,
+            linewidths=0.5 if filled else 1.0,
             zorder=3,
         )
-    # Drawn over their own marker: TFLite Micro runs them, but computes something else than LiteRT.
-    wrong = mean[mean.runs == WRONG_OUTPUT]
-    axis.scatter(wrong.size_kb, wrong.change, marker="x", s=90, color=WRONG_OUTPUT_COLOUR, linewidths=1.8, zorder=4)
-    # The front of what a microcontroller can run, as "What to choose" in results.md.
-    runnable = mean[mean.runs == RUNS].reset_index(drop=True)
-    front = pareto_front(runnable.size_kb.to_numpy(), runnable.change.to_numpy())
-    axis.step(
-        runnable.size_kb.iloc[front], runnable.change.iloc[front], where="post", color="black", linewidth=1, zorder=2
+    wrong = shown[shown.tflm_status == WRONG_OUTPUT]
+    axis.scatter(
+        wrong.size_kb, wrong.arena_bytes / KB, marker="x", s=70, color=WRONG_OUTPUT_COLOUR, linewidths=1.6, zorder=4
     )
-    axis.set_xscale("log")
-    low, high = mean.size_kb.min() / 1.5, mean.size_kb.max() * 1.5
-    axis.set_xlim(low, high)
-    budgets = {}
-    for board in boards.values():
-        budget = board.budget_bytes("flash") / KB
-        if low <= budget <= high:
-            budgets.setdefault(budget, []).append(board.label)
-    board_handles = draw_board_lines(axis, budgets, zorder=1)
-    label_log_axis(axis)
-    axis.axhline(0, color="grey", linewidth=0.6)
-    axis.set_xlabel("flash: what a device stores (KB, log scale)")
-    axis.set_ylabel(f"accuracy change vs fp32 ({', '.join(filter(None, ['points', seeds_note(part)]))})")
+    axis.set_yscale("log")
+    arenas = shown.arena_bytes / KB
+    rams = [board.budget_bytes("ram") / KB for board in boards.values()]
+    bottom = min([*arenas, *rams]) / 1.6 if len(arenas) or rams else 1
+    top = max([*arenas, *rams]) * 1.6 if len(arenas) or rams else 10
+    axis.set_ylim(bottom, top)
+    # By RAM, labels alternate under and over their box's top: boards of close RAM would write over each other.
+    for order, board in enumerate(sorted(boards.values(), key=lambda board: board.budget_bytes("ram"))):
+        flash, ram = board.budget_bytes("flash") / KB, board.budget_bytes("ram") / KB
+        colour, style = budgets_style.get(flash, ("dimgrey", "-"))
+        axis.plot([low, flash, flash], [ram, ram, bottom], color=colour, linestyle=style, linewidth=1.1, zorder=1)
+        axis.annotate(
+            board.label,
+            (min(flash, high), ram),
+            xytext=(-3, -2 if order % 2 == 0 else 2),
+            textcoords="offset points",
+            ha="right",
+            va="top" if order % 2 == 0 else "bottom",
+            fontsize="x-small",
+            color="dimgrey",
+        )
+    label_log_axis(axis, which="y")
+    axis.set_ylabel("RAM: TFLite Micro arena\n(KB, log scale)")
     axis.grid(True, which="both", alpha=0.3)
-    handles = _legend_handles(colours, _schemes_in(mean), "hollow: TFLite Micro does not run it")
-    if len(wrong):
+
+
+def tradeoff(table, fit, boards, dataset):
+    """What to choose on one dataset: absolute accuracy against flash for every variant of every model.
+
+    Three panels share the flash axis. The top one zooms on the decision band
+    (``decision_band``), the middle one shows every variant, so that a lossy
+    int4 variant far below neither flattens the band nor disappears; the
+    bottom one draws flash against TFLite Micro's arena with each Cortex-M
+    board as a box. The Pareto front runs over every model, among the
+    variants that may be chosen (``choice_front``). Each Cortex-M board's
+    flash budget is a vertical line; a hollow marker goes on no board (TFLite
+    Micro cannot run it, or it fits no board's flash and RAM: the fit table);
+    a red cross runs with wrong output. NPU boards run Vela's compilation,
+    whose flash is not the file's: they are in the fit table and ``npu_latency``.
+    """
+    plt = pyplot()
+    rows = table[table.dataset == dataset].copy()
+    cortex = cortex_boards(boards)
+    colours = model_colours(rows.model)
+    deployable = fits_a_board(rows, fit, cortex)
+    front = choice_front(rows)
+    several_seeds = rows.seed.nunique() > 1
+    low, high = rows.size_kb.min() / 1.5, rows.size_kb.max() * 1.5
+    band = decision_band(rows, front)
+
+    figure, (zoom, overview, memory) = plt.subplots(
+        3, 1, figsize=(10.5, 11), sharex=True, height_ratios=[3, 1.3, 2], layout="constrained"
+    )
+    budgets, beyond = {}, []
+    for board in cortex.values():
+        budget = board.budget_bytes("flash") / KB
+        if budget <= high:
+            budgets.setdefault(budget, []).append(board)
+        else:
+            beyond.append(board)
+    budgets_style = {}
+    board_handles = []
+    for index, (budget, group) in enumerate(sorted(budgets.items())):
+        style = (
+            BOARD_LINE_COLOURS[index % len(BOARD_LINE_COLOURS)],
+            BOARD_LINE_STYLES[index % len(BOARD_LINE_STYLES)],
+        )
+        budgets_style[budget] = style
+        for axis in (zoom, overview):
+            axis.axvline(budget, color=style[0], linestyle=style[1], linewidth=1.2, zorder=1)
+        names = ", ".join(f"{board.label} ({board.budget_bytes('ram') / KB:.0f})" for board in group)
+        board_handles.append(plt.Line2D([], [], color=style[0], linestyle=style[1], label=f"{budget:.0f} KB: {names}"))
+    if any(board.npu for board in boards.values()):
+        board_handles.append(
+            plt.Line2D([], [], linestyle="", label="an NPU board stores Vela's compilation: fit_table, npu_latency")
+        )
+    if beyond:
+        names = ", ".join(
+            f"{board.label} ({board.budget_bytes('flash') / KB:.0f} / {board.budget_bytes('ram') / KB:.0f})"
+            for board in beyond
+        )
+        board_handles.append(plt.Line2D([], [], linestyle="", label=f"more than every variant: {names}"))
+
+    for axis in (zoom, overview):
+        plot_accuracy_against(rows, axis, "size_kb", "", colours, hollow=~deployable)
+        wrong = rows[rows.tflm_status == WRONG_OUTPUT]
+        axis.scatter(
+            wrong.size_kb, 100 * wrong.accuracy, marker="x", s=90, color=WRONG_OUTPUT_COLOUR, linewidths=1.8, zorder=4
+        )
+        if front:
+            _draw_front(axis, rows, front, high, numbered=axis is zoom)
+        axis.set_xlabel("")
+    zoom.set_ylim(*band)
+    zoom.set_ylabel("LiteRT top-1 accuracy (%), 95 % interval")
+    zoom.set_title("zoom on the front's accuracies, where the choice is made", fontsize="medium")
+    overview.axhspan(*band, color="gold", alpha=0.18, zorder=0)
+    overview.set_ylabel("accuracy (%)")
+    overview.set_title("every variant (shaded: the zoom above)", fontsize="medium")
+    _draw_memory(memory, rows, cortex, colours, deployable, budgets_style, low, high)
+    memory.set_title("flash and RAM: inside a board's box, the variant fits that board", fontsize="medium")
+    memory.set_xscale("log")
+    memory.set_xlim(low, high)
+    memory.set_xlabel("flash: the .tflite file (KB, log scale)")
+    label_log_axis(memory)
+
+    handles = _legend_handles(
+        colours, _schemes_in(rows), "hollow: on no board (TFLite Micro\ncannot run it, or too big)"
+    )
+    if (rows.tflm_status == WRONG_OUTPUT).any():
         handles.append(
             plt.Line2D(
-                [], [], marker="x", linestyle="", color=WRONG_OUTPUT_COLOUR, label="runs, wrong output (never chosen)"
+                [], [], marker="x", linestyle="", color=WRONG_OUTPUT_COLOUR, label="runs, wrong output\n(never chosen)"
             )
         )
-    handles.append(plt.Line2D([], [], color="black", linewidth=1, label="Pareto front (TFLite Micro runs)"))
-    figure.legend(handles=handles, loc="outside right upper", fontsize="small", title="model, scheme")
-    if board_handles:
-        figure.legend(
-            handles=board_handles,
-            loc="outside lower center",
-            ncols=min(3, len(board_handles)),
-            fontsize="small",
-            title="each board's flash less its allowance",
+    if front:
+        handles.append(
+            plt.Line2D([], [], color="black", linewidth=1.2, label="Pareto front (through\nthe gate, every model)")
         )
-    # On the axes, not the figure: a figure title would run under the legends beside the axes.
-    axis.set_title(f"What to choose on {part.dataset_name.iloc[0]}: accuracy change against flash")
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small", title="model, scheme")
+    if front:
+        figure.legend(
+            handles=_front_handles(rows, front),
+            loc="outside right lower",
+            fontsize="x-small",
+            handlelength=0,
+            title="the front, by flash: LiteRT accuracy [95 %]",
+            title_fontsize="small",
+        )
+    figure.legend(
+        handles=board_handles,
+        loc="outside lower left",
+        ncols=1,
+        fontsize="small",
+        title="each Cortex-M board's flash less its allowance: boards (their RAM less allowance, KB)",
+    )
+    name = rows.dataset_name.iloc[0]
+    description = source_description(dataset, name)
+    seeds = ", every seed a point" if several_seeds else ""
+    figure.suptitle(
+        "\n".join(filter(None, [f"What to choose on {name}", description, f"every variant of every model{seeds}"]))
+    )
     return figure
 
 
@@ -476,20 +653,23 @@ def npu_latency(table, npu, boards):
 
 
 def tradeoff_figure_names(datasets):
-    """The names of the tradeoff figures: one per dataset of the study."""
+    """The names of the tradeoff ("what to choose") figures: one per dataset of the study."""
     return [f"{TRADEOFF_FIGURE_PREFIX}{dataset}" for dataset in datasets]
 
 
-def plot_device_fit(csv_path, calibration_csv_path, npu_csv_path, board_entries, outputs, dpi=150):
-    """Snakemake entry point: ``DEVICE_FIGURES`` and the tradeoff figure of every dataset of ``outputs``."""
+def plot_device_fit(csv_path, fit_csv_path, calibration_csv_path, npu_csv_path, board_entries, outputs, dpi=150):
+    """Snakemake entry point: ``DEVICE_FIGURES`` and the tradeoff figure of every dataset of ``outputs``.
+
+    ``fit_csv_path`` is the fit table (``devices.fit_table``): which variant fits which board.
+    """
     _check_outputs(outputs, DEVICE_FIGURES)
     boards = boards_from_config(board_entries)
     table = read_results(csv_path)
+    fit = pd.read_csv(fit_csv_path)
     calibration = pd.read_csv(calibration_csv_path) if Path(calibration_csv_path).stat().st_size > 1 else pd.DataFrame()
     npu = pd.read_csv(npu_csv_path) if Path(npu_csv_path).stat().st_size > 1 else pd.DataFrame()
     drawings = {
         "accuracy_vs_arena": lambda: accuracy_vs_arena(table, boards),
-        "accuracy_vs_flash": lambda: accuracy_vs_flash(table, boards),
         "calibration_sweep": lambda: calibration_sweep(calibration),
         "npu_latency": lambda: npu_latency(table, npu, boards),
     }
@@ -497,7 +677,7 @@ def plot_device_fit(csv_path, calibration_csv_path, npu_csv_path, board_entries,
         save(drawings[name](), outputs[name], dpi)
     for name, paths in outputs.items():
         if name.startswith(TRADEOFF_FIGURE_PREFIX):
-            save(tradeoff(table, boards, name.removeprefix(TRADEOFF_FIGURE_PREFIX)), paths, dpi)
+            save(tradeoff(table, fit, boards, name.removeprefix(TRADEOFF_FIGURE_PREFIX)), paths, dpi)
 
 
 # --------------------------------------------------------------------------- training
@@ -640,15 +820,13 @@ def stage_costs(stages, models):
 
 # The study's figures by name, in groups drawn by one rule each.
 RESULT_FIGURES = {
-    "size_vs_accuracy": size_vs_accuracy,
     "size_per_scheme": size_per_scheme,
     "accuracy_change_heatmap": accuracy_change_heatmap,
 }
-# Drawn from the results, the calibration sweep and Vela's estimates, with the boards; and one tradeoff
-# figure per dataset, named TRADEOFF_FIGURE_PREFIX + the dataset.
+# Drawn from the results, the fit table, the calibration sweep and Vela's estimates, with the boards; and
+# one tradeoff ("what to choose") figure per dataset, named TRADEOFF_FIGURE_PREFIX + the dataset.
 DEVICE_FIGURES = {
     "accuracy_vs_arena": accuracy_vs_arena,
-    "accuracy_vs_flash": accuracy_vs_flash,
     "calibration_sweep": calibration_sweep,
     "npu_latency": npu_latency,
 }
