@@ -338,6 +338,70 @@ def test_the_cifar10_mirrors_figure_says_it_is_the_jpeg_copy():
         figures.pyplot().close(figure)
 
 
+def png_width_and_height(figure, dpi):
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, bbox_inches="tight", format="png")
+    figures.pyplot().close(figure)
+    return struct.unpack(">II", buffer.getvalue()[16:24])
+
+
+PAGE_PIXELS = 2000
+
+
+def test_every_figure_of_a_default_sized_study_fits_a_page_width_at_the_configured_dpi():
+    dpi = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["plots"]["dpi"]
+    table = study(4, datasets=("cifar10", "mnist"))
+    results = figures.read_results_frame(table)
+    boards = figures.boards_from_config(config_boards())
+    layers = pd.DataFrame(
+        [
+            {"dataset": dataset, "model": model, "seed": 1, "scheme": scheme, "depth": depth, "snr_db": 30.0}
+            for dataset, model, scheme in itertools.product(("a", "b", "c", "d"), MODELS, SCHEMES[3:])
+            for depth in (0.0, 0.5, 1.0)
+        ]
+    )
+    npu = pd.DataFrame(
+        [
+            {"dataset": row.dataset, "model": row.model, "seed": 1, "scheme": row.scheme, "board": board.label}
+            | {"vela_status": "compiled", "inference_ms_estimate": 0.5}
+            for row in results[results.scheme.isin(["int8", "int16x8", "int8_lut"])].itertuples()
+            for board in boards.values()
+            if board.npu
+        ]
+    )
+    calibration = pd.DataFrame(
+        [
+            {"dataset_name": name, "model": model, "calibration_images": images, "accuracy_change_vs_fp32": -1.0}
+            for name, model, images in itertools.product(set(results.dataset_name), MODELS, (1, 10, 100))
+        ]
+    )
+    drawn = {
+        **{name: draw(results) for name, draw in figures.RESULT_FIGURES.items()},
+        "accuracy_vs_arena": figures.accuracy_vs_arena(results, boards),
+        "npu_latency": figures.npu_latency(results, npu, boards),
+        "calibration_sweep": figures.calibration_sweep(calibration),
+        "tradeoff_cifar10": figures.tradeoff(results, fit_of(table), boards, "cifar10"),
+        "layer_error, two datasets": figures.layer_error(layers[layers.dataset.isin(["a", "b"])]),
+        "layer_error, four datasets": figures.layer_error(layers),
+    }
+    for name, figure in drawn.items():
+        width, height = png_width_and_height(figure, dpi)
+        # More datasets make the layer errors longer, never wider.
+        tall = name == "layer_error, four datasets"
+        assert width <= PAGE_PIXELS and (tall or height <= 2 * PAGE_PIXELS), (name, width, height)
+
+
+@pytest.mark.parametrize("datasets", [1, 2, 3, 4, 7])
+def test_layer_error_panels_are_at_most_three_a_row_and_each_pair_once(datasets):
+    names = [f"d{index}" for index in range(datasets)]
+    rows, columns, panels = figures.layer_panels(names, ["int8", "int4"])
+    assert columns <= figures.MAX_PANEL_COLUMNS and rows * columns >= len(panels)
+    assert sorted(panels) == sorted(itertools.product(names, ["int8", "int4"]))
+
+
 def test_every_layer_error_point_lies_inside_its_panels_axis():
     # A lossy scheme drawn after a mild one: its layers must stay in view of the shared axis.
     table = pd.DataFrame(

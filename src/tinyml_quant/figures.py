@@ -8,6 +8,7 @@ while it parses, once per job.
 """
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,10 @@ SNR_CEILING_DB = 80.0
 # A front point this far below its own model's best is a lossy outlier, not a choice: the tradeoff
 # figure's zoom does not reach down to it (the panel of every variant shows it).
 DECISION_BAND_POINTS = 2.0
+# The layer-error figure's panels: at most this many a row, each this size (inches), so that at the
+# configured dpi (150) the figure stays within a page's width (about 2,000 px).
+MAX_PANEL_COLUMNS = 3
+PANEL_INCHES = (4.2, 2.6)
 
 
 def pyplot():
@@ -184,17 +189,33 @@ def _schemes_in(table):
 
 
 def size_per_scheme(table):
-    """File size of every model under every scheme (log scale)."""
-    figure, panels = _panels(table, 4.8)
+    """File size of every model under every scheme: KB in each cell, coloured by its share of fp32's file.
+
+    Cells, not log-scaled bars: a model's sizes span two decades across
+    models, and a share of fp32 reads on one linear scale whatever the model.
+    One colour scale for every panel.
+    """
+    table = table.assign(share=100 / table.compression_vs_fp32.astype(float))
+    limit = max(100.0, float(np.nanmax(table.share, initial=0.0)))
+    figure, panels = _panels(table, 4.5)
     for axis, name, part in panels:
         sizes = part.pivot_table(index="model", columns="scheme", values="size_kb", observed=True)
-        sizes.plot.bar(ax=axis, logy=True, rot=20, width=0.8, legend=False)
-        axis.set_ylabel("file size (KB, log scale)")
-        axis.set_xlabel("")
+        shares = part.pivot_table(index="model", columns="scheme", values="share", observed=True).reindex_like(sizes)
+        image = axis.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=limit, aspect="auto")
+        axis.set_xticks(range(len(sizes.columns)), sizes.columns, rotation=35, ha="right")
+        axis.set_yticks(range(len(sizes.index)), sizes.index)
+        for (row, column), value in np.ndenumerate(sizes.to_numpy()):
+            if np.isnan(value):
+                continue
+            fraction = shares.iloc[row, column]
+            # White on the darkest cells, where black would not read.
+            colour = "white" if fraction > 0.6 * limit else "black"
+            text = f"{value:.0f}" + ("" if np.isnan(fraction) else f"\n{fraction:.0f}%")
+            axis.text(column, row, text, ha="center", va="center", fontsize="x-small", color=colour)
         axis.set_title(name)
-    handles, labels = panels[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", title="scheme", fontsize="small")
-    figure.suptitle("File size per scheme")
+        figure.colorbar(image, ax=axis, label="file size, % of the model's fp32 file")
+    how = "; ".join(filter(None, [seeds_note(table), "blank: not converted"]))
+    figure.suptitle(f"File size per scheme: KB, and % of fp32 ({how})")
     return figure
 
 
@@ -243,42 +264,61 @@ def plot_results(csv_path, outputs, dpi=150):
 # --------------------------------------------------------------------------- will it fit?
 
 
-def _accuracy_against_budget(table, boards, column, label, memory, drawn):
-    """Accuracy against ``column`` with each board's ``memory`` budget (memory less allowance) as a line.
+def accuracy_vs_arena(table, boards):
+    """Accuracy against the TFLite Micro tensor arena (RAM), for the variants TFLite Micro runs.
 
-    A variant left of a board's line fits that board in that respect. Boards
-    share a line where their budgets are equal; the legend names them, so no
-    label is written over the data. ``drawn``: "runs" draws only what TFLite
-    Micro runs, "all" draws the rest hollow.
+    Each Cortex-M board's RAM budget (RAM less allowance) is a line: a variant
+    left of it fits that board's RAM. Boards share a line where their budgets
+    are equal; the legend names them, so no label is written over the data.
+    Per dataset, the top panel zooms on the accuracies of the RAM-accuracy
+    front (``decision_band``) and the one below shows every variant, so that
+    a lossy variant far below does not flatten the rest.
     """
-    unsupported = table.tflm_status != RUNS
+    plt = pyplot()
+    table = table.assign(arena_kb=table.arena_bytes / KB)
+    runs = table[table.tflm_status == RUNS]
     colours = model_colours(table.model)
     budgets = {}
-    for board in boards.values():
-        if board.npu is None:  # an NPU board runs Vela's compiled model: its budgets are Vela's (fit_table)
-            budgets.setdefault(board.budget_bytes(memory) / KB, []).append(board.label)
-    figure, panels = _panels(table, 5.2)
+    for board in cortex_boards(boards).values():  # an NPU board's SRAM is Vela's: fit_table and npu.csv
+        budgets.setdefault(board.budget_bytes("ram") / KB, []).append(board.label)
+    names = sorted(table.dataset_name.unique())
+    figure, axes = plt.subplots(
+        2,
+        len(names),
+        figsize=(6.5 * len(names), 6.5),
+        squeeze=False,
+        sharex="col",
+        height_ratios=[3, 1.2],
+        layout="constrained",
+    )
     board_handles = []
-    for axis, name, part in panels:
-        if drawn == "runs":
-            plot_accuracy_against(part[part.tflm_status == RUNS], axis, column, label, colours)
-        else:
-            plot_accuracy_against(part, axis, column, label, colours, hollow=unsupported[part.index])
-        board_handles = draw_board_lines(axis, budgets, zorder=2)
-        label_log_axis(axis)
-        axis.set_title(name)
+    for column, name in enumerate(names):
+        zoom, overview = axes[0][column], axes[1][column]
+        part = runs[runs.dataset_name == name]
+        for axis in (zoom, overview):
+            plot_accuracy_against(part, axis, "arena_kb", "", colours)
+            board_handles = draw_board_lines(axis, budgets, zorder=2)
+        chosen = part[may_be_chosen(part)]
+        front = list(chosen.index[pareto_front(chosen.arena_kb.to_numpy(), chosen.accuracy.to_numpy())])
+        if front:
+            band = decision_band(part, front)
+            zoom.set_ylim(*band)
+            overview.axhspan(*band, color="gold", alpha=0.18, zorder=0)
+        overview.set_ylabel("accuracy (%)")
+        overview.set_xlabel("tensor arena on TFLite Micro (KB, log scale)")
+        label_log_axis(overview)
+        zoom.set_title(f"{name}\nzoom on the front's accuracies", fontsize="medium")
+        overview.set_title("every variant TFLite Micro runs (shaded: the zoom)", fontsize="small")
     refused = sorted(
         {
             f"{row.scheme} (wrong output)"
             if row.tflm_status == WRONG_OUTPUT
             else f"{row.scheme} ({row.tflm_unsupported_operator})"
-            for row in table[unsupported].itertuples()
+            for row in table[table.tflm_status != RUNS].itertuples()
         }
     )
-    hollow_note = "hollow: unsupported or wrong output on TFLite Micro" if drawn == "all" and refused else None
-    drawn_schemes = _schemes_in(table if drawn == "all" else table[~unsupported])
     figure.legend(
-        handles=_legend_handles(colours, drawn_schemes, hollow_note),
+        handles=_legend_handles(colours, _schemes_in(runs)),
         loc="outside right center",
         fontsize="small",
         title="model, scheme",
@@ -288,21 +328,15 @@ def _accuracy_against_budget(table, boards, column, label, memory, drawn):
         loc="outside lower center",
         ncols=min(3, len(board_handles)),
         fontsize="small",
-        title=f"each board's {MEMORY_LABELS[memory]} less its allowance",
+        title="each board's RAM less its allowance",
     )
-    title = f"Accuracy versus {MEMORY_LABELS[memory]}"
-    if drawn == "runs" and refused:
-        title += f"\nnot drawn, unsupported or wrong output on TFLite Micro: {', '.join(refused)}"
+    title = "Accuracy versus RAM"
+    if refused:
+        # Wrapped: one line per refused scheme would widen the figure past a page.
+        refused_text = f"not drawn, unsupported or wrong output on TFLite Micro: {', '.join(refused)}"
+        title += "\n" + textwrap.fill(refused_text, 110)
     figure.suptitle(title)
     return figure
-
-
-def accuracy_vs_arena(table, boards):
-    """Accuracy against the TFLite Micro tensor arena (RAM), for the variants TFLite Micro runs."""
-    table = table.assign(arena_kb=table.arena_bytes / KB)
-    return _accuracy_against_budget(
-        table, boards, "arena_kb", "tensor arena on TFLite Micro (KB, log scale)", "ram", "runs"
-    )
 
 
 def pareto_front(sizes, accuracies):
@@ -618,7 +652,7 @@ def npu_latency(table, npu, boards):
         return nothing_to_show(title, "no board with an NPU, or no integer scheme, in this study")
     compiled = npu[npu.vela_status == COMPILED]
     accuracy = table.set_index(["dataset", "model", "seed", "scheme"])[
-        ["accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+        ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "tflm_status"]
     ]
     merged = compiled.join(accuracy, on=["dataset", "model", "seed", "scheme"], how="inner")
     merged = merged.merge(table[["dataset", "dataset_name"]].drop_duplicates(), on="dataset")
@@ -627,7 +661,7 @@ def npu_latency(table, npu, boards):
     figure, axes = plt.subplots(
         len(datasets),
         max(1, len(npu_boards)),
-        figsize=(5.2 * max(1, len(npu_boards)), 4.2 * len(datasets)),
+        figsize=(4.2 * max(1, len(npu_boards)), 3.8 * len(datasets) + 1.2),
         squeeze=False,
         layout="constrained",
     )
@@ -640,14 +674,26 @@ def npu_latency(table, npu, boards):
                 plot_accuracy_against(
                     part, axis, "inference_ms_estimate", "inference (ms, Vela estimate, log)", colours
                 )
+                # TFLite Micro runs what Vela leaves to the CPU: a variant that fails its gate is wrong here too.
+                wrong = part[part.tflm_status == WRONG_OUTPUT]
+                axis.scatter(
+                    wrong.inference_ms_estimate,
+                    100 * wrong.accuracy,
+                    marker="x",
+                    s=90,
+                    color=WRONG_OUTPUT_COLOUR,
+                    linewidths=1.8,
+                    zorder=4,
+                )
                 label_log_axis(axis)
             axis.set_title(f"{dataset_name}\n{board.label}: {board.npu['accelerator']}", fontsize="medium")
-    figure.legend(
-        handles=_legend_handles(colours, _schemes_in(merged if len(merged) else table)),
-        loc="outside right upper",
-        fontsize="small",
-        title="model, scheme",
-    )
+    handles = _legend_handles(colours, _schemes_in(merged if len(merged) else table))
+    if (merged.tflm_status == WRONG_OUTPUT).any():
+        handles.append(
+            plt.Line2D([], [], marker="x", linestyle="", color=WRONG_OUTPUT_COLOUR, label="runs, wrong output")
+        )
+    # Below the panels, not beside them: three boards' panels and a legend beside were wider than a page.
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(8, len(handles)), fontsize="small")
     figure.suptitle(title)
     return figure
 
@@ -731,11 +777,22 @@ def plot_learning_curves(history_paths, names, outputs, dpi=150):
 # --------------------------------------------------------------------------- diagnostics
 
 
+def layer_panels(datasets, schemes):
+    """``(rows, columns, [(dataset, scheme)])`` of the layer-error figure: a row per scheme and a column per
+    dataset while there are at most ``MAX_PANEL_COLUMNS`` datasets; beyond, the panels wrap, that many a row.
+
+    Wide enough to compare datasets, never wider than a page: one row of a panel per pair made it 4,140 px.
+    """
+    panels = [(dataset, scheme) for scheme in schemes for dataset in datasets]
+    columns = len(datasets) if 1 < len(datasets) <= MAX_PANEL_COLUMNS else min(MAX_PANEL_COLUMNS, len(panels))
+    return math.ceil(len(panels) / columns), columns, panels
+
+
 def layer_error(table):
     """Signal-to-quantization-noise ratio of every layer, by depth.
 
-    One panel per dataset (rows) and scheme (columns), one line per model and
-    seed; depth 0 is the first quantized layer, 1 the last.
+    One panel per dataset and scheme (``layer_panels``), one line per model
+    and seed; depth 0 is the first quantized layer, 1 the last.
     """
     plt = pyplot()
     title = "Quantization error by layer"
@@ -743,36 +800,44 @@ def layer_error(table):
         return nothing_to_show(title, "no integer variant was converted in this study: no quantized layer to compare")
     datasets = sorted(table.dataset.unique())
     schemes = [scheme for scheme in SCHEMES if scheme in set(table.scheme)]
+    rows, columns, panels = layer_panels(datasets, schemes)
     colours = model_colours(table.model)
     figure, axes = plt.subplots(
-        len(datasets),
-        len(schemes),
-        figsize=(5.5 * len(schemes), 3.6 * len(datasets)),
+        rows,
+        columns,
+        figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.8),
         squeeze=False,
+        sharex=True,
         sharey=True,
         layout="constrained",
     )
-    for row, dataset in enumerate(datasets):
-        for column, scheme in enumerate(schemes):
-            axis = axes[row][column]
-            part = table[(table.dataset == dataset) & (table.scheme == scheme)]
-            # One line per trained model: each seed of a model in the model's colour.
-            for (model, _), layers in part.groupby(["model", "seed"] if "seed" in part else ["model", "dataset"]):
-                # Exact layers (a padding, SNR near float precision) would flatten the rest: drawn at the top.
-                shown = np.minimum(layers.snr_db, SNR_CEILING_DB)
-                axis.plot(layers.depth, shown, marker=".", color=colours[model], linewidth=1)
-            axis.set_title(f"{dataset}, {scheme}")
-            axis.set_xlabel("layer depth (0: first, 1: last)")
-            axis.set_ylabel("SNR against fp32 (dB)")
-            axis.grid(True, alpha=0.3)
+    flat = list(axes.flat)
+    for axis, (dataset, scheme) in zip(flat, panels):
+        part = table[(table.dataset == dataset) & (table.scheme == scheme)]
+        # One line per trained model: each seed of a model in the model's colour.
+        for (model, _), layers in part.groupby(["model", "seed"] if "seed" in part else ["model", "dataset"]):
+            # Exact layers (a padding, SNR near float precision) would flatten the rest: drawn at the top.
+            shown = np.minimum(layers.snr_db, SNR_CEILING_DB)
+            axis.plot(layers.depth, shown, marker=".", markersize=3, color=colours[model], linewidth=1)
+        axis.set_title(f"{dataset}, {scheme}", fontsize="medium")
+        axis.grid(True, alpha=0.3)
+    for axis in flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("SNR vs fp32 (dB)")
+    # The bottom panel of each column carries the shared x axis's label (a hidden one, the one above it).
+    for column in range(columns):
+        visible = [axes[row][column] for row in range(rows) if axes[row][column].get_visible()]
+        visible[-1].set_xlabel("layer depth (0: first, 1: last)")
+        visible[-1].xaxis.set_tick_params(labelbottom=True)
     # Set once for the shared axis, after every panel is drawn: a limit set on the first panel
     # alone would cut off the layers of a lossier scheme drawn later.
     shown = np.minimum(table.snr_db[np.isfinite(table.snr_db)], SNR_CEILING_DB)
     axes[0][0].set_ylim(bottom=shown.min() - 2 if len(shown) else 0, top=SNR_CEILING_DB + 2)
     handles = [plt.Line2D([], [], color=colour, label=model) for model, colour in colours.items()]
-    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize="small")
     figure.suptitle(
-        f"{title}: signal-to-noise ratio of each layer's output against the fp32 model "
+        f"{title}: signal-to-noise ratio of each layer's output against the fp32 model\n"
         f"(above {SNR_CEILING_DB:g} dB drawn at the top)"
     )
     return figure
