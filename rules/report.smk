@@ -165,6 +165,8 @@ rule board_choice:
 rule plot_device_fit:
     input:
         csv=rules.gather_results.output.csv,
+        # Which variant fits which board, as the fit table counts it: the tradeoff figures draw it.
+        fit_csv=rules.fit_table.output.csv,
         calibration_csv=rules.gather_results.output.calibration_csv,
         npu_csv=rules.gather_results.output.npu_csv,
     output:

@@ -182,5 +182,5 @@ def test_a_study_of_imported_models_only_runs_to_the_end(own_study):
     results = pd.read_csv(reports / "results.csv")
     assert set(results.model) == {"users_cnn"} and len(results) == len(SCHEMES_HERE)
     assert "users_cnn (imported)" in (reports / "results.md").read_text()
-    assert (reports / "figures" / "size_vs_accuracy.png").is_file()
+    assert (reports / "figures" / "size_per_scheme.png").is_file()
     assert not (reports / "figures" / "learning_curves.png").exists()

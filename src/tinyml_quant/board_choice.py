@@ -56,25 +56,37 @@ COLUMNS = [
 TITLE = "## Which variant for each board"
 
 
+def fits(rows):
+    """Which rows of a fit table fit their board: flash and RAM both within its budgets."""
+    return (rows.flash_over_kb <= 0) & (rows.ram_over_kb <= 0)
+
+
 def _fitting(rows):
-    return rows[(rows.flash_over_kb <= 0) & (rows.ram_over_kb <= 0)]
+    return rows[fits(rows)]
+
+
+def may_be_chosen(rows):
+    """Which rows of a results table may be an answer: made, through the gate, with an accuracy, not at chance.
+
+    A table made before models were judged (no ``above_chance``) marks none at chance, as the fit table does.
+    """
+    above_chance = rows.above_chance if "above_chance" in rows else pd.Series(pd.NA, index=rows.index)
+    passes = (rows.status == CONVERTED) & (rows.tflm_status == RUNS) & rows.accuracy.notna()
+    return passes & ~above_chance.map(is_at_chance).astype(bool)
 
 
 def candidates(results, fit):
-    """The fit table's rows whose variant passes the gate, was made, has an accuracy and is not at chance.
+    """The fit table's rows whose variant ``may_be_chosen`` and that have flash and RAM figures.
 
     Joined with the results on the variant's key, never by position.
     """
     columns = ["status", "tflm_status", "above_chance", "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
     if "above_chance" not in results:
-        # A results table made before models were judged: none is marked at chance, as in the fit table.
         results = results.assign(above_chance=pd.NA)
     judged = results[[*VARIANT, *columns]].assign(scheme=results.scheme.astype(str))
     rows = fit.assign(scheme=fit.scheme.astype(str)).drop(columns=["above_chance"])
     rows = rows.merge(judged, on=VARIANT, how="left", validate="many_to_one")
-    passes = (rows.status == CONVERTED) & (rows.tflm_status == RUNS) & rows.accuracy.notna()
-    passes &= ~rows.above_chance.map(is_at_chance).astype(bool)
-    return rows[passes & rows.flash_over_kb.notna() & rows.ram_over_kb.notna()]
+    return rows[may_be_chosen(rows) & rows.flash_over_kb.notna() & rows.ram_over_kb.notna()]
 
 
 def _pick(group):

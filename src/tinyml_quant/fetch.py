@@ -61,6 +61,8 @@ class Source:
     files: tuple
     urls: tuple = ()  # base URLs tried in order (online sources only)
     mirror_folder: str = ""  # sub-folder of the mirror folder (mirror sources only)
+    # What the pixels are, where the variant's short name does not say it (a figure's title shows it).
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,29 @@ BUILTIN_DATASETS = {
                 SourceFile("cifar10-jpeg.tar.gz", "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"),
             ),
             mirror_folder="cifar10-jpeg",
+            description="the JPEG quality-75 copy of CIFAR-10",
         ),
         train_images=50_000,
     ),
 }
+
+
+def source_description(dataset, dataset_name):
+    """What a built-in dataset's pixels are, from the name results give it (``"cifar10 (jpeg mirror)"``); "" if unsaid.
+
+    The name is ``"<dataset> (<variant>[, notes])"`` (``datasets.prepare``), so the source is the one whose
+    variant opens the parenthesis.
+    """
+    builtin = BUILTIN_DATASETS.get(dataset)
+    opening = f"{dataset} ("
+    if builtin is None or not dataset_name.startswith(opening):
+        return ""
+    variant = dataset_name.removeprefix(opening).split(",")[0].removesuffix(")")
+    for source in (builtin.online, builtin.mirror):
+        if source.variant == variant:
+            return source.description
+    return ""
+
 
 MIRROR_VARIABLE = "TINYML_DATASET_MIRROR"
 # The offline mirror's place beside a checkout of the workflow, as on the machines this project is built on.
