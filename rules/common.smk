@@ -15,7 +15,10 @@ from tinyml_quant.schemes import (
     FULL_INTEGER,
     INTEGER_SCHEMES,
     LUT,
+    QAT_SCHEMES,
     REFERENCE_SCHEME,
+    base_scheme,
+    calibration_scheme,
 )
 
 from tinyml_quant.firmware import BUNDLE_FILES
@@ -70,6 +73,8 @@ CALIBRATION_FILE = study_path(
     "calibration/{dataset}/{model}/seed{seed}/int8_{images}.tflite"
 )
 CALIBRATION_SIZES = config["conversion"]["calibration_sweep"]
+# The LUT-compressed schemes of the study: a device stores their compressed file.
+LUT_SCHEMES = [scheme for scheme in config["schemes"] if base_scheme(scheme) == LUT]
 
 
 def variant_of(scheme, pattern=VARIANT_FILE):
@@ -86,7 +91,7 @@ def one(paths):
 
 def device_file(wildcards, record=False):
     """What a device stores of this variant: the compressed file for the LUT scheme, else the variant file."""
-    pattern = COMPRESSED_FILE if wildcards.scheme == LUT else VARIANT_FILE
+    pattern = COMPRESSED_FILE if base_scheme(wildcards.scheme) == LUT else VARIANT_FILE
     suffix = ".json" if record else ".tflite"
     return one(expand(pattern.removesuffix(".tflite") + suffix, **wildcards))
 
@@ -210,11 +215,8 @@ def grid_benchmarks(wildcards):
         rules.measure_latency.benchmark,
     ]
     schemes_of = lambda tool: [scheme for scheme in config["schemes"] if scheme in tool]
-    lut = (
-        [rules.bin_weights.benchmark, rules.compress_model.benchmark]
-        if LUT in config["schemes"]
-        else []
-    )
+    lut = [rules.bin_weights.benchmark] if LUT in config["schemes"] else []
+    qat = [rules.finetune_qat.benchmark, rules.convert_qat.benchmark]
     calibration = [rules.calibrate_int8.benchmark, rules.evaluate_calibration.benchmark]
     return [
         *expand(per_dataset, dataset=config["datasets"]),
@@ -225,6 +227,8 @@ def grid_benchmarks(wildcards):
             rules.quantize_model.benchmark, schemes_of(EDGE_QUANTIZER_SCHEMES)
         ),
         *every_model(lut),
+        *every_variant(rules.compress_model.benchmark, LUT_SCHEMES),
+        *every_variant(qat, QAT_IN_STUDY),
         *expand(every_model(calibration), images=CALIBRATION_SIZES),
         *every_variant(per_variant),
         *every_variant(rules.layer_error.benchmark, LAYER_ERROR_SCHEMES),

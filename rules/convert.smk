@@ -91,16 +91,19 @@ rule bin_weights:
 
 rule compress_model:
     input:
-        binned=rules.bin_weights.output.tflite,
-        binned_record=rules.bin_weights.output.record,
+        binned=VARIANT_FILE,
+        binned_record=VARIANT_RECORD,
         dataset=rules.prepare_dataset.output.prepared,
     output:
-        tflite=study_path(f"compress/{{dataset}}/{{model}}/seed{{seed}}/{LUT}.tflite"),
-        record=study_path(f"compress/{{dataset}}/{{model}}/seed{{seed}}/{LUT}.json"),
+        tflite=COMPRESSED_FILE,
+        record=COMPRESSED_FILE.removesuffix(".tflite") + ".json",
     log:
-        study_path("logs/compress_model/{dataset}/{model}/seed{seed}.log"),
+        study_path("logs/compress_model/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/compress_model/{dataset}/{model}/seed{seed}.tsv")
+        study_path("benchmarks/compress_model/{dataset}/{model}/seed{seed}/{scheme}.tsv")
+    wildcard_constraints:
+        # int8_lut's binned file, and int8_lut_qat's (rules/qat.smk).
+        scheme=any_of(LUT_SCHEMES),
     conda:
         "../envs/tinyml.yaml"
     threads: 1

@@ -12,4 +12,5 @@ with output_to_log(snakemake.log[0]):
         sample_images=snakemake.params.sample_images,
         sample_seed=snakemake.params.sample_seed,
         output_path=snakemake.output.tflite,
+        scheme=snakemake.wildcards.scheme,
     )

@@ -100,6 +100,10 @@ def test_the_default_config_and_the_presets_pass():
             {"conversion": {"int8": {"weight_algorithm": "octav"}}},
             "conversion.int8.weight_algorithm: not a setting",
         ),
+        ({"qat": {"epochs": -1}}, "qat.epochs: -1 is less than the minimum of 0"),
+        ({"qat": {"learning_rate": 0}}, "qat.learning_rate: 0 is less than or equal to the minimum of 0"),
+        ({"qat": {"threshold_points": "always"}}, "qat.threshold_points: 'always' is not of type 'number', 'null'"),
+        ({"qat": {"epoch": 3}}, "qat.epoch: not a setting; did you mean 'epochs'?"),
         ({"image_folders": {"parts": {"source": "x.zip", "image_size": [32]}}}, "image_folders.parts.image_size: [32]"),
         ({"trained_models": {"mine": {"file": "m.keras"}}}, "trained_models.mine: 'dataset' is a required property"),
     ],
@@ -123,6 +127,10 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
         ({"schemes": ["fp32", "binary"]}, "schemes: 'binary' is not a scheme; known: "),
         ({"schemes": ["fp32", "int8_lt"]}, "schemes: 'int8_lt' is not a scheme; did you mean 'int8_lut'? known: "),
         ({"schemes": ["fp32", "int8_lut"]}, "schemes: 'int8_lut' bins the 'int8' variant's weights; list 'int8' too"),
+        (
+            {"schemes": ["fp32", "int4_qat"]},
+            "schemes: 'int4_qat' is fine-tuned only where 'int4' loses accuracy; list 'int4' too",
+        ),
         (
             {"conversion": {"int4": {"calibration_images": 60_001, "calibration_seed": 0}}},
             "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",

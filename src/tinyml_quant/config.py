@@ -24,6 +24,7 @@ from .schemes import (
     FULL_INTEGER,
     INT4_ALGORITHM_SCHEMES,
     LUT,
+    QAT_SCHEMES,
     REFERENCE_SCHEME,
     SCHEMES,
     settings_scheme,
@@ -194,6 +195,9 @@ def _check_names(config, problems):
         problems.append(f"schemes: must contain {REFERENCE_SCHEME!r}, which every other variant is compared with")
     if LUT in config["schemes"] and FULL_INTEGER not in config["schemes"]:
         problems.append(f"schemes: {LUT!r} bins the {FULL_INTEGER!r} variant's weights; list {FULL_INTEGER!r} too")
+    for scheme, base in QAT_SCHEMES.items():
+        if scheme in config["schemes"] and base not in config["schemes"]:
+            problems.append(f"schemes: {scheme!r} is fine-tuned only where {base!r} loses accuracy; list {base!r} too")
     for key, own, builtin in (
         ("image_folders", config["image_folders"], BUILTIN_DATASETS),
         ("trained_models", config["trained_models"], ARCHITECTURES),

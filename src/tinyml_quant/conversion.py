@@ -22,7 +22,7 @@ from .schemes import (
     FULL_INTEGER,
     INTEGER_16X8,
     REFERENCE_SCHEME,
-    settings_scheme,
+    calibration_scheme,
 )
 from .variants import ToolFailure, converting
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def calibration_key(scheme):
     """The config key of ``scheme``'s calibration size, as messages name it (int4's for its algorithm twins)."""
-    return f"conversion.{settings_scheme(scheme)}.calibration_images"
+    return f"conversion.{calibration_scheme(scheme)}.calibration_images"
 
 
 def calibration_images(images, count, seed, key="calibration_images"):

@@ -23,7 +23,7 @@ from .npu import COMPILED
 from .schemes import SCHEMES
 from .variants import NOT_CONVERTED
 
-SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P", "X", "v", "<", ">", "*"), strict=True))
+SCHEME_MARKERS = dict(zip(SCHEMES, ("o", "s", "^", "D", "P", "X", "v", "<", ">", "*", "h", "p", "d"), strict=True))
 BOARD_LINE_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 BOARD_LINE_COLOURS = ("dimgrey", "black", "slategrey")
 

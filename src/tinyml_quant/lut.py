@@ -180,13 +180,13 @@ def run_binning(int8_path, settings, output_path, keep=()):
         logger.info("%s: weights binned to %d values a channel", output_path, settings["values_per_channel"])
 
 
-def run_compression(binned_path, dataset_path, settings, sample_images, sample_seed, output_path):
+def run_compression(binned_path, dataset_path, settings, sample_images, sample_seed, output_path, scheme=LUT):
     """Snakemake entry point: compress the binned model and check, on a seeded test sample, that it decodes exactly."""
     from .variants import read_record
 
     dataset = load_prepared(dataset_path)
     sample = dataset.x_test[seeded_subset(len(dataset.y_test), sample_images, sample_seed)]
-    with converting(output_path, MICRO_COMPRESSION, {"scheme": LUT, "settings": settings}) as made:
+    with converting(output_path, MICRO_COMPRESSION, {"scheme": scheme, "settings": settings}) as made:
         binned = read_variant(binned_path)
         tensors = [
             (item["tensor"], item["axis"], item["layer"]) for item in read_record(binned_path)["compressed_tensors"]

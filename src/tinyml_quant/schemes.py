@@ -18,6 +18,7 @@ class Scheme:
     weights: str  # how its weights are stored
     activations: str  # what its layers compute in
     calibrated: bool  # whether it needs representative training images
+    qat_of: str = ""  # a QAT scheme: the post-training scheme whose grid it fine-tunes on and whose tool it uses
 
 
 SCHEME_LIST = (
@@ -46,6 +47,18 @@ SCHEME_LIST = (
         "int8",
         False,
     ),
+    # Quantization-aware training (tinyml_quant.qat): the trained model fine-tuned with its post-training
+    # scheme's weights simulated, then made by that scheme's tool, calibrated as that scheme is.
+    Scheme("int8_qat", CONVERTER, "int8's, fine-tuned on their int8 grid", "int8", True, "int8"),
+    Scheme("int4_qat", EDGE_QUANTIZER, "int4's (min/max ranges), fine-tuned on their 4-bit grid", "int8", True, "int4"),
+    Scheme(
+        "int8_lut_qat",
+        MICRO_COMPRESSION,
+        "int8_lut's, fine-tuned with each channel on its table of values",
+        "int8",
+        False,
+        "int8_lut",
+    ),
 )
 SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST)
 BY_NAME = {scheme.name: scheme for scheme in SCHEME_LIST}
@@ -60,9 +73,15 @@ BY_NAME = {scheme.name: scheme for scheme in SCHEME_LIST}
     INT4_OCTAV,
     INT4_MSE,
     LUT,
+    INT8_QAT,
+    INT4_QAT,
+    LUT_QAT,
 ) = SCHEMES
-CONVERTER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.tool == CONVERTER)
-EDGE_QUANTIZER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.tool == EDGE_QUANTIZER)
+# Each QAT scheme and the post-training scheme it recovers.
+QAT_SCHEMES = {scheme.name: scheme.qat_of for scheme in SCHEME_LIST if scheme.qat_of}
+# The schemes each tool makes from the trained model or the fp32 file (the QAT schemes have their own stage).
+CONVERTER_SCHEMES = tuple(s.name for s in SCHEME_LIST if s.tool == CONVERTER and not s.qat_of)
+EDGE_QUANTIZER_SCHEMES = tuple(s.name for s in SCHEME_LIST if s.tool == EDGE_QUANTIZER and not s.qat_of)
 # Schemes calibrated on training images with their own settings (conversion.<scheme> in the config).
 CALIBRATED_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.calibrated)
 # Schemes whose layers compute in integers, so that the per-layer error stage compares each layer with fp32.
@@ -75,6 +94,23 @@ WEIGHT_ALGORITHMS = (MIN_MAX, OCTAV, MSE) = ("min_max", "octav", "mse")
 INT4_ALGORITHM_SCHEMES = {INT4_OCTAV: OCTAV, INT4_MSE: MSE}
 
 
+def base_scheme(scheme):
+    """The post-training scheme of ``scheme``: its own name, or the scheme a QAT scheme fine-tunes for."""
+    return QAT_SCHEMES.get(scheme, scheme)
+
+
 def settings_scheme(scheme):
-    """The scheme whose settings (``conversion.<scheme>``) ``scheme`` is made with: int4's for its algorithm twins."""
+    """The scheme whose settings (``conversion.<scheme>``) ``scheme`` is made with.
+
+    int4's for its algorithm twins, a QAT scheme's post-training scheme's.
+    """
+    scheme = base_scheme(scheme)
     return INT4 if scheme in INT4_ALGORITHM_SCHEMES else scheme
+
+
+def calibration_scheme(scheme):
+    """The scheme whose calibration (``conversion.<scheme>.calibration_*``) makes ``scheme``.
+
+    Its settings scheme's, except that the LUT schemes bin an int8 variant, calibrated as int8's.
+    """
+    return FULL_INTEGER if base_scheme(scheme) == LUT else settings_scheme(scheme)
