@@ -24,15 +24,16 @@ import pytest
 from tinyml_quant import datasets, fetch, files
 from tinyml_quant.fetch import BuiltinDataset, DatasetError, Source, SourceFile
 from tinyml_quant.files import atomic_path, write_text
-from tinyml_quant.schemes import SCHEMES
 from tools.workflow import Workflow, read_job_log
+
+from tinyml_quant.config import load_yaml
 
 from conftest import SMOKE, SMOKE_STUDY, SMOKE_SUBSET
 from synthetic import write_variant
 
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 # The smoke study's variants: its 2 datasets x 6 models, one seed, every scheme.
-SMOKE_VARIANTS = 2 * 6 * len(SCHEMES)
+SMOKE_VARIANTS = 2 * 6 * len(load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"])
 
 # --------------------------------------------------------------------------- downloads
 

@@ -180,13 +180,24 @@ class QATDense(_FakeQuantKernel, keras.layers.Dense):
 QAT_LAYERS = {layer._qat_kind: layer for layer in (QATConv2D, QATDepthwiseConv2D, QATDense)}
 
 
+def leaves(model):
+    """Every layer of ``model``, those of models nested in it (the keras.applications MobileNets) included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaves(layer)
+        else:
+            yield layer
+
+
+def _by_name(model):
+    return {layer.name: layer for layer in leaves(model)}
+
+
 def check_supported(model):
     """Raise ``QATUnsupported`` naming the first layer with weights QAT does not wrap."""
-    for layer in model.layers:
+    for layer in leaves(model):
         kind = type(layer).__name__
         if kind in WRAPPED or kind in ("BatchNormalization", "InputLayer") or not layer.weights:
-            if isinstance(layer, keras.Model):
-                check_supported(layer)
             continue
         raise QATUnsupported(
             f"layer {layer.name!r} ({kind}) has weights QAT does not simulate; it wraps {sorted(WRAPPED)} "
@@ -205,7 +216,7 @@ def _producer(layer):
 def folding_pairs(model):
     """``{layer name: batch norm name}`` of every batch normalization the converter would fold."""
     pairs = {}
-    for layer in model.layers:
+    for layer in leaves(model):
         if type(layer).__name__ != "BatchNormalization":
             continue
         producer = _producer(layer)
@@ -242,7 +253,7 @@ def _call(layer, *args, **kwargs):
 
 
 def _clone(model, replace):
-    return keras.models.clone_model(model, clone_function=replace, call_function=_call)
+    return keras.models.clone_model(model, clone_function=replace, call_function=_call, recursive=True)
 
 
 def fold_batch_norm(model):
@@ -259,10 +270,11 @@ def fold_batch_norm(model):
         return type(layer).from_config(config)
 
     folded = _clone(model, replace)
-    for layer in model.layers:
-        target = folded.get_layer(layer.name)
+    originals, targets = _by_name(model), _by_name(folded)
+    for layer in leaves(model):
+        target = targets[layer.name]
         if layer.name in pairs:
-            target.set_weights(list(folded_weights(layer, model.get_layer(pairs[layer.name]))))
+            target.set_weights(list(folded_weights(layer, originals[pairs[layer.name]])))
         elif layer.name not in folded_into and layer.weights:
             target.set_weights(layer.get_weights())
     return folded
@@ -283,8 +295,9 @@ def wrap(folded, base_scheme, values_per_channel=16):
 
     check_supported(folded)
     model = _clone(folded, replace)
-    for layer in folded.layers:
-        target = model.get_layer(layer.name)
+    targets = _by_name(model)
+    for layer in leaves(folded):
+        target = targets[layer.name]
         if isinstance(target, _FakeQuantKernel):  # its own variables first; a LUT table after them
             target._kernel.assign(layer.kernel)
             if layer.use_bias:
@@ -296,7 +309,7 @@ def wrap(folded, base_scheme, values_per_channel=16):
 
 
 def refresh_tables(model):
-    for layer in model.layers:
+    for layer in leaves(model):
         if isinstance(layer, _FakeQuantKernel):
             layer.refresh_table()
 
@@ -311,10 +324,11 @@ class RefreshTables(keras.callbacks.Callback):
 def project(model, folded):
     """A plain model of ``folded``'s architecture whose kernels are ``model``'s fake-quantized kernels."""
     deployed = _clone(folded, lambda layer: type(layer).from_config(layer.get_config()))
-    for layer in model.layers:
+    targets = _by_name(deployed)
+    for layer in leaves(model):
         if not layer.weights:
             continue
-        target = deployed.get_layer(layer.name)
+        target = targets[layer.name]
         if isinstance(layer, _FakeQuantKernel):
             weights = [ops.convert_to_numpy(layer.kernel)]
             if layer.use_bias:
@@ -384,11 +398,11 @@ def finetune(model, dataset, base_scheme, training_settings, qat_settings, threa
         "learning_rate": settings["learning_rate"],
         "folded_batch_norms": sorted(folding_pairs(model).values()),
         "frozen_batch_norms": sorted(
-            layer.name for layer in wrapped.layers if type(layer).__name__ == "BatchNormalization"
+            layer.name for layer in leaves(wrapped) if type(layer).__name__ == "BatchNormalization"
         ),
         "wrapped_layers": {
             layer.name: {"operator": WRAPPED[layer._qat_kind], **vars(layer.grid)}
-            for layer in wrapped.layers
+            for layer in leaves(wrapped)
             if isinstance(layer, _FakeQuantKernel)
         },
         "keras_accuracy_before": before,
