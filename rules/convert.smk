@@ -100,7 +100,9 @@ rule compress_model:
     log:
         study_path("logs/compress_model/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:
-        study_path("benchmarks/compress_model/{dataset}/{model}/seed{seed}/{scheme}.tsv")
+        study_path(
+            "benchmarks/compress_model/{dataset}/{model}/seed{seed}/{scheme}.tsv"
+        )
     wildcard_constraints:
         # int8_lut's binned file, and int8_lut_qat's (rules/qat.smk).
         scheme=any_of(LUT_SCHEMES),
