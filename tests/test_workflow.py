@@ -309,7 +309,7 @@ def test_a_variant_a_tool_could_not_make_is_marked_with_the_tools_reason(smoke_r
     results = smoke_results(smoke_run)
     missing = results[results.status != "converted"]
     assert set(missing.status) <= {"not converted"} and missing.reason.notna().all()
-    assert missing.accuracy.isna().all() and missing.scheme.isin(["int8_lut"]).all()
+    assert missing.accuracy.isna().all() and missing.scheme.isin(["int8_lut", "int8_lut_qat"]).all()
     markdown = (smoke_run.study(SMOKE_STUDY) / "reports" / "results.md").read_text()
     for row in missing.itertuples():
         assert row.reason in markdown
@@ -528,11 +528,15 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run):
     change = smoke_run.write_config("calibration", {"conversion": {"int8": {"calibration_images": 16}}})
     jobs = smoke_run.planned(*SMOKE, change)
     rules = {rule for rule, _ in jobs} - {"all"}
-    # int8 and the LUT variant binned from it; their measurements, layer errors and NPU estimates.
+    # int8 and the LUT variant binned from it; the LUT QAT variant, whose fine-tuning is decided by
+    # int8_lut's accuracy and whose file is calibrated as int8; their measurements, layer errors and
+    # NPU estimates.
     assert rules == {
         "convert_model",
         "bin_weights",
         "compress_model",
+        "finetune_qat",
+        "convert_qat",
         *VARIANT_RULES,
         "layer_error",
         "estimate_npu",
@@ -540,9 +544,9 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run):
         *REPORT_RULES,
     } - {"plot_learning_curves"}
     variant_jobs = [wildcards for rule, wildcards in jobs if rule in (*VARIANT_RULES, "layer_error")]
-    assert len(variant_jobs) == 2 * INSTANCES * (len(VARIANT_RULES) + 1)
+    assert len(variant_jobs) == 3 * INSTANCES * (len(VARIANT_RULES) + 1)
     schemes = {dict(part.split("=") for part in wildcards.split(", "))["scheme"] for wildcards in variant_jobs}
-    assert schemes == {"int8", "int8_lut"}
+    assert schemes == {"int8", "int8_lut", "int8_lut_qat"}
 
 
 @pytest.mark.e2e

@@ -51,9 +51,10 @@ SNR_CEILING_DB = 80.0
 # figure's zoom does not reach down to it (the panel of every variant shows it).
 DECISION_BAND_POINTS = 2.0
 # The layer-error figure's panels: at most this many a row, each this size (inches), so that at the
-# configured dpi (150) the figure stays within a page's width (about 2,000 px).
+# configured dpi (150) the figure stays within a page's width (about 2,000 px) and, with every
+# integer scheme of the grid on two datasets, within two pages' height.
 MAX_PANEL_COLUMNS = 3
-PANEL_INCHES = (4.2, 2.6)
+PANEL_INCHES = (4.2, 2.1)
 
 
 def pyplot():
