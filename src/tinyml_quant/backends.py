@@ -4,7 +4,8 @@ Keras reads its backend once, when it is first imported, from the
 ``KERAS_BACKEND`` variable: ``select_backend`` sets it (and the backend's
 device and thread settings) before anything imports Keras, and refuses, naming
 the setting, a backend that is unknown, not installed, or different from the
-one a process already imported. ``check_accelerator`` then asks the backend
+one a process already imported (``backend_environment``: the variables it sets,
+for a process about to be started). ``check_accelerator`` then asks the backend
 which devices it sees, after the import, and refuses ``gpu`` where there is
 none. Nothing here imports Keras, TensorFlow or JAX at import time.
 """
@@ -66,23 +67,34 @@ def select_backend(backend, accelerator="auto", threads=1):
                 f"training.backend: {backend!r} was asked for, but this process already imported Keras with the "
                 f"{current!r} backend; Keras reads its backend once, so train in a new process"
             )
-    os.environ["KERAS_BACKEND"] = backend
+    os.environ.update(backend_environment(backend, accelerator, threads, os.environ))
+
+
+def backend_environment(backend, accelerator, threads, environment):
+    """The variables that make a new process train under ``backend`` on ``accelerator`` with ``threads`` CPU threads.
+
+    ``environment`` is the one they are added to (``os.environ``, or a child
+    process's); what it already sets for JAX's memory and threads is kept. A
+    pure function: the benchmark gives each training child these variables.
+    """
+    chosen = {"KERAS_BACKEND": backend}
     if backend == "jax":
         if accelerator == "cpu":
-            os.environ["JAX_PLATFORMS"] = "cpu"
-        else:
+            chosen["JAX_PLATFORMS"] = "cpu"
+        elif "XLA_PYTHON_CLIENT_PREALLOCATE" not in environment:
             # JAX takes 75 % of a GPU's memory up front; Snakemake may run several training jobs on one GPU.
-            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            chosen["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         # XLA's CPU runtime otherwise starts a thread per core, whatever the job was given; on a GPU
         # the host's threads only feed it.
-        flags = os.environ.get("XLA_FLAGS", "")
+        flags = environment.get("XLA_FLAGS", "")
         if accelerator != "gpu" and "intra_op_parallelism_threads" not in flags:
-            os.environ["XLA_FLAGS"] = (
+            chosen["XLA_FLAGS"] = (
                 f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                 f"intra_op_parallelism_threads={threads}"
             ).strip()
     elif accelerator == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        chosen["CUDA_VISIBLE_DEVICES"] = "-1"
+    return chosen
 
 
 def visible_gpus(backend):

@@ -11,6 +11,9 @@ things measured side by side; no test is timed. Modules, one concern each:
 * ``training``: the workflow's training against a bare ``model.fit``, its
   GFLOP/s against the roofline, where a training step's time goes, and the
   speed-ups tried;
+* ``paths``: every built-in model under each CPU training path Keras offers
+  (TensorFlow, TensorFlow with XLA, JAX, each in float32 and mixed_bfloat16),
+  and the rule that adopts one for the default;
 * ``evaluation``: LiteRT against Keras, every scheme against fp32, int8 on
   small models;
 * ``workflow``: Snakemake's reruns, dry runs and parallel jobs;

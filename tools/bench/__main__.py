@@ -18,7 +18,7 @@ from tinyml_quant.fetch import dataset_mirror
 from tinyml_quant.schemes import SCHEMES
 from tools.workflow import REPOSITORY, Workflow
 
-from . import evaluation, projection, report, roofline, training, workflow
+from . import evaluation, paths, projection, report, roofline, training, workflow
 from .machine import in_child, log, machine_info
 
 TARGETS = {
@@ -26,7 +26,6 @@ TARGETS = {
     "int8_vs_litert_fp32": 1.5,
     "training_vs_bare_fit": 0.9,
     "resnet_fraction_of_float32_limit": 0.5,
-    "training_vs_before": 1.3,
     "noop_rerun_s": 3.0,
     "dry_run_s": 3.0,
     "cores2_vs_cores1": 1.7,
@@ -36,9 +35,9 @@ TARGETS = {
 # The models of the training levers: the default study's slowest, and MLPerf Tiny's ResNet-8.
 LEVER_MODELS = ("resnet_v1", "resnet8", "mobilenet_v1")
 SMOKE = ("--configfile", "config/smoke.yaml")
-# Keras 3's other backends on CPU (title: package and KERAS_BACKEND value), measured where installed
-# (pyproject's "backends" extra; not a dependency of the study).
-OTHER_KERAS_BACKENDS = {"JAX": "jax", "PyTorch": "torch"}
+# Keras 3's backends that training.backend does not offer, measured on CPU where installed (pyproject's
+# "backends" extra; not a dependency of the study). JAX is a training path (section 8).
+OTHER_KERAS_BACKENDS = {"PyTorch": "torch"}
 # Today's MobileNetV2 (stem stride 2, as keras.applications) for the speed comparison, and the default's.
 TRAINING_MODELS = {
     "resnet_v1": ("resnet_v1", {}),
@@ -136,7 +135,6 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
         runs = {}
         kinds = {
             "workflow": ({}, {}),
-            "per_image": ({"kind": "per_image"}, {}),
             "bare": ({"kind": "bare"}, {}),
             # What one inter-op thread (seeded runs' reproducibility) costs.
             f"{threads} inter-op threads": ({"inter_op_threads": threads}, {}),
@@ -151,7 +149,6 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
         if label == "resnet_v1" or args.quick:
             kinds |= {
                 "oneDNN off": ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
-                "XLA (jit_compile)": ({"jit_compile": True}, {}),
                 "batch 256": ({"settings": {**settings, "batch_size": 256}}, {}),
             }
         for kind, (overrides, environment) in kinds.items():
@@ -194,23 +191,13 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
             baseline=rates["bare"],
             target=TARGETS["training_vs_bare_fit"],
         )
-        report_.figure(
-            "training",
-            "training_vs_before",
-            rates["workflow"],
-            "images/s",
-            label,
-            baseline=rates["per_image"],
-            target=TARGETS["training_vs_before"] if label in ("mobilenet_v2", "custom") else None,
-            note="batched augmentation against the per-image tf.data map the workflow had",
-        )
         for kind, rate in rates.items():
             variant_rows.append(
                 [
                     label,
                     kind,
                     report.fmt(rate),
-                    f"{rate / rates['per_image']:.2f}x",
+                    f"{rate / rates['workflow']:.2f}x",
                     f"{gflops[kind]:.0f}",
                     f"{100 * gflops[kind] / limits['tensorflow_float32_gflops']:.0f}%",
                     ", ".join(f"{value:.1f}" for value in runs[kind]["epoch_wall_s"]),
@@ -224,7 +211,6 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
                 f"{gflops['workflow']:.0f}",
                 f"{100 * fraction:.0f}%",
                 f"{rates['workflow'] / rates['bare']:.2f}x",
-                f"{rates['workflow'] / rates['per_image']:.2f}x",
             ]
         )
         if label in ("resnet_v1", "mobilenet_v2_stem1") and not args.quick:
@@ -263,23 +249,123 @@ def bench_training(args, report_, config, data_path, scratch, threads, limits):
         f"TensorFlow with {threads} threads (rule `train_model`), each run in its own process. Throughput = training "
         "images / median wall time of the steady-state epochs (the first, which traces, is left out; validation "
         "included). GFLOP/s = images/s x forward MACs (the graph stage's count on the fp32 file) x 2 x "
-        f"{training.TRAINING_PASSES} (forward, and the two backward passes). `before`: the same training with the "
-        "per-image tf.data augmentation the workflow had; `bare`: a plain `model.fit` on float32 arrays with Keras "
-        "augmentation layers.\n\n"
-        + report.table(
-            ["model", "forward MACs (M)", "images/s", "GFLOP/s", "of float32 limit", "vs bare fit", "vs before"], rows
-        )
+        f"{training.TRAINING_PASSES} (forward, and the two backward passes). `bare`: a plain `model.fit` on float32 "
+        "arrays with Keras augmentation layers.\n\n"
+        + report.table(["model", "forward MACs (M)", "images/s", "GFLOP/s", "of float32 limit", "vs bare fit"], rows)
         + "\nEvery variant tried (the workflow keeps the fastest that keeps its guarantees). `workflow` is seeded "
         "training as the rule runs it: op determinism and one inter-op thread; `N inter-op threads`: the same with "
-        "ops side by side, not reproducible run to run; `XLA (jit_compile)`: XLA forced past Keras's check that "
-        "turns it off under op determinism; `Keras JAX/PyTorch backend`: the same training code and model on "
-        "Keras's other backends (rows only where the package is installed):\n\n"
+        "ops side by side, not reproducible run to run; `Keras PyTorch backend`: the same training code and model "
+        "on a Keras backend `training.backend` does not offer (a row only where PyTorch is installed). XLA, the JAX "
+        "backend and bfloat16 are the training paths of section 8.\n\n"
         + report.table(
-            ["model", "variant", "images/s", "vs before", "GFLOP/s", "of limit", "epoch wall (s)"], variant_rows
+            ["model", "variant", "images/s", "vs workflow", "GFLOP/s", "of limit", "epoch wall (s)"], variant_rows
         )
         + profile_text
     )
     return results
+
+
+# --------------------------------------------------------------------------- training paths
+
+
+def accuracy_spread(args):
+    """The seeds' spread that the paths' accuracy is judged by (a fraction, or None), and where it comes from."""
+    if args.accuracy_spread is not None:
+        return args.accuracy_spread / 100, f"{args.accuracy_spread} points, as given by --accuracy-spread"
+    ranges = paths.read_seed_ranges(args.seeds_results)
+    if ranges is None:
+        return None, f"absent: no seeds study results with two seeds or more at {args.seeds_results}"
+    pairs = ", ".join(f"{pair} {100 * value:.1f}" for pair, value in sorted(ranges.items()))
+    return max(ranges.values()), (
+        f"{100 * max(ranges.values()):.1f} points, the widest range of fp32 test accuracy over the seeds study's "
+        f"seeds ({pairs}; {args.seeds_results})"
+    )
+
+
+def bench_paths(args, report_, config, data_path, scratch, threads):
+    """Every model of the default study under every training path, twice each; the decision of issue 39's rule."""
+    from tinyml_quant.backends import backend_installed
+
+    today = paths.path_of(config["training"])
+    models = args.path_models or list(config["models"])
+    seed = config["seeds"][0]
+    results, weights = {}, {}
+    for model_name in models:
+        architecture = config["architectures"].get(model_name, {})
+        recipe = study.training_settings(config["training"], "cifar10", model_name)
+        weights[model_name] = recipe["epochs"]
+        for path, chosen in paths.PATHS.items():
+            if not backend_installed(chosen["backend"]):
+                log(f"paths {model_name}: {path} not measured ({chosen['backend']} is not installed)")
+                continue
+            settings = paths.path_settings(recipe, path, args.path_epochs, seed, args.path_batch_size)
+            step = {
+                "kind": "workflow",
+                "dataset_path": str(data_path),
+                "model_name": model_name,
+                "architecture": architecture,
+                "settings": settings,
+                "threads": threads,
+                "train_images": args.path_steps * settings["batch_size"],
+                "test_images": args.path_test_images,
+            }
+            runs = []
+            for run in (1, 2):
+                log(f"paths {model_name}: {path}, run {run} ({args.path_steps} steps x {args.path_epochs} epochs)")
+                name = f"path_{model_name}_{path}_{run}".replace(" ", "_").replace(",", "").replace("+", "xla")
+                try:
+                    runs.append(
+                        in_child(
+                            training.train_step,
+                            scratch / "logs" / f"{name}.log",
+                            paths.environment(path, threads, os.environ),
+                            **step,
+                        )
+                    )
+                except RuntimeError as error:
+                    # One path that cannot train a model must not cost the others' figures; the table says failed.
+                    log(f"paths {model_name}: {path} failed: {error}")
+                    break
+            if len(runs) == 2:
+                results[model_name, path] = paths.measured(runs, training.images_per_second)
+    measured_models = [model for model in models if (model, today) in results]
+    if not measured_models:
+        report_.add(
+            f"## 8. The fastest CPU training path\n\nToday's path ({today}) failed on every model; see the logs "
+            "(kept with --scratch).\n"
+        )
+        return None
+    weights = {model: weights[model] for model in measured_models}
+    spread, spread_note = accuracy_spread(args)
+    decision = paths.decide(results, today, spread, weights)
+    for (model_name, path), result in results.items():
+        report_.figure(
+            "training paths",
+            f"images_per_s {path}",
+            result.images_per_s,
+            "images/s",
+            model_name,
+            baseline=results[model_name, today].images_per_s if (model_name, today) in results else None,
+            note=f"accuracy {result.accuracy:.4f}, identical weights {result.identical_weights}",
+        )
+    for path, speedup in decision.speedups.items():
+        report_.figure(
+            "training paths", "default_study_speedup", speedup, "x", path, note=decision.reasons.get(path, "")
+        )
+    batch_size = args.path_batch_size or config["training"]["batch_size"]
+    schedule = (
+        f"{args.path_steps} steps of batch {batch_size} per epoch ({args.path_steps * batch_size} seeded training "
+        f"images), {args.path_epochs} epochs of each model's default CIFAR-10 recipe (warm-up and cosine decay over "
+        f"them, no validation split), seed {seed}, {threads} thread{'s' if threads != 1 else ''} (rule "
+        f"`train_model`); test accuracy on "
+        f"{args.path_test_images} seeded test images."
+    )
+    left_out = [model for model in models if model not in measured_models]
+    if left_out:
+        schedule += f" Today's path failed on {', '.join(left_out)}: left out of the decision (see the logs)."
+    report_.add(paths.section(results, decision, models, today, spread_note, schedule))
+    log(f"paths: {decision.sentence}")
+    return decision
 
 
 # --------------------------------------------------------------------------- training levers
@@ -760,7 +846,26 @@ def parse_arguments(argv):
     parser.add_argument("--test-images", type=int, default=0, help="test images (default 0: all 10,000)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--int16x8-sample", type=int, default=2000)
-    parser.add_argument("--parts", default="roofline,training,levers,paper,evaluation,workflow,scaling")
+    parser.add_argument(
+        "--path-models", default="", help="models of the training paths (default: the default config's models)"
+    )
+    parser.add_argument("--path-steps", type=int, default=32, help="training steps per epoch of each path's runs")
+    parser.add_argument("--path-epochs", type=int, default=3, help="epochs of each path's runs; the first not timed")
+    parser.add_argument("--path-batch-size", type=int, default=0, help="default 0: the recipe's batch size")
+    parser.add_argument("--path-test-images", type=int, default=2000, help="seeded test images of the paths' accuracy")
+    parser.add_argument(
+        "--accuracy-spread",
+        type=float,
+        default=None,
+        help="percentage points; default: the widest fp32 accuracy range over the seeds in --seeds-results",
+    )
+    parser.add_argument(
+        "--seeds-results",
+        type=Path,
+        default=REPOSITORY / "reports" / "seeds" / "results.csv",
+        help="the seeds study's published results.csv (config/seeds.yaml)",
+    )
+    parser.add_argument("--parts", default="roofline,training,paths,levers,paper,evaluation,workflow,scaling")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the command end to end")
     args = parser.parse_args(argv)
     args.argv = list(argv)
@@ -769,9 +874,12 @@ def parse_arguments(argv):
         args.paper_images = 600
         args.models_training = "custom"
         args.models_levers, args.lever_test_images = "custom", 200
+        args.path_models, args.path_steps, args.path_epochs = "custom,resnet8", 2, 2
+        args.path_batch_size, args.path_test_images = 32, 64
     args.models = [name for name in args.models.split(",") if name]
     args.models_training = [name for name in args.models_training.split(",") if name]
     args.models_levers = [name for name in args.models_levers.split(",") if name]
+    args.path_models = [name for name in args.path_models.split(",") if name]
     args.parts = set(args.parts.split(","))
     if args.mirror is None:
         args.mirror = Path(dataset_mirror("", REPOSITORY) or ".")
@@ -793,11 +901,13 @@ def main(argv=None):
         limits = None
         if args.parts & {"roofline", "training"}:
             limits = bench_roofline(args, report_, scratch, threads["train_model"])
-        if args.parts & {"training", "levers", "evaluation", "paper"}:
+        if args.parts & {"training", "paths", "levers", "evaluation", "paper"}:
             log(f"CIFAR-10 from the mirror {args.mirror}")
             data_path = prepare_cifar10(args.mirror, scratch)
             if "training" in args.parts:
                 bench_training(args, report_, config, data_path, scratch, threads["train_model"], limits)
+            if "paths" in args.parts:
+                bench_paths(args, report_, config, data_path, scratch, threads["train_model"])
             if "levers" in args.parts:
                 bench_levers(args, report_, config, data_path, scratch)
             if "paper" in args.parts:

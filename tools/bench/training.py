@@ -1,7 +1,7 @@
 """Training throughput: the workflow's ``train`` against a bare ``model.fit``, against the roofline, and what it costs.
 
 Each measurement runs in its own process (``machine.in_child``), so it gets
-its own TensorFlow thread pools and environment (oneDNN on or off, XLA).
+its own Keras backend, thread pools and environment (oneDNN on or off).
 Throughput is training images over the median wall time of the steady-state
 epochs (the first, which traces and compiles, is left out).
 """
@@ -36,40 +36,6 @@ def _subset(dataset, train_images, test_images=256):
     )
 
 
-def per_image_datasets(x_train, y_train, settings, num_classes):
-    """The input pipeline as the workflow had it before: pad, crop and flip per image in ``tf.data``.
-
-    Kept here only to measure what the batched augmentation of
-    ``tinyml_quant.training.make_datasets`` gained.
-    """
-    import tensorflow as tf
-
-    from tinyml_quant.training import split_validation
-
-    seed = settings["seed"]
-    train_index, _ = split_validation(len(y_train), settings["validation_split"], seed)
-    padding = settings["augmentation"].get("random_crop_padding", 0)
-    flip = settings["augmentation"].get("horizontal_flip", False)
-    shape = x_train.shape[1:]
-
-    def augment(index, image, label):
-        image = tf.cast(image, tf.float32)
-        image_seed = tf.stack([tf.constant(seed, tf.int64), index])
-        if padding:
-            padded = tf.image.pad_to_bounding_box(
-                image, padding, padding, shape[0] + 2 * padding, shape[1] + 2 * padding
-            )
-            image = tf.image.stateless_random_crop(padded, shape, seed=image_seed)
-        if flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=image_seed + 1)
-        return image, tf.one_hot(label, num_classes)
-
-    train = tf.data.Dataset.from_tensor_slices((x_train[train_index], y_train[train_index]))
-    train = train.shuffle(len(train_index), seed=seed).enumerate()
-    train = train.map(lambda i, pair: augment(i, *pair), num_parallel_calls=tf.data.AUTOTUNE)
-    return train.batch(settings["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE), None, len(train_index)
-
-
 def train_step(
     kind,
     dataset_path,
@@ -78,17 +44,18 @@ def train_step(
     settings,
     threads,
     train_images,
-    jit_compile=False,
     inter_op_threads=None,
     test_images=256,
 ):
     """Train ``model_name`` on ``train_images`` seeded training images; per-epoch wall seconds and images.
 
-    ``kind``: "workflow" (``tinyml_quant.training.train`` as the rule runs it),
-    "per_image" (the same with the old per-image input pipeline), or "bare" (a
-    plain ``model.fit`` on in-memory float32 arrays, no determinism, with
-    Keras augmentation layers in front of the model: RandomTranslation by up to
-    the crop padding, zero filled, nearest pixel, and RandomFlip).
+    ``kind``: "workflow" (``tinyml_quant.training.train`` as the rule runs it,
+    on the Keras backend, XLA and precision its ``settings`` name: the child's
+    environment must choose the same backend, ``backends.backend_environment``),
+    or "bare" (a plain ``model.fit`` on in-memory float32 arrays, no
+    determinism, with Keras augmentation layers in front of the model:
+    RandomTranslation by up to the crop padding, zero filled, nearest pixel, and
+    RandomFlip).
     ``inter_op_threads``: TensorFlow's pools fixed before the workflow's training
     sets them (it keeps pools a process already has): the workflow's seeded
     training with ops side by side, as it ran before seeded runs got one inter-op thread.
@@ -108,18 +75,14 @@ def train_step(
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
         tf.constant(0.0) + 1.0  # the first op fixes the pools
-    if kind in ("workflow", "per_image"):
-        original = training.make_datasets
-        if kind == "per_image":
-            training.make_datasets = per_image_datasets
-        if jit_compile:
-            settings = {**settings, "jit_compile": True}
-        try:
-            model, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
-        finally:
-            training.make_datasets = original
+    if kind == "workflow":
+        model, history, metrics = training.train(dataset, model_name, architecture, settings, threads, [timer])
         trained_images = metrics["training_images"]
-        outcome = {"test_accuracy": metrics["test_accuracy"], "weights_sha256": weights_digest(model)}
+        outcome = {
+            "test_accuracy": metrics["test_accuracy"],
+            "weights_sha256": weights_digest(model),
+            "backend": metrics["backend"],
+        }
     elif kind == "bare":
         training.configure_tensorflow(threads)  # no seed: no op determinism, as a plain script would run
         keras.utils.set_random_seed(settings["seed"])
