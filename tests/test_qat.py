@@ -165,16 +165,73 @@ def test_a_wrong_grid_is_caught(folded_model):
 
 
 def test_lut_channels_keep_their_values_and_maximum():
+    """Each channel's table holds at most 16 of its int8 codes (at the min/max scale), its extreme code among them."""
     from tinyml_quant.qat import Grid, lut_table
 
     kernel = np.random.default_rng(0).normal(0, 1, (3, 3, 4, 6)).astype(np.float32)
     table = lut_table(kernel, "Conv2D", Grid(8, True, 16))
     assert table.shape == (16, 6)
-    codes = np.round(kernel.reshape(-1, 6) / (np.abs(kernel.reshape(-1, 6)).max(axis=0) / 127))
+    step = np.abs(kernel.reshape(-1, 6)).max(axis=0) / 127
+    codes = np.round(kernel.reshape(-1, 6) / step)
     for channel in range(6):
+        stored = table[:, channel] / step[channel]
+        np.testing.assert_allclose(stored, np.round(stored), atol=1e-4)  # int8 codes, in the kernel's units
         extreme = codes[np.abs(codes[:, channel]).argmax(), channel]
-        assert extreme in table[:, channel] and abs(extreme) == 127
-        assert len(np.unique(table[:, channel])) <= 16
+        assert abs(extreme) == 127 and np.isclose(stored, extreme, atol=1e-4).any()
+        assert len(np.unique(np.round(stored))) <= 16
+
+
+def test_lut_fine_tuning_keeps_its_table_and_stays_on_it(small_resnet):
+    """The deployed weights are on the tables of the trained weights: fine-tuning moves weights, never a table."""
+    from tinyml_quant.datasets import PreparedDataset
+    from tinyml_quant.qat import WRAPPED, Grid, finetune, fold_batch_norm, leaves, lut_table
+
+    from synthetic import brightest_quadrant
+
+    model, test_images, test_labels, _, _ = small_resnet
+    folded = {layer.name: layer for layer in leaves(fold_batch_norm(model))}
+    train_images, train_labels = brightest_quadrant(320)
+    dataset = PreparedDataset(
+        train_images, train_labels, test_images, test_labels, ["0", "1", "2", "3"], {"name": "toy"}
+    )
+    settings = {
+        "seed": 0, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "constant",
+        "label_smoothing": 0.0, "validation_split": 0.0, "augmentation": {},
+    }  # fmt: skip  (no hold-out: the last epoch is kept)
+    deployed, record = finetune(model, dataset, "int8_lut", settings, {"epochs": 2, "learning_rate": 0.01}, 2, 4)
+    assert record["selected_epoch"] == 2
+    for layer in leaves(deployed):
+        kind = type(layer).__name__
+        if kind not in WRAPPED:
+            continue
+        trained = folded[layer.name].get_weights()[0]
+        table = lut_table(trained, kind, Grid(8, True, 4))
+        kernel = layer.get_weights()[0]
+        flat = kernel.reshape(-1, table.shape[1])
+        for channel in range(flat.shape[1]):
+            values = np.unique(flat[:, channel])
+            gaps = np.abs(values[:, None] - table[None, :, channel]).min(axis=1)
+            assert len(values) <= 4 and np.all(gaps <= np.abs(values).max() / 127 / 2 + 1e-7), layer.name
+
+
+def test_the_epoch_kept_is_the_best_on_validation():
+    """KeepBest restores the weights of the best validation epoch, and the start when no epoch beats it."""
+    import keras
+
+    from tinyml_quant.qat import KeepBest
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    for start, accuracies, kept in ((0.5, [0.4, 0.6, 0.55], 2), (0.7, [0.4, 0.6, 0.55], 0)):
+        keep = KeepBest(start)
+        keep.set_model(model)
+        model.layers[0].set_weights([np.zeros((2, 1)), np.zeros(1)])
+        keep.on_train_begin()
+        for epoch, accuracy in enumerate(accuracies):
+            model.layers[0].set_weights([np.full((2, 1), epoch + 1.0), np.zeros(1)])
+            keep.on_epoch_end(epoch, {"loss": 1.0, "val_accuracy": accuracy})
+        keep.on_train_end()
+        assert keep.best_epoch == kept and keep.accuracies == [start, *accuracies]
+        assert np.all(model.layers[0].get_weights()[0] == kept)
 
 
 def test_unsupported_layers_are_named():
@@ -227,10 +284,49 @@ def test_finetuned_file_computes_what_keras_computed(small_resnet, base):
         "seed": 0, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "cosine",
         "label_smoothing": 0.0, "validation_split": 0.1, "augmentation": {},
     }  # fmt: skip
-    deployed, record = finetune(model, dataset, base, settings, {"epochs": 1, "learning_rate": 0.001}, 2, 16)
+    deployed, record = finetune(model, dataset, base, settings, {"epochs": 2, "learning_rate": 0.001}, 2, 16)
     assert record["folded_batch_norms"] and record["training_seconds"] > 0
+    # The start and both epochs judged on the validation hold-out; the kept one is their best.
+    accuracies = record["validation_accuracies"]
+    assert len(accuracies) == 3 and accuracies[record["selected_epoch"]] == max(accuracies)
     flatbuffer = deployed_flatbuffer(deployed, base, representative, 16)
     outputs, _ = predict(load_interpreter(flatbuffer), test_images, 40)
     predictions = outputs.argmax(axis=1)
     keras_right = round(record["keras_accuracy"] * len(test_labels))
     assert abs(int((predictions == test_labels).sum()) - keras_right) <= 3
+
+
+def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, tmp_path):
+    """A learning rate that sends the loss to infinity: the variant is marked "QAT diverged", naming the setting."""
+    from tinyml_quant.datasets import save_prepared
+    from tinyml_quant.files import read_json, write_json
+    from tinyml_quant.qat_stage import DIVERGED, run_finetune, run_qat_conversion
+    from tinyml_quant.variants import read_record
+
+    from synthetic import brightest_quadrant
+
+    model, test_images, test_labels, _, _ = small_resnet
+    train_images, train_labels = brightest_quadrant(320)
+    save_prepared(
+        tmp_path / "toy.npz", train_images, train_labels, test_images, test_labels, ["0", "1", "2", "3"], {"dataset": "toy", "name": "toy"}
+    )
+    model.save(tmp_path / "model.keras")
+    write_json(tmp_path / "fp32.json", {"status": "converted", "accuracy": 0.9})
+    write_json(tmp_path / "int4.json", {"status": "converted", "accuracy": 0.5})
+    settings = {
+        "seed": 0, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
+        "lr_schedule": "constant", "label_smoothing": 0.0, "validation_split": 0.1, "augmentation": {},
+    }  # fmt: skip
+    qat = {"epochs": 2, "learning_rate": 1e12, "threshold_points": 1.0}
+    run_finetune(
+        tmp_path / "model.keras", tmp_path / "toy.npz", tmp_path / "fp32.json", tmp_path / "int4.json", "int4_qat",
+        settings, qat, 16, 2, tmp_path / "qat.keras", tmp_path / "qat.json",
+    )  # fmt: skip
+    record = read_json(tmp_path / "qat.json")
+    assert record["status"] == DIVERGED and "qat.learning_rate (1000000000000.0)" in record["reason"]
+    assert (tmp_path / "qat.keras").stat().st_size == 0
+    calibration = {"calibration_images": 16, "calibration_seed": 0}
+    output = tmp_path / "int4_qat.tflite"
+    run_qat_conversion(tmp_path / "qat.keras", tmp_path / "qat.json", tmp_path / "toy.npz", "int4_qat", calibration, 16, output)
+    assert read_record(output)["status"] == "not converted"
+    assert DIVERGED in read_record(output)["reason"]

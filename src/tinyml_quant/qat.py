@@ -15,15 +15,25 @@ pass, then hands the fine-tuned model to that scheme's own tool. Three steps:
    symmetric, narrow range, range from the kernel's own maximum magnitude, as
    the tools' min/max ranges are; straight-through gradients) on the grid of
    ``weight_grid``: the bits and per-channel or per-tensor scales each tool
-   gives that operator. For the LUT scheme each channel's int8 weights are
-   further snapped to its ``values_per_channel`` centres (the LUT scheme's own
-   k-means, ``lut.kmeans_bins``, refreshed every epoch), again straight-through.
+   gives that operator. For the LUT scheme each channel's weights are instead
+   snapped to the nearest of its ``values_per_channel`` values (straight-through):
+   a table fixed before fine-tuning, the LUT scheme's own k-means binning of the
+   trained weights' int8 codes (``lut.kmeans_bins``), so fine-tuning starts from
+   the post-training LUT variant and the weights learn to use the table they
+   will be stored with. A table refitted during fine-tuning would move the grid
+   under the weights trained on it.
    Activations are not simulated: each QAT variant is calibrated after
    fine-tuning exactly as its post-training scheme is.
 3. ``project``: a plain Keras model (the folded architecture, no custom layer)
-   whose kernels are the fake-quantized kernels, so the tool quantizes each
-   weight to the value trained with: its min/max range is the same maximum,
-   every weight is already on the grid (tests/test_qat.py reads the files back).
+   whose kernels are the fake-quantized kernels requantized as the tool
+   requantizes them (its min/max scale from the largest stored magnitude: a LUT
+   channel whose largest table value no weight uses gets a finer scale), so the
+   model whose accuracy the record gives is the file's, weight for weight
+   (tests/test_qat.py reads the files back).
+
+The epoch kept is the one with the best accuracy on the training split's
+validation hold-out, the starting point (epoch 0) included; the test set
+judges only the result.
 
 Wrapped: Conv2D, DepthwiseConv2D, Dense. Any other layer with weights (LSTM,
 attention, SeparableConv2D, a custom layer) makes the model unsupported
@@ -55,6 +65,10 @@ CONVERTER_WEIGHTS = dict.fromkeys(WRAPPED.values(), DEFAULT_WEIGHTS)
 
 class QATUnsupported(ValueError):
     """A model QAT cannot wrap; the message names the layer and why."""
+
+
+class QATDiverged(FloatingPointError):
+    """Fine-tuning's loss stopped being finite; the message names the setting to lower."""
 
 
 @dataclass(frozen=True)
@@ -92,46 +106,59 @@ def _channels_last(kernel, kind):
     )
 
 
-def simulate(kernel, grid, kind, table=None):
-    """``kernel`` fake-quantized on ``grid`` (straight-through gradients); ``table``: LUT centres in int8 steps."""
-    flat = _channels_last(kernel, kind)
+def _bound(flat, grid):
     magnitude = ops.abs(flat)
-    bound = ops.max(magnitude, axis=0) if grid.per_channel else ops.max(magnitude)
-    bound = ops.stop_gradient(ops.maximum(bound, 1e-12))
+    return ops.max(magnitude, axis=0) if grid.per_channel else ops.max(magnitude)
+
+
+def simulate(kernel, grid, kind, table=None):
+    """``kernel`` on ``grid`` (straight-through gradients); ``table``: a LUT grid's values, (values, channels)."""
+    flat = _channels_last(kernel, kind)
+    if grid.values_per_channel:
+        # Each weight goes to the nearest value of its channel's fixed table.
+        nearest = ops.argmin(ops.abs(flat[:, None, :] - table[None, :, :]), axis=1)
+        snapped = ops.take_along_axis(table, nearest, axis=0)
+        return ops.reshape(flat + ops.stop_gradient(snapped - flat), kernel.shape)
+    bound = ops.stop_gradient(ops.maximum(_bound(flat, grid), 1e-12))
     quantized = keras.quantizers.fake_quant_with_min_max_vars(
         flat, -bound, bound, num_bits=grid.bits, narrow_range=True, axis=-1 if grid.per_channel else None
     )
-    if grid.values_per_channel and table is not None:
-        step = bound / grid.levels
-        codes = ops.round(quantized / step)
-        # table: (values, channels); each code goes to its channel's nearest centre.
-        nearest = ops.argmin(ops.abs(codes[:, None, :] - table[None, :, :]), axis=1)
-        snapped = ops.take_along_axis(table, nearest, axis=0) * step
-        quantized = quantized + ops.stop_gradient(snapped - quantized)
     return ops.reshape(quantized, kernel.shape)
 
 
+def _flat(kernel, kind):
+    kernel = np.asarray(kernel, np.float64)
+    return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1] if kind == "DepthwiseConv2D" else kernel.shape[-1])
+
+
 def lut_table(kernel, kind, grid):
-    """Each channel's ``grid.values_per_channel`` centres, in int8 steps, as (values, channels) float32.
+    """Each channel's ``grid.values_per_channel`` values, in the kernel's units, as (values, channels) float32.
 
     The LUT scheme's own binning (``lut.kmeans_bins``) of the channel's int8
-    codes; the centre nearest the channel's largest-magnitude code is moved onto
-    it, so the snapped weights keep the channel's maximum and the converter's
-    min/max scale stays the one trained with.
+    codes at the converter's min/max scale; the value nearest the channel's
+    largest-magnitude code is moved onto it, so the table keeps the channel's
+    maximum and with it the scale.
     """
-    flat = np.asarray(kernel, np.float64).reshape(
-        -1, kernel.shape[-2] * kernel.shape[-1] if kind == "DepthwiseConv2D" else kernel.shape[-1]
-    )
-    bound = np.maximum(np.abs(flat).max(axis=0), 1e-12)
-    codes = np.clip(np.round(flat / (bound / grid.levels)), *INT8_RANGE).astype(np.int8)
+    flat = _flat(kernel, kind)
+    step = np.maximum(np.abs(flat).max(axis=0), 1e-12) / grid.levels
+    codes = np.clip(np.round(flat / step), *INT8_RANGE).astype(np.int8)
     table = np.zeros((grid.values_per_channel, flat.shape[1]), np.float32)
     for channel in range(flat.shape[1]):
         column = codes[:, channel]
-        centres = np.unique(kmeans_bins(column, grid.values_per_channel)).astype(np.float32)
+        centres = np.unique(kmeans_bins(column, grid.values_per_channel)).astype(np.float64)
         extreme = column[np.abs(column.astype(np.int16)).argmax()]
         centres[np.abs(centres - extreme).argmin()] = extreme
-        table[:, channel] = np.resize(np.unique(centres), grid.values_per_channel)  # repeats pad a short table
+        # Repeats pad a short table; a repeated value is never a different choice.
+        table[:, channel] = np.resize(np.unique(centres), grid.values_per_channel) * step[channel]
     return table
+
+
+def requantize(kernel, grid, kind):
+    """``kernel`` as the tool stores it: rounded on ``grid`` at the min/max scale of its own largest magnitude."""
+    flat = _flat(kernel, kind)
+    bound = np.abs(flat).max(axis=0) if grid.per_channel else np.abs(flat).max()
+    step = np.maximum(bound, 1e-12) / grid.levels
+    return (np.round(flat / step) * step).reshape(np.shape(kernel)).astype(np.float32)
 
 
 class _FakeQuantKernel:
@@ -160,9 +187,14 @@ class _FakeQuantKernel:
                 shape=(self.grid.values_per_channel, channels), initializer="zeros", trainable=False, name="lut_table"
             )
 
-    def refresh_table(self):
+    def fit_table(self):
+        """The LUT table of the kernel as it is now; fine-tuning keeps it."""
         if self.table is not None:
             self.table.assign(lut_table(ops.convert_to_numpy(self._kernel), self._qat_kind, self.grid))
+
+    def deployed_kernel(self):
+        """The kernel the tool's file holds: the simulated kernel, requantized as the tool does."""
+        return requantize(ops.convert_to_numpy(self.kernel), self.grid, self._qat_kind)
 
 
 class QATConv2D(_FakeQuantKernel, keras.layers.Conv2D):
@@ -304,25 +336,38 @@ def wrap(folded, base_scheme, values_per_channel=16):
                 target.bias.assign(layer.bias)
         elif layer.weights:
             target.set_weights(layer.get_weights())
-    refresh_tables(model)
+    for layer in leaves(model):
+        if isinstance(layer, _FakeQuantKernel):
+            layer.fit_table()
     return model
 
 
-def refresh_tables(model):
-    for layer in leaves(model):
-        if isinstance(layer, _FakeQuantKernel):
-            layer.refresh_table()
+class KeepBest(keras.callbacks.Callback):
+    """At the end, the weights of the epoch with the best validation accuracy, the starting point included."""
 
+    def __init__(self, start_accuracy):
+        super().__init__()
+        self.accuracies = [start_accuracy]
+        self.best_epoch = 0
+        self.weights = None
 
-class RefreshTables(keras.callbacks.Callback):
-    """LUT centres follow the weights: recomputed before every epoch."""
+    def on_train_begin(self, logs=None):
+        self.weights = self.model.get_weights()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        refresh_tables(self.model)
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is None or not math.isfinite(logs.get("loss", math.nan)):
+            return
+        self.accuracies.append(float(accuracy))
+        if accuracy > self.accuracies[self.best_epoch]:
+            self.best_epoch, self.weights = epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.weights)
 
 
 def project(model, folded):
-    """A plain model of ``folded``'s architecture whose kernels are ``model``'s fake-quantized kernels."""
+    """A plain model of ``folded``'s architecture whose kernels are ``model``'s kernels as the tool stores them."""
     deployed = _clone(folded, lambda layer: type(layer).from_config(layer.get_config()))
     targets = _by_name(deployed)
     for layer in leaves(model):
@@ -330,7 +375,7 @@ def project(model, folded):
             continue
         target = targets[layer.name]
         if isinstance(layer, _FakeQuantKernel):
-            weights = [ops.convert_to_numpy(layer.kernel)]
+            weights = [layer.deployed_kernel()]
             if layer.use_bias:
                 weights.append(ops.convert_to_numpy(layer.bias))
             target.set_weights(weights)
@@ -369,7 +414,7 @@ def finetune(model, dataset, base_scheme, training_settings, qat_settings, threa
     wrapped = wrap(folded, base_scheme, values_per_channel)
     num_classes = len(dataset.class_names)
     before = accuracy(project(wrapped, folded), dataset.x_test, dataset.y_test, settings["batch_size"])
-    seconds = 0.0
+    seconds, selection = 0.0, {"validation_accuracies": [], "selected_epoch": 0}
     if settings["epochs"] > 0:
         train_batches, validation, count = make_datasets(dataset.x_train, dataset.y_train, settings, num_classes)
         wrapped.compile(
@@ -377,20 +422,24 @@ def finetune(model, dataset, base_scheme, training_settings, qat_settings, threa
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
             metrics=["accuracy"],
         )
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        if validation is not None:
+            start = wrapped.evaluate(*validation, batch_size=settings["batch_size"], verbose=0, return_dict=True)
+            callbacks.append(KeepBest(float(start["accuracy"])))
         started = time.perf_counter()
         history = wrapped.fit(
-            train_batches,
-            validation_data=validation,
-            epochs=settings["epochs"],
-            callbacks=[keras.callbacks.TerminateOnNaN(), RefreshTables()],
-            verbose=2,
+            train_batches, validation_data=validation, epochs=settings["epochs"], callbacks=callbacks, verbose=2
         )
         seconds = time.perf_counter() - started
         if not all(math.isfinite(loss) for loss in history.history["loss"]):
-            raise FloatingPointError(
-                f"QAT of {model.name} diverged; lower qat.learning_rate ({settings['learning_rate']})"
+            raise QATDiverged(
+                f"QAT of {model.name} diverged (a loss of {history.history['loss'][-1]}); "
+                f"lower qat.learning_rate ({settings['learning_rate']})"
             )
-        refresh_tables(wrapped)
+        if validation is not None:
+            selection = {"validation_accuracies": callbacks[-1].accuracies, "selected_epoch": callbacks[-1].best_epoch}
+        else:
+            selection = {"validation_accuracies": [], "selected_epoch": settings["epochs"]}
     deployed = project(wrapped, folded)
     record = {
         "base_scheme": base_scheme,
@@ -408,11 +457,14 @@ def finetune(model, dataset, base_scheme, training_settings, qat_settings, threa
         "keras_accuracy_before": before,
         "keras_accuracy": accuracy(deployed, dataset.x_test, dataset.y_test, settings["batch_size"]),
         "training_seconds": seconds,
+        **selection,
     }
     logger.info(
-        "QAT %s of %s: Keras test accuracy %.4f before, %.4f after",
+        "QAT %s of %s: epoch %d kept (validation accuracies %s); Keras test accuracy %.4f before, %.4f after",
         base_scheme,
         model.name,
+        selection["selected_epoch"],
+        selection["validation_accuracies"],
         before,
         record["keras_accuracy"],
     )

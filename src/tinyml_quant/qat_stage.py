@@ -2,9 +2,10 @@
 
 ``run_finetune`` fine-tunes only where the post-training variant loses more
 than ``qat.threshold_points`` against fp32 (``null``: always); elsewhere it
-writes an empty model and a record saying why, and the variant is then marked
-not converted with that reason, as every stage marks a variant its tool did
-not make. ``deployed_flatbuffer`` hands the fine-tuned model to the QAT
+writes an empty model and a record saying why (as where QAT cannot wrap the
+model, or its fine-tuning diverges), and the variant is then marked not
+converted with that reason, as every stage marks a variant its tool did not
+make. ``deployed_flatbuffer`` hands the fine-tuned model to the QAT
 scheme's own tool: the converter's int8 (``int8_qat``); the converter's fp32
 file quantized by the AI Edge Quantizer with int4's min/max ranges
 (``int4_qat``: its grid is the weights' own maximum, so never OCTAV or MSE);
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 MADE = "fine-tuned"
 NOT_NEEDED = "not needed"
 UNSUPPORTED = "QAT unsupported"
+DIVERGED = "QAT diverged"
 TOOLS = {FULL_INTEGER: CONVERTER, INT4: EDGE_QUANTIZER, LUT: MICRO_COMPRESSION}
 
 
@@ -86,7 +88,7 @@ def run_finetune(
     """Snakemake entry point: fine-tune for ``scheme`` where needed; write the model (empty if not) and its record."""
     import keras
 
-    from .qat import QATUnsupported, check_supported, finetune
+    from .qat import QATDiverged, QATUnsupported, check_supported, finetune
     from .runtime import load_keras_model
 
     base = QAT_SCHEMES[scheme]
@@ -104,18 +106,25 @@ def run_finetune(
         except QATUnsupported as error:
             wanted, reason = False, f"{UNSUPPORTED}: {error}"
     if not wanted:
-        logger.info("%s: no QAT: %s", model_output, reason)
-        write_bytes(model_output, b"")
-        write_json(
-            record_output,
-            {**record, "status": UNSUPPORTED if reason.startswith(UNSUPPORTED) else NOT_NEEDED, "reason": reason},
-        )
+        status = UNSUPPORTED if reason.startswith(UNSUPPORTED) else NOT_NEEDED
+        _write_unmade(model_output, record_output, {**record, "status": status, "reason": reason})
         return
     dataset = load_prepared(dataset_path)
-    deployed, details = finetune(model, dataset, base, training_settings, qat_settings, threads, values_per_channel)
+    try:
+        deployed, details = finetune(model, dataset, base, training_settings, qat_settings, threads, values_per_channel)
+    except QATDiverged as error:
+        _write_unmade(model_output, record_output, {**record, "status": DIVERGED, "reason": f"{DIVERGED}: {error}"})
+        return
     keras.saving.save_model(deployed, _temporary(model_output))
     Path(_temporary(model_output)).replace(model_output)
     write_json(record_output, {**record, **details, "status": MADE, "reason": reason})
+
+
+def _write_unmade(model_output, record_output, record):
+    """No model (an empty file, so the rule's output exists) and the record saying why; its variant is marked."""
+    logger.info("%s: no QAT: %s", model_output, record["reason"])
+    write_bytes(model_output, b"")
+    write_json(record_output, record)
 
 
 def _temporary(path):
