@@ -104,6 +104,7 @@ def test_the_default_config_and_the_presets_pass():
         ({"qat": {"learning_rate": 0}}, "qat.learning_rate: 0 is less than or equal to the minimum of 0"),
         ({"qat": {"threshold_points": "always"}}, "qat.threshold_points: 'always' is not of type 'number', 'null'"),
         ({"qat": {"epoch": 3}}, "qat.epoch: not a setting; did you mean 'epochs'?"),
+        ({"qat": {"models": "custom"}}, "qat.models: 'custom' is not of type 'array', 'null'"),
         ({"image_folders": {"parts": {"source": "x.zip", "image_size": [32]}}}, "image_folders.parts.image_size: [32]"),
         ({"trained_models": {"mine": {"file": "m.keras"}}}, "trained_models.mine: 'dataset' is a required property"),
     ],
@@ -131,6 +132,7 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
             {"schemes": ["fp32", "int4_qat"]},
             "schemes: 'int4_qat' is fine-tuned only where 'int4' loses accuracy; list 'int4' too",
         ),
+        ({"qat": {"models": ["custom", "resnet"]}}, "qat.models: 'resnet' is not a model of this study"),
         (
             {"conversion": {"int4": {"calibration_images": 60_001, "calibration_seed": 0}}},
             "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",

@@ -195,8 +195,14 @@ def test_lut_fine_tuning_keeps_its_table_and_stays_on_it(small_resnet):
         train_images, train_labels, test_images, test_labels, ["0", "1", "2", "3"], {"name": "toy"}
     )
     settings = {
-        "seed": 0, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0, "lr_schedule": "constant",
-        "label_smoothing": 0.0, "validation_split": 0.0, "augmentation": {},
+        "seed": 0,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",
+        "label_smoothing": 0.0,
+        "validation_split": 0.0,
+        "augmentation": {},
     }  # fmt: skip  (no hold-out: the last epoch is kept)
     deployed, record = finetune(model, dataset, "int8_lut", settings, {"epochs": 2, "learning_rate": 0.01}, 2, 4)
     assert record["selected_epoch"] == 2
@@ -259,6 +265,12 @@ def test_needs_qat_compares_the_loss_with_the_threshold():
         reference, {"status": "not converted", "reason": "no int4 kernel", "accuracy": None}, 1.0, "int4"
     )
     assert missing == (False, "its post-training variant int4 was not made (no int4 kernel)")
+    # qat.models leaves the model out: not fine-tuned, whatever it loses, and the key is named.
+    assert needs_qat(reference, {"status": "converted", "accuracy": 0.1}, 1.0, "int4", "resnet8", ["custom"]) == (
+        False,
+        "qat.models ['custom'] leaves out resnet8",
+    )
+    assert needs_qat(reference, {"status": "converted", "accuracy": 0.1}, 1.0, "int4", "custom", ["custom"])[0]
 
 
 @pytest.mark.parametrize("base", ["int4", "int8_lut"])
@@ -307,9 +319,8 @@ def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, t
 
     model, test_images, test_labels, _, _ = small_resnet
     train_images, train_labels = brightest_quadrant(320)
-    save_prepared(
-        tmp_path / "toy.npz", train_images, train_labels, test_images, test_labels, ["0", "1", "2", "3"], {"dataset": "toy", "name": "toy"}
-    )
+    classes, provenance = ["0", "1", "2", "3"], {"dataset": "toy", "name": "toy"}
+    save_prepared(tmp_path / "toy.npz", train_images, train_labels, test_images, test_labels, classes, provenance)
     model.save(tmp_path / "model.keras")
     write_json(tmp_path / "fp32.json", {"status": "converted", "accuracy": 0.9})
     write_json(tmp_path / "int4.json", {"status": "converted", "accuracy": 0.5})
@@ -320,13 +331,15 @@ def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, t
     qat = {"epochs": 2, "learning_rate": 1e12, "threshold_points": 1.0}
     run_finetune(
         tmp_path / "model.keras", tmp_path / "toy.npz", tmp_path / "fp32.json", tmp_path / "int4.json", "int4_qat",
-        settings, qat, 16, 2, tmp_path / "qat.keras", tmp_path / "qat.json",
+        "toy", settings, qat, 16, 2, tmp_path / "qat.keras", tmp_path / "qat.json",
     )  # fmt: skip
     record = read_json(tmp_path / "qat.json")
     assert record["status"] == DIVERGED and "qat.learning_rate (1000000000000.0)" in record["reason"]
     assert (tmp_path / "qat.keras").stat().st_size == 0
     calibration = {"calibration_images": 16, "calibration_seed": 0}
     output = tmp_path / "int4_qat.tflite"
-    run_qat_conversion(tmp_path / "qat.keras", tmp_path / "qat.json", tmp_path / "toy.npz", "int4_qat", calibration, 16, output)
+    run_qat_conversion(
+        tmp_path / "qat.keras", tmp_path / "qat.json", tmp_path / "toy.npz", "int4_qat", calibration, 16, output
+    )
     assert read_record(output)["status"] == "not converted"
     assert DIVERGED in read_record(output)["reason"]

@@ -23,6 +23,8 @@ INSTANCES = 2 * len(MODELS)  # the smoke preset's datasets x models, one seed
 SCHEMES = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["schemes"]
 VARIANTS = INSTANCES * len(SCHEMES)
 SEED = 42  # the smoke preset's one seed (config.yaml's seeds)
+SMOKE_CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "smoke.yaml").read_text())
+QAT_MODELS = SMOKE_CONFIG["qat"]["models"]  # the models the smoke preset fine-tunes
 # Rules with one job per variant, and the report's rules (one job each).
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 # The tools that make the study's variants, jobs per model: the LUT schemes' compression is
@@ -239,8 +241,14 @@ def test_smoke_run_reports_every_variant(smoke_run):
     assert converted.accuracy.between(0, 1).all() and (converted.file_bytes > 0).all()
     # A variant a tool refuses is a row with the tool's reason, not a hole in the table.
     refused = results[results.status != "converted"]
-    assert (refused.status == "not converted").all() and refused.reason.str.startswith("TFLite Micro compression").all()
-    assert (results.test_images == 300).all() and (results.model_source == "trained here").all()
+    left_out = results.reason.fillna("").str.startswith("no QAT variant: qat.models [")
+    assert set(results[left_out].model) == set(MODELS) - set(QAT_MODELS)
+    assert (refused.status == "not converted").all()
+    assert refused[~left_out].reason.str.startswith("TFLite Micro compression").all()
+    # Every variant evaluated saw the whole test sample; one never made has neither images nor accuracy.
+    assert (results[results.accuracy.notna()].test_images == 300).all()
+    assert results[left_out][["test_images", "accuracy"]].isna().all().all()
+    assert (results.model_source == "trained here").all()
     figures = smoke_run.study(SMOKE_STUDY) / "reports" / "figures"
     for name in (*FIGURES, "tradeoff_mnist", "tradeoff_cifar10"):
         assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
@@ -309,7 +317,7 @@ def test_a_variant_a_tool_could_not_make_is_marked_with_the_tools_reason(smoke_r
     results = smoke_results(smoke_run)
     missing = results[results.status != "converted"]
     assert set(missing.status) <= {"not converted"} and missing.reason.notna().all()
-    assert missing.accuracy.isna().all() and missing.scheme.isin(["int8_lut", "int8_lut_qat"]).all()
+    assert missing.accuracy.isna().all() and missing.scheme.isin(["int8_lut", "int4_qat", "int8_lut_qat"]).all()
     markdown = (smoke_run.study(SMOKE_STUDY) / "reports" / "results.md").read_text()
     for row in missing.itertuples():
         assert row.reason in markdown

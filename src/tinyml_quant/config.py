@@ -180,6 +180,9 @@ def check(config):
         for pair in config["diagnostics"]["always_recover"]:
             if tuple(pair.split("/")) not in pairs:
                 problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
+        for model in config["qat"]["models"] or []:
+            if model not in config["models"]:
+                problems.append(f"qat.models: {model!r} is not a model of this study ({config['models']})")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config

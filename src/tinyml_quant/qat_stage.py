@@ -45,8 +45,13 @@ DIVERGED = "QAT diverged"
 TOOLS = {FULL_INTEGER: CONVERTER, INT4: EDGE_QUANTIZER, LUT: MICRO_COMPRESSION}
 
 
-def needs_qat(reference_metrics, post_training_metrics, threshold_points, base):
-    """``(whether to fine-tune, why)`` from the fp32 and post-training evaluations of the model."""
+def needs_qat(reference_metrics, post_training_metrics, threshold_points, base, model=None, models=None):
+    """``(whether to fine-tune, why)`` from the fp32 and post-training evaluations of ``model``.
+
+    ``models``: ``qat.models``, the models QAT may fine-tune (None: all).
+    """
+    if models is not None and model not in models:
+        return False, f"qat.models {list(models)} leaves out {model}"
     if post_training_metrics.get("status", CONVERTED) != CONVERTED or post_training_metrics.get("accuracy") is None:
         return (
             False,
@@ -78,6 +83,7 @@ def run_finetune(
     reference_metrics_path,
     post_training_metrics_path,
     scheme,
+    model_name,
     training_settings,
     qat_settings,
     values_per_channel,
@@ -85,7 +91,7 @@ def run_finetune(
     model_output,
     record_output,
 ):
-    """Snakemake entry point: fine-tune for ``scheme`` where needed; write the model (empty if not) and its record."""
+    """Snakemake entry point: fine-tune ``model_name`` for ``scheme`` where needed; write the model (empty if not)."""
     import keras
 
     from .qat import QATDiverged, QATUnsupported, check_supported, finetune
@@ -98,6 +104,8 @@ def run_finetune(
         read_json(post_training_metrics_path),
         qat_settings["threshold_points"],
         base,
+        model_name,
+        qat_settings.get("models"),
     )
     model = load_keras_model(model_path) if wanted else None
     if wanted:
