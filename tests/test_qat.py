@@ -101,7 +101,6 @@ def mismatch_in_steps(deployed, wrapped):
     a layer (the models' 1/255 rescaling) into its weights, which scales the
     values and the scales alike and leaves every integer as it was trained.
     """
-    import keras
 
     from tinyml_quant.qat import _FakeQuantKernel
 
@@ -110,7 +109,7 @@ def mismatch_in_steps(deployed, wrapped):
     for layer in wrapped.layers:
         if not isinstance(layer, _FakeQuantKernel):
             continue
-        trained = tflite_layout(keras.ops.convert_to_numpy(layer.kernel).astype(np.float64), layer._qat_kind)
+        trained = tflite_layout(layer.deployed_kernel().astype(np.float64), layer._qat_kind)
         ((stored, scale),) = found[trained.shape]
         factor = np.sum(trained * stored) / np.sum(stored * stored)
         worst[layer.name] = float(np.max(np.abs(trained / factor - stored) / scale))
@@ -164,21 +163,28 @@ def test_a_wrong_grid_is_caught(folded_model):
     assert worst["conv"] > 0.1 and worst["pointwise"] > 0.1
 
 
-def test_lut_channels_keep_their_values_and_maximum():
-    """Each channel's table holds at most 16 of its int8 codes (at the min/max scale), its extreme code among them."""
-    from tinyml_quant.qat import Grid, lut_table
+def test_the_lut_table_is_the_post_training_binning(folded_model):
+    """Fine-tuning starts from the LUT variant's own weights: each channel's table is the binned int8 file's values."""
+    from tinyml_quant.conversion import convert
+    from tinyml_quant.lut import binned_model
+    from tinyml_quant.qat import WRAPPED, Grid, lut_table
 
-    kernel = np.random.default_rng(0).normal(0, 1, (3, 3, 4, 6)).astype(np.float32)
-    table = lut_table(kernel, "Conv2D", Grid(8, True, 16))
-    assert table.shape == (16, 6)
-    step = np.abs(kernel.reshape(-1, 6)).max(axis=0) / 127
-    codes = np.round(kernel.reshape(-1, 6) / step)
-    for channel in range(6):
-        stored = table[:, channel] / step[channel]
-        np.testing.assert_allclose(stored, np.round(stored), atol=1e-4)  # int8 codes, in the kernel's units
-        extreme = codes[np.abs(codes[:, channel]).argmax(), channel]
-        assert abs(extreme) == 127 and np.isclose(stored, extreme, atol=1e-4).any()
-        assert len(np.unique(np.round(stored))) <= 16
+    _, folded = folded_model
+    binned, _ = binned_model(convert(folded, "int8", images()), 4)
+    stored = deployed_weights(binned)
+    for layer in folded.layers:
+        kind = type(layer).__name__
+        if kind not in WRAPPED:
+            continue
+        kernel = layer.get_weights()[0]
+        table = lut_table(kernel, kind, Grid(8, True, 4))
+        ((values, scale),) = stored[tflite_layout(kernel, kind).shape]
+        axis = next(dim for dim, size in enumerate(scale.shape) if size > 1)
+        codes = np.moveaxis(np.round(values / scale), axis, 0).reshape(table.shape[1], -1)
+        step = np.abs(kernel.reshape(-1, table.shape[1])).max(axis=0) / 127
+        for channel in range(table.shape[1]):
+            expected = np.unique(codes[channel])
+            np.testing.assert_allclose(np.unique(table[:, channel] / step[channel]), expected, atol=1e-3)
 
 
 def test_lut_fine_tuning_keeps_its_table_and_stays_on_it(small_resnet):

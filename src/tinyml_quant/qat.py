@@ -19,8 +19,8 @@ pass, then hands the fine-tuned model to that scheme's own tool. Three steps:
    snapped to the nearest of its ``values_per_channel`` values (straight-through):
    a table fixed before fine-tuning, the LUT scheme's own k-means binning of the
    trained weights' int8 codes (``lut.kmeans_bins``), so fine-tuning starts from
-   the post-training LUT variant and the weights learn to use the table they
-   will be stored with. A table refitted during fine-tuning would move the grid
+   the post-training LUT variant's weights and learns the table they will be
+   stored with. A table refitted during fine-tuning would move the grid
    under the weights trained on it.
    Activations are not simulated: each QAT variant is calibrated after
    fine-tuning exactly as its post-training scheme is.
@@ -135,21 +135,18 @@ def lut_table(kernel, kind, grid):
     """Each channel's ``grid.values_per_channel`` values, in the kernel's units, as (values, channels) float32.
 
     The LUT scheme's own binning (``lut.kmeans_bins``) of the channel's int8
-    codes at the converter's min/max scale; the value nearest the channel's
-    largest-magnitude code is moved onto it, so the table keeps the channel's
-    maximum and with it the scale.
+    codes at the converter's min/max scale: the values the post-training LUT
+    variant stores. Its largest value is usually inside the channel's range;
+    ``requantize`` gives the file's finer scale.
     """
     flat = _flat(kernel, kind)
     step = np.maximum(np.abs(flat).max(axis=0), 1e-12) / grid.levels
     codes = np.clip(np.round(flat / step), *INT8_RANGE).astype(np.int8)
     table = np.zeros((grid.values_per_channel, flat.shape[1]), np.float32)
     for channel in range(flat.shape[1]):
-        column = codes[:, channel]
-        centres = np.unique(kmeans_bins(column, grid.values_per_channel)).astype(np.float64)
-        extreme = column[np.abs(column.astype(np.int16)).argmax()]
-        centres[np.abs(centres - extreme).argmin()] = extreme
+        centres = np.unique(kmeans_bins(codes[:, channel], grid.values_per_channel)).astype(np.float64)
         # Repeats pad a short table; a repeated value is never a different choice.
-        table[:, channel] = np.resize(np.unique(centres), grid.values_per_channel) * step[channel]
+        table[:, channel] = np.resize(centres, grid.values_per_channel) * step[channel]
     return table
 
 
