@@ -13,6 +13,7 @@ from tinyml_quant.schemes import (
     CONVERTER_SCHEMES,
     EDGE_QUANTIZER_SCHEMES,
     FULL_INTEGER,
+    INT4,
     INTEGER_SCHEMES,
     LUT,
     QAT_SCHEMES,

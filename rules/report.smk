@@ -49,6 +49,11 @@ rule gather_results:
             category="Will it fit?",
             caption="../report/npu_csv.rst",
         ),
+        int4_ranges_csv=report(
+            study_path("reports/int4_ranges.csv"),
+            category="Tables",
+            caption="../report/int4_ranges_csv.rst",
+        ),
     log:
         study_path("logs/gather_results.log"),
     benchmark:
@@ -69,6 +74,8 @@ rule gather_results:
         mlperf_reference=config["mlperf_reference"],
         recovery_threshold_points=config["diagnostics"]["recovery_threshold_points"],
         calibration_images=config["conversion"][FULL_INTEGER]["calibration_images"],
+        # The baseline of int4_ranges.csv: int4 as the study makes it.
+        int4_weight_algorithm=config["conversion"][INT4]["weight_algorithm"],
     script:
         "../scripts/gather_results.py"
 

@@ -91,8 +91,9 @@ def gathered(folder, paths):
         "mlperf_reference": config["mlperf_reference"],
         "recovery_threshold_points": 1.0,
         "calibration_images": 500,
+        "int4_weight_algorithm": config["conversion"]["int4"]["weight_algorithm"],
     }
-    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv")}
+    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv", "int4_ranges_csv")}
     outputs["markdown"] = folder / "results.md"
     table = run_gather({name: [str(path) for path in value] for name, value in paths.items()}, parameters, outputs)
     return table, (folder / "results.md").read_text()

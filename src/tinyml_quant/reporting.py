@@ -31,6 +31,7 @@ from .statistics import (
     wilson_interval,
 )
 from .variants import CONVERTED, NOT_CONVERTED
+from .weight_ranges import run_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -842,9 +843,9 @@ def run_gather(inputs, parameters, outputs):
     ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``,
     ``calibrations``, ``npu_estimates``; each evaluation record names its predictions file); ``parameters``
     ``board_labels`` ({name: label}),
-    ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points`` and the study's int8
-    ``calibration_images``; ``outputs``
-    ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``.
+    ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points``, the study's int8
+    ``calibration_images`` and ``int4_weight_algorithm``; ``outputs``
+    ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``, ``int4_ranges_csv``.
     """
     table = gather(
         inputs["evaluations"],
@@ -887,6 +888,7 @@ def run_gather(inputs, parameters, outputs):
         sections.append(device_markdown(part) + "\n")
     sections += [
         seeds_markdown(summary),
+        run_ranges(table, predictions, labels, parameters["int4_weight_algorithm"], outputs["int4_ranges_csv"]),
         calibration_markdown(calibration, table),
         npu_markdown(npu, table),
         mlperf_markdown(table, parameters["cortex_m_latency"], parameters["mlperf_reference"]),
