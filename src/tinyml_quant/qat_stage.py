@@ -92,13 +92,15 @@ def run_finetune(
     from .runtime import load_keras_model
 
     base = QAT_SCHEMES[scheme]
-    record = {"scheme": scheme, "base_scheme": base, "settings": qat_settings}
-    wanted, reason = needs_qat(
-        read_json(reference_metrics_path),
-        read_json(post_training_metrics_path),
-        qat_settings["threshold_points"],
-        base,
-    )
+    reference = read_json(reference_metrics_path)
+    # The variant's key, from its fp32 evaluation (which names it): the report joins this record by it.
+    record = {
+        **{name: reference[name] for name in ("dataset", "model", "seed")},
+        "scheme": scheme,
+        "base_scheme": base,
+        "settings": qat_settings,
+    }
+    wanted, reason = needs_qat(reference, read_json(post_training_metrics_path), qat_settings["threshold_points"], base)
     model = load_keras_model(model_path) if wanted else None
     if wanted:
         try:
