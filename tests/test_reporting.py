@@ -36,6 +36,7 @@ def study_records(
     )
     paths = {kind: [] for kind in ("evaluations", "training_metrics", "graphs", "micro_measurements", "latencies")}
     paths.update(datasets=[folder / "toy.npz"], predictions=[], layer_errors=[], recoveries=[], calibrations=[])
+    paths["qat_records"] = []
     paths["calibration_predictions"] = []
     paths["npu_estimates"] = []
     for model, trained in models.items():
@@ -92,7 +93,7 @@ def gathered(folder, paths):
         "recovery_threshold_points": 1.0,
         "calibration_images": 500,
     }
-    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv")}
+    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv", "ladder_csv")}
     outputs["markdown"] = folder / "results.md"
     table = run_gather({name: [str(path) for path in value] for name, value in paths.items()}, parameters, outputs)
     return table, (folder / "results.md").read_text()
