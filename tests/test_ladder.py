@@ -332,3 +332,32 @@ def test_a_mixed_variants_cortex_m_estimate_is_its_schemes_and_none_with_float_l
     else:
         assert low is None and source == "no estimate: the range is from int8 models"
     assert decodes_weights(scheme) == lower_bound
+
+
+def test_what_to_choose_takes_no_mixed_variant_made_for_only_some_seeds(tmp_path):
+    """int4_mixed (1.5 KB, -0.50 points) exists for seed 1 only: a mean over one of two seeds is no model's,
+    so the answer is int8 (2.0 KB, +0.00), made and run for both."""
+    seeds = {}
+    for seed in (1, 2):
+        folder = tmp_path / f"seed{seed}"
+        paths = study_records(
+            folder,
+            {"custom": TRAINED},
+            ("fp32", "int8", "int4"),
+            predictions=lambda m, s, labels: np.where(np.arange(len(labels)) < (6 if s == "int4" else 0), 0, labels),
+        )
+        for kind in ("training_metrics", "evaluations", "graphs", "micro_measurements", "latencies"):
+            for path in paths[kind]:
+                rewrite(path, seed=seed)
+        seeds[seed] = paths
+    mixed = {"dataset": "toy", "model": "custom", "seed": 1, "scheme": "int4", "status": "converted"}
+    mixed |= {"method": "worst layers", "reason": "int4 loses points", "reference_accuracy": 1.0}
+    mixed |= {"quantized_accuracy": 0.97, "quantized_file_bytes": 1365, "layers": [], "accuracy": 0.995}
+    mixed |= {"test_images": 200, "file_bytes": 1500, "micro": {"status": "runs", "arena_bytes": 2048}}
+    merged = {name: seeds[1][name] + (seeds[2][name] if name != "datasets" else []) for name in seeds[1]}
+    merged["recoveries"] = [write(tmp_path / "recover" / "int4_mixed.json", mixed)]
+    table, markdown = gathered(tmp_path, merged)
+    assert table.seed.nunique() == 2
+    choice = markdown[markdown.index("## What to choose") :].split("\n## ")[0]
+    row = next(cells(line) for line in choice.splitlines() if line.startswith("| toy (test)"))
+    assert row[2] == "int8 (2.0 KB, +0.00 points)"
