@@ -231,7 +231,7 @@ def _unmade_mixed_reason(base_row, threshold_points):
     return "the deployment plan asked for none"
 
 
-def _cost(rung, row, qat_record):
+def _cost(rung, qat_record):
     """``(training seconds, cost text)`` of a made rung."""
     if rung != QAT:
         return np.nan, NONE
@@ -249,7 +249,7 @@ def _rung_row(base, rung, variants, candidates, instance, threshold_points, qat_
     if made:
         # Ties go to the first candidate (the schemes' order): the same records give the same ladder.
         scheme, chosen = max(made, key=lambda pair: float(pair[1].accuracy))
-        seconds, cost = _cost(rung, chosen, qat_records.get((*instance, scheme)))
+        seconds, cost = _cost(rung, qat_records.get((*instance, scheme)))
         family = MIXED_TESTS if rung == MIXED_PRECISION else STUDY_TESTS
         return row | {
             "variant": scheme,
