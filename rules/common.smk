@@ -28,6 +28,7 @@ from tinyml_quant.figures import (
     COST_FIGURES,
     DEVICE_FIGURES,
     DIAGNOSTIC_FIGURES,
+    LADDER_FIGURES,
     RESULT_FIGURES,
     TRAINING_FIGURES,
     tradeoff_figure_names,
@@ -182,6 +183,11 @@ def every_planned(pattern, key):
 def every_recovery(wildcards, pattern=None):
     """The mixed-precision result of every scheme whose instance's plan asks for one."""
     return every_planned(pattern or rules.recover_quantized.output.metrics, "recover")
+
+
+def every_recovery_prediction(wildcards):
+    """The per-image predictions of every mixed-precision variant (named by its record)."""
+    return every_recovery(wildcards, rules.recover_quantized.output.predictions)
 
 
 def every_firmware_bundle(wildcards):

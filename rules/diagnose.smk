@@ -84,6 +84,10 @@ rule recover_quantized:
             "recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.device.tflite"
         ),
         metrics=study_path("recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.json"),
+        # Named by the record: the report tests the mixed variant's change on the same images.
+        predictions=study_path(
+            "recover/{dataset}/{model}/seed{seed}/{scheme}_mixed.predictions.npy"
+        ),
     log:
         study_path("logs/recover_quantized/{dataset}/{model}/seed{seed}/{scheme}.log"),
     benchmark:

@@ -18,6 +18,10 @@ rule gather_results:
         training_metrics=every_model(rules.train_model.output.metrics),
         layer_errors=every_variant(rules.layer_error.output.csv, LAYER_ERROR_SCHEMES),
         recoveries=every_recovery,
+        # Named by the records: the recovery ladder tests each mixed variant's change on the same images.
+        recovery_predictions=every_recovery_prediction,
+        # The fine-tuning records, with their seconds: the cost of the ladder's QAT rung.
+        qat_records=every_variant(rules.finetune_qat.output.record, QAT_IN_STUDY),
         calibrations=expand(
             every_model(rules.evaluate_calibration.output.metrics),
             images=CALIBRATION_SIZES,
@@ -53,6 +57,11 @@ rule gather_results:
             study_path("reports/int4_ranges.csv"),
             category="Tables",
             caption="../report/int4_ranges_csv.rst",
+        ),
+        ladder_csv=report(
+            study_path("reports/recovery_ladder.csv"),
+            category="Tables",
+            caption="../report/recovery_ladder.rst",
         ),
     log:
         study_path("logs/gather_results.log"),
@@ -140,6 +149,9 @@ rule board_choice:
         npu_estimates=rules.gather_results.input.npu_estimates,
         evaluations=rules.gather_results.input.evaluations,
         predictions=rules.gather_results.input.predictions,
+        # The mixed-precision variants, candidates like the grid's (ladder.mixed_variants).
+        recoveries=every_recovery,
+        recovery_predictions=every_recovery_prediction,
         datasets=rules.gather_results.input.datasets,
     output:
         csv=report(
@@ -167,6 +179,27 @@ rule board_choice:
         cortex_m_latency=config["cortex_m_latency"],
     script:
         "../scripts/board_choice.py"
+
+
+rule plot_recovery_ladder:
+    input:
+        csv=rules.gather_results.output.ladder_csv,
+    output:
+        **figure_outputs(LADDER_FIGURES, "Diagnostics", "../report/recovery_ladder.rst"),
+    log:
+        study_path("logs/plot_recovery_ladder.log"),
+    benchmark:
+        study_path("benchmarks/plot_recovery_ladder.tsv")
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_recovery_ladder.py"
 
 
 rule plot_device_fit:
@@ -284,6 +317,7 @@ REPORT_RULES = [
     # Learning curves exist only for models trained here: a study of imported models has none.
     *([rules.plot_learning_curves] if TRAINED_HERE else []),
     rules.plot_layer_errors,
+    rules.plot_recovery_ladder,
     rules.stage_costs,
 ]
 # What the reports folder holds (gather_results also writes the tables board_choice completes, elsewhere).

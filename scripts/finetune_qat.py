@@ -11,7 +11,6 @@ with output_to_log(snakemake.log[0]):
         snakemake.input.reference,
         snakemake.input.post_training[0],
         snakemake.wildcards.scheme,
-        snakemake.wildcards.model,
         training_settings=dict(snakemake.params.training),
         qat_settings=dict(snakemake.params.qat),
         values_per_channel=snakemake.params.values_per_channel,

@@ -11,5 +11,5 @@ with output_to_log(snakemake.log[0]):
         settings=dict(snakemake.params.settings),
         threads=snakemake.threads,
         reason=snakemake.params.reason,
-        output_paths={name: snakemake.output[name] for name in ("tflite", "device", "metrics")},
+        output_paths={name: snakemake.output[name] for name in ("tflite", "device", "metrics", "predictions")},
     )

@@ -118,6 +118,7 @@ def study(folder, boards=BOARDS):
         "body": str(folder / "results.md"),
         "npu_estimates": [str(path) for path in npu_paths],
         "evaluations": [str(path) for path in paths["evaluations"]],
+        "recoveries": [str(path) for path in paths["recoveries"]],
         "datasets": [str(path) for path in paths["datasets"]],
     }
     table = run_board_choice(inputs, {"boards": boards, "cortex_m_latency": CORTEX}, outputs)

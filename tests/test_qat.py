@@ -328,8 +328,9 @@ def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, t
     classes, provenance = ["0", "1", "2", "3"], {"dataset": "toy", "name": "toy"}
     save_prepared(tmp_path / "toy.npz", train_images, train_labels, test_images, test_labels, classes, provenance)
     model.save(tmp_path / "model.keras")
-    write_json(tmp_path / "fp32.json", {"status": "converted", "accuracy": 0.9})
-    write_json(tmp_path / "int4.json", {"status": "converted", "accuracy": 0.5})
+    key = {"dataset": "toy", "model": "resnet_v1", "seed": 3}
+    write_json(tmp_path / "fp32.json", {**key, "scheme": "fp32", "status": "converted", "accuracy": 0.9})
+    write_json(tmp_path / "int4.json", {**key, "scheme": "int4", "status": "converted", "accuracy": 0.5})
     settings = {
         "seed": 0, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
         "lr_schedule": "constant", "label_smoothing": 0.0, "validation_split": 0.1, "augmentation": {},
@@ -337,10 +338,12 @@ def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, t
     qat = {"epochs": 2, "learning_rate": 1e12, "threshold_points": 1.0}
     run_finetune(
         tmp_path / "model.keras", tmp_path / "toy.npz", tmp_path / "fp32.json", tmp_path / "int4.json", "int4_qat",
-        "toy", settings, qat, 16, 2, tmp_path / "qat.keras", tmp_path / "qat.json",
+        settings, qat, 16, 2, tmp_path / "qat.keras", tmp_path / "qat.json",
     )  # fmt: skip
     record = read_json(tmp_path / "qat.json")
     assert record["status"] == DIVERGED and "qat.learning_rate (1000000000000.0)" in record["reason"]
+    # Named by its variant's key, which the report joins it by.
+    assert {name: record[name] for name in (*key, "scheme")} == {**key, "scheme": "int4_qat"}
     assert (tmp_path / "qat.keras").stat().st_size == 0
     calibration = {"calibration_images": 16, "calibration_seed": 0}
     output = tmp_path / "int4_qat.tflite"
@@ -349,3 +352,25 @@ def test_a_diverging_fine_tuning_is_named_and_its_variant_marked(small_resnet, t
     )
     assert read_record(output)["status"] == "not converted"
     assert DIVERGED in read_record(output)["reason"]
+
+
+def test_a_qat_record_not_fine_tuned_names_its_variant_and_why(tmp_path):
+    """Within the threshold nothing is trained, yet the record carries the key the report joins it by."""
+    from tinyml_quant.files import read_json, write_json
+    from tinyml_quant.qat_stage import NOT_NEEDED, run_finetune
+
+    key = {"dataset": "toy", "model": "custom", "seed": 7}
+    write_json(tmp_path / "fp32.json", {**key, "scheme": "fp32", "status": "converted", "accuracy": 0.9})
+    write_json(tmp_path / "lut.json", {**key, "scheme": "int8_lut", "status": "converted", "accuracy": 0.895})
+    qat = {"epochs": 2, "learning_rate": 0.001, "threshold_points": 1.0}
+    run_finetune(
+        tmp_path / "absent.keras", tmp_path / "absent.npz", tmp_path / "fp32.json", tmp_path / "lut.json",
+        "int8_lut_qat", {}, qat, 16, 1, tmp_path / "qat.keras", tmp_path / "qat.json",
+    )  # fmt: skip
+    record = read_json(tmp_path / "qat.json")
+    assert {name: record[name] for name in (*key, "scheme", "status")} == {
+        **key,
+        "scheme": "int8_lut_qat",
+        "status": NOT_NEEDED,
+    }
+    assert "within qat.threshold_points 1.0" in record["reason"] and (tmp_path / "qat.keras").stat().st_size == 0

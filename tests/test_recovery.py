@@ -102,6 +102,7 @@ def test_the_int8_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verd
         "gate": {"min_top1_agreement": 0.95, "max_output_steps": 64},
     }
     outputs = {name: tmp_path / f"recovered.{name}" for name in ("tflite", "device", "metrics")}
+    outputs["predictions"] = tmp_path / "recovered.predictions.npy"
     record = run_recovery("int8", paths, settings, 1, "asked for", outputs)
     assert json.loads(outputs["metrics"].read_text()) == json.loads(json.dumps(record))
     debug_sample = test_images[seeded_subset(len(labels), 10, 3)]
@@ -127,7 +128,10 @@ def test_the_int8_recovery_job_records_the_fallbacks_accuracy_size_and_tflm_verd
         "test_images": len(labels),
         "file_bytes": outputs["device"].stat().st_size,
         "quantized_file_bytes": variants["int8"].stat().st_size,
+        "predictions_file": "recovered.predictions.npy",
     }
+    # The per-image predictions the record names: the mixed file's own, as LiteRT gives them again.
+    np.testing.assert_array_equal(np.load(outputs["predictions"]), recovered.argmax(1))
     assert outputs["device"].read_bytes() == outputs["tflite"].read_bytes()
     assert set(micro) == {"status", "arena_bytes", "unsupported_operator", "agreement", "wrong_output"}
     assert micro["status"] == "runs" and micro["agreement"]["images"] == 12 and micro["wrong_output"] is None
@@ -215,8 +219,10 @@ def test_a_mixed_variant_the_quantizer_cannot_make_is_recorded_with_its_reason(s
     settings |= {"sample_seed": 0, "agreement_images": 4, "agreement_seed": 0, "batch_size": 16}
     settings |= {"gate": {"min_top1_agreement": 0.95, "max_output_steps": 64}}
     outputs = {name: tmp_path / f"mixed.{name}" for name in ("tflite", "device", "metrics")}
+    outputs["predictions"] = tmp_path / "mixed.predictions.npy"
     record = run_recovery("int4", paths, settings, 1, "asked for", outputs)
     assert record["status"] == "not converted"
     assert record["reason_not_made"] == "RuntimeError: Unsupported op: CUSTOM_OP" and record["reason"] == "asked for"
     assert json.loads(outputs["metrics"].read_text()) == record
     assert outputs["tflite"].read_bytes() == outputs["device"].read_bytes() == b""
+    assert record["predictions_file"] == "mixed.predictions.npy" and np.load(outputs["predictions"]).size == 0

@@ -36,6 +36,7 @@ def study_records(
     )
     paths = {kind: [] for kind in ("evaluations", "training_metrics", "graphs", "micro_measurements", "latencies")}
     paths.update(datasets=[folder / "toy.npz"], predictions=[], layer_errors=[], recoveries=[], calibrations=[])
+    paths["qat_records"] = []
     paths["calibration_predictions"] = []
     paths["npu_estimates"] = []
     for model, trained in models.items():
@@ -93,7 +94,9 @@ def gathered(folder, paths):
         "calibration_images": 500,
         "int4_weight_algorithm": config["conversion"]["int4"]["weight_algorithm"],
     }
-    outputs = {name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv", "int4_ranges_csv")}
+    outputs = {
+        name: folder / f"{name}.out" for name in ("csv", "calibration_csv", "npu_csv", "int4_ranges_csv", "ladder_csv")
+    }
     outputs["markdown"] = folder / "results.md"
     table = run_gather({name: [str(path) for path in value] for name, value in paths.items()}, parameters, outputs)
     return table, (folder / "results.md").read_text()

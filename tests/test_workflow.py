@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from tinyml_quant.figures import COST_FIGURES, DEVICE_FIGURES, DIAGNOSTIC_FIGURES, RESULT_FIGURES, TRAINING_FIGURES
+from tinyml_quant.figures import (
+    COST_FIGURES,
+    DEVICE_FIGURES,
+    DIAGNOSTIC_FIGURES,
+    LADDER_FIGURES,
+    RESULT_FIGURES,
+    TRAINING_FIGURES,
+)
 from tinyml_quant.schemes import INTEGER_SCHEMES
 from tools.workflow import Workflow
 
@@ -47,9 +54,10 @@ REPORT_RULES = (
     "plot_device_fit",
     "plot_learning_curves",
     "plot_layer_errors",
+    "plot_recovery_ladder",
     "stage_costs",
 )
-FIGURES = (*RESULT_FIGURES, *DEVICE_FIGURES, *TRAINING_FIGURES, *DIAGNOSTIC_FIGURES, *COST_FIGURES)
+FIGURES = (*RESULT_FIGURES, *DEVICE_FIGURES, *TRAINING_FIGURES, *DIAGNOSTIC_FIGURES, *LADDER_FIGURES, *COST_FIGURES)
 
 # --------------------------------------------------------------------------- fast checks
 
@@ -114,6 +122,7 @@ def test_every_preset_plans_inside_its_own_study_folder(tmp_path):
     published = workflow.planned_outputs("all", "publish_reports")
     # The per-board answer is published beside the other tables; results.md opens with it.
     assert {"reports/board_choice.csv", "reports/results.md", "reports/fit_table.md"} <= set(published)
+    assert "reports/recovery_ladder.csv" in published
     assert {path for path in published if not path.startswith("results/default/")} == {
         path.replace("results/default/reports/", "reports/")
         for path in published
@@ -264,6 +273,7 @@ def test_smoke_run_reports_every_variant(smoke_run):
         "## Training: the last epoch",
         "## Where the quantization error is",
         "## What buys the accuracy back",
+        "## Recovery ladder",
     ):
         assert heading in markdown
     # A smoke study writes nothing outside its own folder.
@@ -446,12 +456,15 @@ def test_every_schemes_mixed_variant_runs_for_the_model_the_smoke_preset_names(s
         record = yaml.safe_load((folder / f"{scheme}_mixed.json").read_text())
         # Listed, or losing more than the threshold: either way recovered, and the reason says which.
         assert record["reason"].startswith(("listed in diagnostics.always_recover", f"{scheme} loses")), scheme
+        # Its per-image predictions, beside it: the recovery ladder tests its change on the same images.
+        predictions = np.load(folder / record["predictions_file"])
         if record["status"] == "converted":
+            assert len(predictions) == 300
             assert len(record["layers"]) == 3 and record["test_images"] == 300
             assert 0 <= record["accuracy"] <= 1 and record["file_bytes"] > 0
             assert record["micro"]["status"] in ("runs", "unsupported on TFLite Micro")
         else:
-            assert record["reason_not_made"]
+            assert record["reason_not_made"] and len(predictions) == 0
     plans = {
         path.relative_to(study / "plan").as_posix(): yaml.safe_load(path.read_text())
         for path in (study / "plan").rglob("*.json")
@@ -487,17 +500,21 @@ def test_no_variant_outside_the_correctness_gate_is_chosen_or_bundled(smoke_run)
     for row in fit.itertuples():
         if (row.dataset_name, row.model, row.seed, row.scheme) in wrong_keys:
             assert row.verdict.startswith("wrong output") and pd.isna(row.latency_low_ms)
-    # The per-board answer never names a variant outside the gate, nor a model at chance.
+    # The per-board answer never names a variant outside the gate, nor a model at chance; the mixed-precision
+    # variants, candidates too, by their records' TFLite Micro measurement.
+    tflm = {(row.dataset, row.model, row.seed, row.scheme): row.tflm_status for row in results.itertuples()}
+    for path in (study / "recover").rglob("*_mixed.json"):
+        record = yaml.safe_load(path.read_text())
+        key = (record["dataset"], record["model"], int(record["seed"]), f"{record['scheme']}_mixed")
+        tflm[key] = (record.get("micro") or {}).get("status", "not converted")
+    above = {(row.dataset, row.model, row.seed): row.above_chance for row in results.itertuples()}
     answers = pd.read_csv(study / "reports" / "board_choice.csv")
     assert set(answers.board) == set(fit.board)
     for prefix in ("", "smaller_", "miss_"):
         named = answers.dropna(subset=[f"{prefix}model"])
         for row in named.itertuples():
             key = (row.dataset, getattr(row, f"{prefix}model"), int(getattr(row, f"{prefix}seed")))
-            variant = results.set_index(["dataset", "model", "seed", "scheme"]).loc[
-                (*key, getattr(row, f"{prefix}scheme"))
-            ]
-            assert variant.tflm_status == "runs" and variant.above_chance, (prefix, row)
+            assert tflm[(*key, getattr(row, f"{prefix}scheme"))] == "runs" and above[key], (prefix, row)
     markdown = (study / "reports" / "results.md").read_text()
     assert [line for line in markdown.splitlines() if line.startswith("## ")][0] == "## Which variant for each board"
     choice = markdown.split("## What to choose")[1].split("\n## ")[0]
@@ -505,9 +522,11 @@ def test_no_variant_outside_the_correctness_gate_is_chosen_or_bundled(smoke_run)
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if not line.startswith("|") or cells[0] not in set(results.dataset_name) or cells[2] == "-":
             continue
+        if cells[2].startswith("none"):  # a model at chance: recommended nothing
+            continue
         dataset_name, model, chosen = cells[0], cells[1], cells[2].split(" (")[0]
-        status = results[(results.dataset_name == dataset_name) & (results.model == model)]
-        assert (status[status.scheme == chosen].tflm_status == "runs").all(), line
+        dataset = results[results.dataset_name == dataset_name].dataset.iloc[0]
+        assert tflm[(dataset, model, SEED, chosen)] == "runs", line
 
 
 @pytest.mark.e2e
@@ -561,7 +580,14 @@ def test_int8_calibration_change_reruns_only_int8(smoke_run):
 def test_plot_setting_change_reruns_only_the_plots(smoke_run):
     change = smoke_run.write_config("plots", {"plots": {"dpi": 80}})
     assert [rule for rule, _ in smoke_run.planned(*SMOKE, change) if rule != "all"] == sorted(
-        ["plot_device_fit", "plot_layer_errors", "plot_learning_curves", "plot_results", "stage_costs"]
+        [
+            "plot_device_fit",
+            "plot_layer_errors",
+            "plot_learning_curves",
+            "plot_recovery_ladder",
+            "plot_results",
+            "stage_costs",
+        ]
     )
 
 
@@ -585,6 +611,7 @@ def test_latency_invoke_count_change_reruns_only_latency_and_the_report(smoke_ru
         "board_choice": 1,
         "plot_results": 1,
         "plot_device_fit": 1,
+        "plot_recovery_ladder": 1,
         "stage_costs": 1,
     }
 

@@ -1,14 +1,17 @@
 """Which variant to flash on each board: the per-board answer that opens results.md.
 
 For each board of the config and each dataset, among every variant of the
-study (any model, seed and scheme):
+study (any model, seed and scheme, and the mixed-precision variants the
+recovery stage made, ``<scheme>_mixed``, which ``ladder.mixed_variants``
+reads from their records):
 
 * a *candidate* was made, passes TensorFlow Lite Micro's correctness gate
   (status ``runs``: a variant that runs with wrong output never qualifies),
   and its model is not at chance (``statistics.clearly_above_chance``);
 * it *fits* when it needs no more flash and RAM than the board's budgets, as
   the fit table counts them (``devices.memory_needs``: TFLite Micro's file and
-  arena on a Cortex-M board, Vela's flash and SRAM on an NPU board);
+  arena on a Cortex-M board, Vela's flash and SRAM on an NPU board, which only
+  the grid's variants have: a mixed variant is weighed on Cortex-M boards);
 * the answer is the most accurate candidate that fits, and beside it the
   smallest (flash) candidate that fits within ``WITHIN_POINTS`` of it. The two
   are compared with the exact McNemar test on their per-image predictions,
@@ -33,6 +36,7 @@ from .devices import (
     npu_records_by_key,
 )
 from .files import write_csv, write_text
+from .ladder import mixed_variants, read_recoveries, with_mixed
 from .micro import RUNS
 from .reporting import VARIANT, load_labels, load_predictions
 from .statistics import ALPHA, discordant_counts, holm, is_at_chance, mcnemar_exact
@@ -216,9 +220,11 @@ def board_choice_markdown(table, several_seeds=False):
     """The first section of results.md: per dataset, one row per board with its answer."""
     lines = [
         f"{TITLE}\n",
-        "For each board and dataset, the most accurate variant (any model, any scheme) that fits the board's flash "
+        "For each board and dataset, the most accurate variant (any model, any scheme, the mixed-precision "
+        "variants `<scheme>_mixed` of the recovery ladder included) that fits the board's flash "
         "**and** RAM (its `.tflite` file and TensorFlow Lite Micro arena plus the board's allowances; on an NPU "
-        "board Vela's flash and SRAM), passes the TFLite Micro correctness gate (status `runs`) and whose model is "
+        "board Vela's flash and SRAM, which only the grid's variants have), passes the TFLite Micro correctness "
+        "gate (status `runs`, measured for a mixed variant by the recovery stage) and whose model is "
         f"clearly above chance; beside it the smallest such variant within {WITHIN_POINTS:g} point of it. "
         "Accuracy on the whole test set with its 95 % Wilson interval; flash / RAM in KB. Latency is an estimate, "
         f"never a measurement: `{SHORT_SOURCE[VELA_ESTIMATE]}` is Arm Vela's, `{SHORT_SOURCE[CORTEX_RANGE]}` "
@@ -279,18 +285,22 @@ def run_board_choice(inputs, parameters, outputs):
 
     ``inputs``: ``csv`` (results.csv), ``body`` (the rest of results.md, from
     gather_results), ``npu_estimates``, ``evaluations`` (the predictions beside
-    them) and ``datasets``; ``parameters``: ``boards``, ``cortex_m_latency``;
-    ``outputs``: ``csv``, ``markdown``.
+    them), ``recoveries`` (the mixed variants' records, their predictions
+    beside them) and ``datasets``; ``parameters``: ``boards``,
+    ``cortex_m_latency``; ``outputs``: ``csv``, ``markdown``.
     """
     results = pd.read_csv(inputs["csv"])
     boards = boards_from_config(parameters["boards"])
     labels, _ = load_labels(inputs["datasets"])
+    records, mixed_predictions = read_recoveries(inputs["recoveries"])
+    predictions = {**load_predictions(inputs["evaluations"]), **mixed_predictions}
+    variants = with_mixed(results, mixed_variants(results, records, predictions, labels))
     table = board_choice(
-        results,
+        variants,
         boards,
         npu_records_by_key(inputs["npu_estimates"]),
         parameters["cortex_m_latency"],
-        load_predictions(inputs["evaluations"]),
+        predictions,
         labels,
     )
     write_csv(outputs["csv"], table)

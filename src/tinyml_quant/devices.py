@@ -32,7 +32,7 @@ from . import cortex_m
 from .files import read_json, write_csv, write_text
 from .micro import RUNS, STATUSES, WRONG_OUTPUT
 from .npu import COMPILED
-from .schemes import BY_NAME, INTEGER_SCHEMES, MICRO_COMPRESSION
+from .schemes import MICRO_COMPRESSION, describe
 from .statistics import AT_CHANCE, is_at_chance
 from .variants import NOT_CONVERTED
 
@@ -121,9 +121,9 @@ def decodes_weights(scheme):
 
     The Cortex-M range's cycles per MAC are int8 models' on CMSIS-NN, which
     read int8 weights as they are: for these schemes it leaves the decoding out
-    and is a lower bound.
+    and is a lower bound. A mixed-precision variant decodes what its scheme's do.
     """
-    scheme = BY_NAME[scheme]
+    scheme = describe(scheme)
     return scheme.tool == MICRO_COMPRESSION or "int4" in scheme.weights
 
 
@@ -229,7 +229,7 @@ def latency_estimate(variant, board, npu_record, cortex_reference):
         return milliseconds, milliseconds, VELA_ESTIMATE, f"Vela's cycles at the board's {clock_mhz:g} MHz NPU clock"
     if variant.tflm_status != RUNS or pd.isna(variant.macs) or not board.clock_mhz:
         return None, None, None, "no estimate"
-    if BY_NAME[variant.scheme].activations != cortex_m.ESTIMATED_ACTIVATIONS:
+    if describe(variant.scheme).activations != cortex_m.ESTIMATED_ACTIVATIONS:
         return None, None, None, f"no estimate: the range is from {cortex_m.ESTIMATED_ACTIVATIONS} models"
     reference_board = cortex_reference["board"]
     if not cortex_m.applies(cortex_reference, board.cpu):
@@ -243,7 +243,7 @@ def latency_estimate(variant, board, npu_record, cortex_reference):
 
 def not_for_the_npu(scheme):
     """Whether a scheme's variants never go to Vela: the NPU computes in integers only."""
-    return scheme not in INTEGER_SCHEMES
+    return not describe(scheme).activations.startswith("int")
 
 
 def _reason(variant, board, npu_record):

@@ -18,6 +18,7 @@ from .board_choice import fits, may_be_chosen
 from .devices import KB, boards_from_config
 from .fetch import source_description
 from .files import atomic_path
+from .ladder import DOES_NOT_RUN, LADDERS, PASSES, WRONG
 from .micro import RUNS, WRONG_OUTPUT
 from .npu import COMPILED
 from .schemes import SCHEMES
@@ -855,6 +856,88 @@ def plot_layer_errors(csv_paths, outputs, dpi=150):
         save(draw(table), outputs[name], dpi)
 
 
+# --------------------------------------------------------------------------- recovery ladder
+
+
+def recovery_ladder(ladder):
+    """Each lossy scheme's rungs (``ladder.LADDERS``): the accuracy change against fp32, a line per model.
+
+    One panel per dataset (row) and lossy scheme (column), each with its own
+    scale (int4 can lose ten times what int8_lut does). Each model's points sit
+    side by side at a rung, with the bar of the variant's 95 % Wilson interval;
+    filled: it passes TFLite Micro's gate; hollow: it does not run there; a red
+    cross over it: it runs with wrong output. A rung not made has no point.
+    """
+    plt = pyplot()
+    title = "Recovery ladder: each step's accuracy change against fp32"
+    made = ladder[ladder.made.astype(bool)]
+    if made.empty:
+        return nothing_to_show(title, "no lossy scheme (int4, int8_lut, int8_per_tensor) was made in this study")
+    datasets = sorted(ladder.dataset_name.unique())
+    schemes = [scheme for scheme in LADDERS if scheme in set(ladder.ladder)]
+    figure, axes = plt.subplots(
+        len(datasets),
+        len(schemes),
+        figsize=(PANEL_INCHES[0] * len(schemes), 3.0 * len(datasets) + 1.0),
+        squeeze=False,
+        layout="constrained",
+    )
+    colours = model_colours(ladder.model)
+    # Each model a fixed step aside, so that intervals at one rung do not hide each other.
+    step = 0.6 / max(1, len(colours))
+    offsets = {model: (index - (len(colours) - 1) / 2) * step for index, model in enumerate(colours)}
+    for row, dataset in enumerate(datasets):
+        for column, scheme in enumerate(schemes):
+            axis = axes[row][column]
+            rungs = list(LADDERS[scheme])
+            part = made[(made.dataset_name == dataset) & (made.ladder == scheme)]
+            for (model, _), points in part.groupby(["model", "seed"], sort=True):
+                points = points.sort_values("rung_index")
+                x = points.rung.map(rungs.index).to_numpy(float) + offsets[model]
+                change = points.accuracy_change_vs_fp32.to_numpy(float)
+                colour = colours[model]
+                axis.plot(x, change, color=colour, linewidth=0.9, alpha=0.7, zorder=2)
+                below = 100 * (points.accuracy - points.accuracy_ci_low).to_numpy(float)
+                above = 100 * (points.accuracy_ci_high - points.accuracy).to_numpy(float)
+                axis.errorbar(x, change, yerr=[below, above], fmt="none", ecolor=colour, linewidth=0.8, zorder=2)
+                filled = (points.tflm_verdict == PASSES).to_numpy()
+                axis.scatter(x[filled], change[filled], color=colour, s=28, zorder=3)
+                axis.scatter(
+                    x[~filled], change[~filled], facecolors="white", edgecolors=colour, linewidths=1.2, s=28, zorder=3
+                )
+                wrong = (points.tflm_verdict == WRONG).to_numpy()
+                axis.scatter(
+                    x[wrong], change[wrong], marker="x", color=WRONG_OUTPUT_COLOUR, s=60, linewidths=1.6, zorder=4
+                )
+            axis.axhline(0, color="grey", linewidth=0.8, zorder=1)
+            axis.set_xticks(range(len(rungs)), [rung.replace(" ", "\n") for rung in rungs], fontsize="small")
+            axis.set_xlim(-0.5, len(rungs) - 0.5)
+            axis.set_title(f"{dataset}: {scheme}", fontsize="medium")
+            axis.grid(True, axis="y", alpha=0.3)
+            if column == 0:
+                axis.set_ylabel("accuracy change vs fp32 (points)")
+    handles = [plt.Line2D([], [], color=colour, marker="o", label=model) for model, colour in colours.items()]
+    handles += [
+        plt.Line2D([], [], color="grey", marker="o", linestyle="", label=f"TFLite Micro: {PASSES}"),
+        plt.Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label=DOES_NOT_RUN),
+        plt.Line2D([], [], color=WRONG_OUTPUT_COLOUR, marker="x", linestyle="", label=f"runs, {WRONG}"),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize="small")
+    figure.suptitle(
+        f"{title}\n(bars: the variant's 95 % Wilson interval; a rung not made has no point; "
+        "better ranges: the more accurate of int4_octav and int4_mse)",
+        fontsize="medium",
+    )
+    return figure
+
+
+def plot_recovery_ladder(csv_path, outputs, dpi=150):
+    """Snakemake entry point: ``LADDER_FIGURES`` from recovery_ladder.csv."""
+    _check_outputs(outputs, LADDER_FIGURES)
+    for name, draw in LADDER_FIGURES.items():
+        save(draw(pd.read_csv(csv_path)), outputs[name], dpi)
+
+
 # --------------------------------------------------------------------------- costs
 
 
@@ -899,4 +982,5 @@ DEVICE_FIGURES = {
 TRADEOFF_FIGURE_PREFIX = "tradeoff_"
 TRAINING_FIGURES = {"learning_curves": learning_curves}
 DIAGNOSTIC_FIGURES = {"layer_error": layer_error}
+LADDER_FIGURES = {"recovery_ladder": recovery_ladder}
 COST_FIGURES = {"stage_costs": stage_costs}

@@ -83,7 +83,6 @@ def run_finetune(
     reference_metrics_path,
     post_training_metrics_path,
     scheme,
-    model_name,
     training_settings,
     qat_settings,
     values_per_channel,
@@ -91,20 +90,27 @@ def run_finetune(
     model_output,
     record_output,
 ):
-    """Snakemake entry point: fine-tune ``model_name`` for ``scheme`` where needed; write the model (empty if not)."""
+    """Snakemake entry point: fine-tune for ``scheme`` where needed; write the model (empty if not) and its record."""
     import keras
 
     from .qat import QATDiverged, QATUnsupported, check_supported, finetune
     from .runtime import load_keras_model
 
     base = QAT_SCHEMES[scheme]
-    record = {"scheme": scheme, "base_scheme": base, "settings": qat_settings}
+    reference = read_json(reference_metrics_path)
+    # The variant's key, from its fp32 evaluation (which names it): the report joins this record by it.
+    record = {
+        **{name: reference[name] for name in ("dataset", "model", "seed")},
+        "scheme": scheme,
+        "base_scheme": base,
+        "settings": qat_settings,
+    }
     wanted, reason = needs_qat(
-        read_json(reference_metrics_path),
+        reference,
         read_json(post_training_metrics_path),
         qat_settings["threshold_points"],
         base,
-        model_name,
+        reference["model"],
         qat_settings.get("models"),
     )
     model = load_keras_model(model_path) if wanted else None

@@ -31,7 +31,7 @@ from .conversion import calibration_images, calibration_key, converter_for, conv
 from .datasets import load_prepared, seeded_subset
 from .edge_quantizer import REDUCED_WEIGHTS, quantized_variant
 from .evaluation import evaluation_interpreters, predict
-from .files import read_json, write_bytes, write_json
+from .files import atomic_path, read_json, write_bytes, write_json
 from .lut import WEIGHTED_OPERATORS, binned_model, compress, verify_decoding
 from .micro import measure_micro
 from .runtime import configure_tensorflow, load_keras_model
@@ -142,7 +142,9 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
     ``debug_images`` and ``sample_seed`` of the diagnostics, the
     ``agreement_images`` and ``agreement_seed`` of TFLite Micro's sample (the
     variants' own), ``batch_size``, and for the LUT scheme ``lut``;
-    ``output_paths``: ``tflite``, ``device``, ``metrics``.
+    ``output_paths``: ``tflite``, ``device``, ``metrics``, ``predictions`` (its
+    per-image predictions, which the record names, so that the report tests its
+    change against fp32 on the same images: empty when it was not made).
     """
     configure_tensorflow(threads)
     dataset = load_prepared(paths["dataset"])
@@ -175,6 +177,7 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
         "quantized_accuracy": quantized["accuracy"],
         # None when the scheme's device file could not be made (the LUT compressor failed).
         "quantized_file_bytes": read_json(paths["quantized_device_record"]).get("bytes"),
+        "predictions_file": Path(output_paths["predictions"]).name,
     }
     try:
         flatbuffer, device, layers = mixed_variant(
@@ -184,6 +187,7 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
         logger.warning("%s %s: no mixed variant: %s", record["model"], scheme, error)
         for name in ("tflite", "device"):
             write_bytes(output_paths[name], b"")
+        _write_predictions(output_paths["predictions"], np.zeros(0, np.int16))
         record.update(status=NOT_CONVERTED, reason_not_made=str(error))
         write_json(output_paths["metrics"], record)
         return record
@@ -192,7 +196,9 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
     outputs, _ = predict(
         evaluation_interpreters(output_paths["tflite"], scheme, threads), dataset.x_test, settings["batch_size"]
     )
-    accuracy = float(np.mean(outputs.argmax(axis=1) == dataset.y_test))
+    predictions = outputs.argmax(axis=1)
+    _write_predictions(output_paths["predictions"], predictions)
+    accuracy = float(np.mean(predictions == dataset.y_test))
     micro = measure_micro(
         device, dataset.x_test[sample], dataset.y_test[sample], reference=flatbuffer, gate=settings["gate"]
     )
@@ -223,3 +229,8 @@ def run_recovery(scheme, paths, settings, threads, reason, output_paths):
         micro["status"],
     )
     return record
+
+
+def _write_predictions(path, predictions):
+    with atomic_path(path) as temporary:
+        np.save(temporary, np.asarray(predictions).astype(np.int16))

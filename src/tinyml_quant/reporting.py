@@ -381,13 +381,18 @@ def device_markdown(part):
 
 
 def choice_markdown(table, summary):
-    """Per dataset and model: the smallest variant TFLite Micro runs within a point of fp32, and where it cost most."""
+    """Per dataset and model: the smallest variant TFLite Micro runs within a point of fp32, and where it cost most.
+
+    ``table`` may hold the mixed-precision variants too (``ladder.with_mixed``): a variant is a candidate only
+    where it exists, and passes the gate, for every seed of its model.
+    """
     lines = [
         "## What to choose\n",
         f"Per model, the smallest variant (flash) that TensorFlow Lite Micro runs with LiteRT's outputs (the "
         "correctness gate: a variant that runs with wrong output is never chosen) and that stays within "
         f"{KEEPS_ACCURACY_POINTS:g} point of its fp32 model{' (mean over seeds)' if table.seed.nunique() > 1 else ''}, "
-        "and its least accurate quantized "
+        "among the grid's variants and the mixed-precision ones (`<scheme>_mixed`, the recovery ladder's: "
+        "where made for every seed), and its least accurate quantized "
         f"variant. A model whose test accuracy is not clearly above chance ({AT_CHANCE}: the 95 % Wilson interval "
         "of its Keras test accuracy reaches 1 / classes, what guessing scores) is recommended nothing.\n",
     ]
@@ -395,10 +400,17 @@ def choice_markdown(table, summary):
     runs = table.assign(runs=(table.tflm_status == RUNS) & (table.status == CONVERTED))
     every_seed = runs.groupby(["dataset", "model", "scheme"], observed=True).runs.all()
     runnable = set(every_seed[every_seed].index)
+    # A mixed variant exists only where a seed's plan asked for it: a mean over some seeds is no model's.
+    seeds = table.groupby(["dataset", "model"]).seed.nunique()
     rows = []
     for (dataset_name, model), part in summary.groupby(["dataset_name", "model"], sort=True):
         at_chance = bool(part.at_chance.any())
-        runs_there = np.array([(row.dataset, row.model, row.scheme) in runnable for row in part.itertuples()])
+        runs_there = np.array(
+            [
+                (row.dataset, row.model, row.scheme) in runnable and row.seeds == seeds[row.dataset, row.model]
+                for row in part.itertuples()
+            ]
+        )
         # Rounded so that a loss of exactly the limit is not "more" by a float's last bit.
         keeps = (part.change_mean.round(6) >= -KEEPS_ACCURACY_POINTS).to_numpy()
         candidates = part[runs_there & keeps]
@@ -840,12 +852,12 @@ def run_gather(inputs, parameters, outputs):
 
     ``inputs`` holds the record paths of every stage (``evaluations``, with
     their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``graphs``,
-    ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``,
+    ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``, ``qat_records``,
     ``calibrations``, ``npu_estimates``; each evaluation record names its predictions file); ``parameters``
     ``board_labels`` ({name: label}),
     ``cortex_m_latency``, ``mlperf_reference``, ``recovery_threshold_points``, the study's int8
     ``calibration_images`` and ``int4_weight_algorithm``; ``outputs``
-    ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``, ``int4_ranges_csv``.
+    ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``, ``int4_ranges_csv``, ``ladder_csv`` (``ladder``).
     """
     table = gather(
         inputs["evaluations"],
@@ -865,13 +877,18 @@ def run_gather(inputs, parameters, outputs):
         (predictions, labels),
     )
     npu = npu_table(inputs["npu_estimates"], parameters["board_labels"])
+    # The ladder builds on this module's tables: imported here, not at the top, where it would be circular.
+    from .ladder import gather_ladder, with_mixed
+
+    mixed, ladder_section = gather_ladder(inputs, parameters, outputs, table, predictions, labels)
+    choices = with_mixed(table, mixed)
     write_csv(outputs["csv"], table)
     write_csv(outputs["calibration_csv"], calibration)
     write_csv(outputs["npu_csv"], npu)
     sections = [
         "# Size and accuracy of every TFLite variant\n",
         warnings_markdown(table),
-        choice_markdown(table, summary),
+        choice_markdown(choices, seed_summary(choices)),
     ]
     tested = int(table.mcnemar_p.notna().sum())
     significant = int(table.significant.fillna(False).astype(bool).sum())
@@ -893,6 +910,7 @@ def run_gather(inputs, parameters, outputs):
         npu_markdown(npu, table),
         mlperf_markdown(table, parameters["cortex_m_latency"], parameters["mlperf_reference"]),
         recovery_markdown(inputs["recoveries"], parameters["recovery_threshold_points"]),
+        ladder_section,
         training_markdown(inputs["training_metrics"]),
         layer_error_markdown(inputs["layer_errors"]),
     ]

@@ -19,6 +19,7 @@ class Scheme:
     activations: str  # what its layers compute in
     calibrated: bool  # whether it needs representative training images
     qat_of: str = ""  # a QAT scheme: the post-training scheme whose grid it fine-tunes on and whose tool it uses
+    mixed_of: str = ""  # a mixed-precision variant: the scheme whose worst layers it raises one step
 
 
 SCHEME_LIST = (
@@ -86,6 +87,53 @@ EDGE_QUANTIZER_SCHEMES = tuple(s.name for s in SCHEME_LIST if s.tool == EDGE_QUA
 CALIBRATED_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.calibrated)
 # Schemes whose layers compute in integers, so that the per-layer error stage compares each layer with fp32.
 INTEGER_SCHEMES = tuple(scheme.name for scheme in SCHEME_LIST if scheme.activations.startswith("int"))
+
+# The mixed-precision variants of the recovery stage (tinyml_quant.recovery): a scheme's variant made again
+# with its worst layers one step up in precision, by that scheme's tool. Not schemes of the grid (the
+# deployment plan asks for them where a scheme loses accuracy), but variants every answer may choose.
+MIXED_SUFFIX = "_mixed"
+MIXED_LIST = (
+    Scheme(
+        f"{FULL_INTEGER}{MIXED_SUFFIX}",
+        CONVERTER,
+        "int8 per channel, the worst layers kept in float",
+        "float32 in the layers kept in float, int8 elsewhere",
+        True,
+        mixed_of=FULL_INTEGER,
+    ),
+    Scheme(
+        f"{PER_TENSOR}{MIXED_SUFFIX}",
+        EDGE_QUANTIZER,
+        "int8_per_tensor's, the worst layers per channel",
+        "int8",
+        True,
+        mixed_of=PER_TENSOR,
+    ),
+    Scheme(
+        f"{INT4}{MIXED_SUFFIX}", EDGE_QUANTIZER, "int4's, the worst 4-bit layers at 8 bits", "int8", True, mixed_of=INT4
+    ),
+    Scheme(
+        f"{LUT}{MIXED_SUFFIX}",
+        MICRO_COMPRESSION,
+        "int8_lut's, the worst layers neither binned nor compressed",
+        "int8",
+        False,
+        mixed_of=LUT,
+    ),
+)
+MIXED_SCHEMES = {scheme.mixed_of: scheme.name for scheme in MIXED_LIST}
+# Every variant's scheme, the grid's and the mixed ones, in the order the tables show them.
+VARIANT_SCHEMES = (*SCHEMES, *MIXED_SCHEMES.values())
+_VARIANT_BY_NAME = {scheme.name: scheme for scheme in (*SCHEME_LIST, *MIXED_LIST)}
+
+
+def describe(name):
+    """The ``Scheme`` of a variant's scheme name: a grid scheme's or a mixed-precision variant's."""
+    try:
+        return _VARIANT_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown scheme {name!r}; known: {list(VARIANT_SCHEMES)}") from None
+
 
 # The AI Edge Quantizer's algorithms for the ranges of the 4-bit weights (docs/schemes.md), as the
 # config names them (conversion.int4.weight_algorithm).
