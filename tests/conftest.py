@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tinyml_quant.fetch import MIRROR_BESIDE_WORKFLOW, dataset_mirror
+from tinyml_quant.fetch import (
+    MIRROR_BESIDE_WORKFLOW,
+    MODEL_MIRROR_BESIDE_WORKFLOW,
+    PUBLISHED_MODELS,
+    dataset_mirror,
+    model_mirror,
+)
 from tools.workflow import Workflow
 
 from synthetic import brightest_quadrant, fitted
@@ -103,6 +109,18 @@ def mirror():
         (path / "mnist").is_dir() and (path / "cifar10-jpeg").is_dir(),
         f"no offline dataset mirror at {path}",
         "set TINYML_DATASET_MIRROR to a folder laid out like ../shared/datasets",
+    )
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def published_mirror():
+    """The offline mirror of the published models, found as the workflow finds it (fetch.model_mirror)."""
+    path = Path(model_mirror("", REPOSITORY) or REPOSITORY.parent / MODEL_MIRROR_BESIDE_WORKFLOW)
+    require(
+        all((path / model.mirror_folder).is_dir() for model in PUBLISHED_MODELS.values()),
+        f"no offline model mirror at {path}",
+        "set TINYML_MODEL_MIRROR to a folder laid out like ../shared/models",
     )
     return path.resolve()
 
