@@ -262,7 +262,7 @@ def test_smoke_run_reports_every_variant(smoke_run):
         "## What to choose",
         "## Calibration size",
         "## On an Ethos-U NPU",
-        "## MLPerf Tiny's reference row: `resnet8`",
+        "## MLPerf Tiny's reference model: published, measured here, and trained here",
         "## Training: the last epoch",
         "## Where the quantization error is",
         "## What buys the accuracy back",
@@ -291,6 +291,9 @@ def test_mlperfs_pretrained_model_and_its_own_int8_file_score_as_on_the_jpeg_cop
     )
     assert own["test_images"] == 300 and own["accuracy"] > 0.6 and own["input_type"] == "int8"
     assert own["accuracy_ci_low"] < own["accuracy"] < own["accuracy_ci_high"] and own["agreement_with_fp32"] > 0.8
+    markdown = (study / "reports" / "results.md").read_text()
+    section = markdown.split("## MLPerf Tiny's reference model")[1].split("\n## ")[0]
+    assert "its own int8 file (pretrainedResnet_quant.tflite)" in section and "on shifted data" in section
 
 
 @pytest.mark.e2e
