@@ -58,6 +58,12 @@ INSTANCES = study.study_instances(config)
 TRAINED_MODELS = sorted(config["trained_models"])
 # The instances of the built-in models, which are trained here.
 TRAINED_HERE = [instance for instance in INSTANCES if instance[1] in ARCHITECTURES]
+# The published models the study imports (fetched from their pinned commits or the model mirror),
+# and the instances of those that come with their publisher's own int8 file, evaluated as it is.
+PUBLISHED_IN_STUDY = sorted(
+    {study.published_model(config, model) for model in TRAINED_MODELS} - {None}
+)
+PUBLISHED_INT8 = study.published_int8_instances(config)
 
 
 def study_path(relative):
@@ -132,6 +138,34 @@ def every_model(pattern, trained_here=None):
         model=[model for _, model, _ in instances],
         seed=[seed for _, _, seed in instances],
     )
+
+
+def every_published_int8(pattern):
+    """``pattern`` for every instance whose published model has its own int8 file."""
+    return expand(
+        pattern,
+        zip,
+        dataset=[dataset for dataset, _, _ in PUBLISHED_INT8],
+        model=[model for _, model, _ in PUBLISHED_INT8],
+        seed=[seed for _, _, seed in PUBLISHED_INT8],
+    )
+
+
+def published_manifest(wildcards):
+    """The manifest of the published model this trained model is imported from."""
+    return one(
+        expand(
+            rules.fetch_published_model.output.manifest,
+            published=study.published_model(config, wildcards.model),
+        )
+    )
+
+
+def trained_model_source(wildcards):
+    """What a trained model is imported from: its file, or its published model's manifest."""
+    if study.published_model(config, wildcards.model):
+        return published_manifest(wildcards)
+    return config["trained_models"][wildcards.model]["file"]
 
 
 def every_variant(pattern, schemes=None):
@@ -228,7 +262,9 @@ def grid_benchmarks(wildcards):
     return [
         *expand(per_dataset, dataset=config["datasets"]),
         *every_model(rules.train_model.benchmark, trained_here=True),
+        *expand(rules.fetch_published_model.benchmark, published=PUBLISHED_IN_STUDY),
         *every_model(rules.import_model.benchmark, trained_here=False),
+        *every_published_int8(rules.evaluate_published_int8.benchmark),
         *every_variant(rules.convert_model.benchmark, schemes_of(CONVERTER_SCHEMES)),
         *every_variant(
             rules.quantize_model.benchmark, schemes_of(EDGE_QUANTIZER_SCHEMES)

@@ -16,6 +16,9 @@ rule gather_results:
         micro_measurements=every_variant(rules.measure_micro.output.micro),
         latencies=every_variant(rules.measure_latency.output.latency),
         training_metrics=every_model(rules.train_model.output.metrics),
+        published_int8=every_published_int8(
+            rules.evaluate_published_int8.output.metrics
+        ),
         layer_errors=every_variant(rules.layer_error.output.csv, LAYER_ERROR_SCHEMES),
         recoveries=every_recovery,
         # Named by the records: the recovery ladder tests each mixed variant's change on the same images.

@@ -1,4 +1,5 @@
-# Models: the built-in architectures are trained here; your own trained models are imported.
+# Models: the built-in architectures are trained here; trained models are imported: your own files, or
+# published models fetched from their pinned commits (or the model mirror), each file checked by SHA-256.
 #
 # Resources cover the default run's peaks (one thread each, 2-core machine) with
 # margin: reports/stage_costs.md sets them side by side. The paper preset
@@ -39,10 +40,33 @@ rule train_model:
         "../scripts/train_model.py"
 
 
+rule fetch_published_model:
+    output:
+        manifest=study_path("models/published/{published}/manifest.json"),
+    log:
+        study_path("logs/fetch_published_model/{published}.log"),
+    benchmark:
+        study_path("benchmarks/fetch_published_model/{published}.tsv")
+    wildcard_constraints:
+        published=any_of(PUBLISHED_IN_STUDY),
+    conda:
+        "../envs/tinyml.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        mirror=config["data"]["model_mirror"],
+        download_folder="data/downloads",
+    script:
+        "../scripts/fetch_published_model.py"
+
+
 rule import_model:
     input:
         dataset=rules.prepare_dataset.output.prepared,
-        trained=lambda wildcards: config["trained_models"][wildcards.model]["file"],
+        # The model's file, or the manifest of the published model it is.
+        trained=trained_model_source,
     output:
         model=study_path("models/{dataset}/{model}/seed{seed}/model.keras"),
         metrics=study_path("models/{dataset}/{model}/seed{seed}/test_metrics.json"),
@@ -59,6 +83,7 @@ rule import_model:
         mem_mb=4000,
         runtime=30,
     params:
+        published=lambda wildcards: study.published_model(config, wildcards.model),
         input_scale=lambda wildcards: config["trained_models"][wildcards.model].get(
             "input_scale", 1.0
         ),

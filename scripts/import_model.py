@@ -15,4 +15,5 @@ with output_to_log(snakemake.log[0]):
         model_path=snakemake.output.model,
         metrics_path=snakemake.output.metrics,
         seed=int(snakemake.wildcards.seed),
+        published=snakemake.params.published,
     )

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tinyml_quant.fetch import MIRROR_BESIDE_WORKFLOW, dataset_mirror
+from tinyml_quant.fetch import (
+    MIRROR_BESIDE_WORKFLOW,
+    MODEL_MIRROR_BESIDE_WORKFLOW,
+    PUBLISHED_MODELS,
+    dataset_mirror,
+    model_mirror,
+)
 from tools.workflow import Workflow
 
 from synthetic import brightest_quadrant, fitted
@@ -108,8 +114,47 @@ def mirror():
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, mirror):
-    """The smoke preset run end to end once, in a copy of the workflow; tests must not change it."""
+def cifar10_sample(mirror):
+    """Three test images of each CIFAR-10 class, read from the dataset mirror (the JPEG copy), as a prepared dataset."""
+    import numpy as np
+
+    from tinyml_quant.datasets import PreparedDataset
+    from tinyml_quant.fetch import BUILTIN_DATASETS
+    from tinyml_quant.readers import decode_image, iter_files
+
+    cifar10 = BUILTIN_DATASETS["cifar10"]
+    picked = {name: [] for name in cifar10.class_names}
+    for member, content in iter_files(mirror / cifar10.mirror.mirror_folder / cifar10.mirror.files[0].name):
+        split, label, _ = ([None] * 3 + member.split("/"))[-3:]
+        if content is not None and split == "test" and len(picked[label]) < 3:
+            picked[label].append(decode_image(content, member))
+        if all(len(images) == 3 for images in picked.values()):
+            break
+    images = np.stack([image for name in cifar10.class_names for image in picked[name]])
+    labels = np.repeat(np.arange(len(cifar10.class_names)), 3)
+    provenance = {"dataset": "cifar10", "name": "cifar10 (jpeg mirror)"}
+    return PreparedDataset(images, labels, images, labels, list(cifar10.class_names), provenance)
+
+
+@pytest.fixture(scope="session")
+def published_mirror():
+    """The offline mirror of the published models, found as the workflow finds it (fetch.model_mirror)."""
+    path = Path(model_mirror("", REPOSITORY) or REPOSITORY.parent / MODEL_MIRROR_BESIDE_WORKFLOW)
+    require(
+        all((path / model.mirror_folder).is_dir() for model in PUBLISHED_MODELS.values()),
+        f"no offline model mirror at {path}",
+        "set TINYML_MODEL_MIRROR to a folder laid out like ../shared/models",
+    )
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, mirror, published_mirror):
+    """The smoke preset run end to end once, in a copy of the workflow; tests must not change it.
+
+    Its grid holds MLPerf Tiny's pretrained model, read from the model mirror (the copy finds it as
+    ``published_mirror`` does: ``tools.workflow.Workflow``).
+    """
     workflow = Workflow.copy(tmp_path_factory.mktemp("smoke"), mirror)
     workflow.run("--cores", "2", *SMOKE)
     return workflow

@@ -201,6 +201,29 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
         ({"image_folders": {"parts": {"source": "missing.tar.gz"}}}, "image_folders.parts.source:"),
         ({"image_folders": {"parts": {"source": "http://example.org/parts.rar"}}}, "is not a .tar.gz, .tgz or .zip"),
         ({"trained_models": {"mine": {"file": "missing.keras", "dataset": "mnist"}}}, "trained_models.mine.file:"),
+        (
+            {"trained_models": {"mine": {"dataset": "mnist"}}},
+            "trained_models.mine: give either file (your model) or published (one of ['mlperf_tiny_resnet8'])",
+        ),
+        (
+            {"trained_models": {"mlperf_resnet8": {"file": "mine.keras"}}},
+            "trained_models.mlperf_resnet8: give either file (your model) or published",
+        ),
+        (
+            {"trained_models": {"mine": {"published": "mlperf_tiny_resnet9", "dataset": "cifar10"}}},
+            "trained_models.mine.published: 'mlperf_tiny_resnet9' is not a published model; did you mean "
+            "'mlperf_tiny_resnet8'? known: ['mlperf_tiny_resnet8']",
+        ),
+        (
+            {"mlperf_reference": {"pretrained_model": "custom"}},
+            "mlperf_reference.pretrained_model: 'custom' is not a published model of trained_models "
+            "(['mlperf_resnet8'])",
+        ),
+        (
+            {"trained_models": {"mlperf_resnet8": {"dataset": "mnist"}}},
+            "mlperf_reference.pretrained_model: 'mlperf_resnet8' runs on 'mnist' (trained_models.mlperf_resnet8."
+            "dataset), not on the benchmark's dataset 'cifar10'",
+        ),
     ],
 )
 def test_config_checks_refuse_what_the_schema_cannot_see(change, culprit):
@@ -216,7 +239,7 @@ def test_every_problem_is_listed_in_one_error():
         "invalid configuration:\n"
         "  datasets: 'svhn' is neither built-in (['cifar10', 'mnist']) nor declared in image_folders ([])\n"
         "  models: 'vgg' is neither built-in "
-        f"({sorted(ARCHITECTURES)}) nor declared in trained_models ([])"
+        f"({sorted(ARCHITECTURES)}) nor declared in trained_models (['mlperf_resnet8'])"
     )
 
 
@@ -259,11 +282,47 @@ def test_no_mirror_stays_no_mirror(tmp_path):
 def test_a_trained_model_must_name_a_dataset_of_the_study(tmp_path):
     (tmp_path / "mine.keras").write_bytes(b"")
     change = {"models": ["mine"], "trained_models": {"mine": {"file": "mine.keras", "dataset": "cifar10"}}}
-    with pytest.raises(study.ConfigError, match="trained_models.mine.dataset: 'cifar10' is not in datasets"):
+    with pytest.raises(
+        study.ConfigError,
+        match="trained_models.mine.dataset: 'cifar10' is not in datasets \\['mnist'\\]; the model runs on that "
+        "dataset only: list it in datasets or take 'mine' out of models",
+    ):
         checked({**change, "datasets": ["mnist"]}, tmp_path)
     config = checked(change, tmp_path)
     assert study.study_pairs(config) == [("cifar10", "mine")]
     assert config["trained_models"]["mine"]["file"] == str(tmp_path / "mine.keras")
+
+
+def test_mlperf_tinys_pretrained_model_is_a_published_model_of_the_default_grid_on_cifar10_only(tmp_path):
+    config = checked({}, tmp_path)
+    assert config["trained_models"]["mlperf_resnet8"]["published"] == "mlperf_tiny_resnet8"
+    assert "file" not in config["trained_models"]["mlperf_resnet8"]  # fetched by its own job, not a local path
+    pairs = study.study_pairs(config)
+    assert ("cifar10", "mlperf_resnet8") in pairs and ("mnist", "mlperf_resnet8") not in pairs
+    assert study.published_model(config, "mlperf_resnet8") == "mlperf_tiny_resnet8"
+    assert study.published_model(config, "resnet8") is None
+    # Its own int8 file is evaluated under the seed the imported model appears under, the first.
+    seeds = checked({"seeds": [7, 8]}, tmp_path)
+    assert study.published_int8_instances(seeds) == [("cifar10", "mlperf_resnet8", "7")]
+    assert study.published_int8_instances(checked({"models": ["resnet8"]}, tmp_path)) == []
+    # A study without CIFAR-10 leaves it out; your own model named for a dataset not studied is refused (below).
+    without = checked({"datasets": ["mnist"]}, tmp_path)
+    assert "mlperf_resnet8" in without["models"] and not study.published_int8_instances(without)
+    assert {model for _, model in study.study_pairs(without)} == set(ARCHITECTURES)
+    # No MLPerf model named: nothing else is asked of it.
+    checked({"mlperf_reference": {"pretrained_model": None}, "models": ["resnet8"]}, tmp_path)
+
+
+def test_the_model_mirror_is_the_variable_then_the_setting_made_absolute(tmp_path):
+    resolve = study.resolve
+    assert resolve(merged({}), tmp_path, tmp_path, {})["data"]["model_mirror"] == ""
+    assert resolve(merged({"data": {"model_mirror": "m"}}), tmp_path, tmp_path, {})["data"]["model_mirror"] == str(
+        tmp_path / "m"
+    )
+    variable = {"TINYML_MODEL_MIRROR": str(tmp_path / "v")}
+    assert resolve(merged({"data": {"model_mirror": "m"}}), tmp_path, tmp_path, variable)["data"]["model_mirror"] == (
+        str(tmp_path / "v")
+    )
 
 
 def test_a_folder_source_takes_no_checksum(tmp_path):

@@ -254,3 +254,48 @@ def test_the_evaluation_record_gives_the_mean_invoke_time_per_image(trained, fla
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     predictions = np.load(tmp_path / "p.npy", allow_pickle=False)
     assert predictions.dtype == np.int16 and len(predictions) == 100
+
+
+def test_mlperf_tinys_own_int8_file_is_evaluated_as_published(tmp_path, published_mirror, cifar10_sample):
+    """Its int8 input (scale 1, zero point -128) takes the raw pixels; the record has the accuracy, its Wilson
+    interval, the test images, the file's pinned checksum, and the agreement with the fp32 predictions given."""
+    from tinyml_quant.datasets import save_prepared
+    from tinyml_quant.evaluation import run_published_evaluation
+    from tinyml_quant.fetch import PUBLISHED_MODELS, fetch_published_model
+    from tinyml_quant.statistics import wilson_interval
+
+    model = PUBLISHED_MODELS["mlperf_tiny_resnet8"]
+    sample = cifar10_sample
+    fetch_published_model("mlperf_tiny_resnet8", tmp_path / "manifest.json", mirror=str(published_mirror))
+    save_prepared(
+        tmp_path / "d.npz",
+        sample.x_train,
+        sample.y_train,
+        sample.x_test,
+        sample.y_test,
+        sample.class_names,
+        sample.provenance,
+    )
+    # MLPerf's own fp32 file's predictions, as the study's fp32 variant of the imported model gives them.
+    fp32 = load_interpreter(published_mirror / model.mirror_folder / model.fp32_file)
+    reference = predict(fp32, sample.x_test, 10)[0].argmax(axis=1)
+    np.save(tmp_path / "fp32.npy", reference.astype(np.int16))
+    variant = {"dataset": "cifar10", "model": "mlperf_resnet8", "seed": 42, "scheme": "int8"}
+    record = run_published_evaluation(
+        tmp_path / "manifest.json",
+        tmp_path / "d.npz",
+        variant,
+        1,
+        250,
+        tmp_path / "m.json",
+        tmp_path / "p.npy",
+        tmp_path / "fp32.npy",
+    )
+    predictions = np.load(tmp_path / "p.npy")
+    correct = int((predictions == sample.y_test).sum())
+    assert record["accuracy"] == correct / 30 and record["test_images"] == 30 and correct >= 18  # about 80 %
+    assert (record["accuracy_ci_low"], record["accuracy_ci_high"]) == wilson_interval(correct, 30)
+    assert record["agreement_with_fp32"] == np.mean(predictions == reference) >= 0.8
+    assert record["input_type"] == "int8" and record["file"] == model.int8_file
+    assert record["sha256"] == next(source.sha256 for source in model.files if source.name == model.int8_file)
+    assert {key: record[key] for key in variant} == variant and record["predictions_file"] == "p.npy"

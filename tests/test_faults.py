@@ -31,8 +31,9 @@ from conftest import SMOKE, SMOKE_STUDY, SMOKE_SUBSET
 from synthetic import write_variant
 
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
-# The smoke study's variants: its 2 datasets x 6 models, one seed, every scheme.
-SMOKE_VARIANTS = 2 * 6 * len(load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"])
+# The smoke study's variants: its 2 datasets x 6 built-in models and MLPerf Tiny's pretrained model on
+# CIFAR-10, one seed, every scheme.
+SMOKE_VARIANTS = (2 * 6 + 1) * len(load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"])
 
 # --------------------------------------------------------------------------- downloads
 
@@ -61,7 +62,9 @@ def serve_as_official(monkeypatch, base_url, name, expected_content, checksum_of
     )
     mnist = fetch.BUILTIN_DATASETS["mnist"]
     monkeypatch.setitem(
-        fetch.BUILTIN_DATASETS, "mnist", BuiltinDataset(mnist.class_names, official, mnist.mirror, mnist.train_images)
+        fetch.BUILTIN_DATASETS,
+        "mnist",
+        BuiltinDataset(mnist.class_names, official, mnist.mirror, mnist.train_images, mnist.test_images),
     )
 
 
@@ -116,6 +119,50 @@ def test_unreachable_host_names_the_file_and_the_mirror_setting(tmp_path, monkey
     with pytest.raises(DatasetError, match="could not download missing.bin.*TINYML_DATASET_MIRROR"):
         fetch.fetch_builtin("mnist", tmp_path / "m" / "manifest.json", download_folder=tmp_path / "cache")
     assert not (tmp_path / "m").exists()
+
+
+def serve_as_published(monkeypatch, base_url, name, expected_content):
+    """A published model of one file ``name`` at ``base_url``, pinned to ``expected_content``."""
+    model = fetch.PublishedModel(
+        description="a published model",
+        origin="owner/name commit 0000000, models",
+        files=(SourceFile(name, hashlib.sha256(expected_content).hexdigest()),),
+        urls=(base_url,),
+        mirror_folder="published",
+        keras_file=name,
+    )
+    monkeypatch.setitem(fetch.PUBLISHED_MODELS, "published", model)
+
+
+def test_a_published_model_is_downloaded_from_its_pinned_url_and_a_wrong_file_is_refused_by_name(
+    tmp_path, monkeypatch, file_server
+):
+    folder, base_url = file_server
+    (folder / "model.h5").write_bytes(b"the published weights")
+    serve_as_published(monkeypatch, base_url, "model.h5", b"the published weights")
+    cache = tmp_path / "cache"
+    manifest = fetch.fetch_published_model("published", tmp_path / "m.json", download_folder=cache)
+    cached = cache / fetch.MODEL_DOWNLOADS / "published" / "model.h5"
+    assert manifest["files"]["model.h5"]["origin"] == base_url + "model.h5" and cached.is_file()
+    assert fetch.published_path(manifest, "model.h5") == cached.resolve()
+    # Another study reads the cached file, checked again, and downloads nothing.
+    (folder / "model.h5").unlink()
+    again = fetch.fetch_published_model("published", tmp_path / "n.json", download_folder=cache)
+    assert again["files"]["model.h5"]["origin"].startswith("cached download")
+    # Not the pinned file: refused, named, and the download deleted; no manifest.
+    cached.unlink()
+    (folder / "model.h5").write_bytes(b"other weights")
+    with pytest.raises(DatasetError, match=r"model.h5: checksum mismatch for the file: sha256 [0-9a-f]{64}, expected"):
+        fetch.fetch_published_model("published", tmp_path / "o.json", download_folder=cache)
+    assert not cached.exists() and not (tmp_path / "o.json").exists()
+
+
+def test_an_unreachable_published_model_names_the_model_mirror_setting(tmp_path, monkeypatch, file_server):
+    _, base_url = file_server
+    serve_as_published(monkeypatch, base_url, "missing.h5", b"anything")
+    with pytest.raises(DatasetError, match="could not download missing.h5.*data.model_mirror or TINYML_MODEL_MIRROR"):
+        fetch.fetch_published_model("published", tmp_path / "m.json", download_folder=tmp_path / "cache")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_an_image_folder_url_is_downloaded_verified_and_marked_unverified_without_a_checksum(tmp_path, file_server):

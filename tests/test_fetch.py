@@ -71,3 +71,54 @@ def test_the_mirror_is_the_variable_then_the_setting_then_the_folder_beside_the_
     # Set but empty (or blank) counts as unset.
     assert dataset_mirror("/configured", workflow, {"TINYML_DATASET_MIRROR": "  "}) == "/configured"
     assert dataset_mirror("", workflow, {"TINYML_DATASET_MIRROR": ""}) == str(tmp_path / "shared" / "datasets")
+
+
+def test_a_published_models_files_are_read_from_the_mirror_and_each_checked(tmp_path, published_mirror):
+    model = fetch.PUBLISHED_MODELS["mlperf_tiny_resnet8"]
+    manifest = fetch.fetch_published_model("mlperf_tiny_resnet8", tmp_path / "m.json", mirror=str(published_mirror))
+    assert set(manifest["files"]) == {source.name for source in model.files}
+    for source in model.files:
+        record = manifest["files"][source.name]
+        assert record["verified"] and record["sha256"] == source.sha256
+        assert hashlib.sha256((published_mirror / model.mirror_folder / source.name).read_bytes()).hexdigest() == (
+            source.sha256
+        )
+    assert fetch.published_path(manifest, model.keras_file) == published_mirror / model.mirror_folder / model.keras_file
+
+
+def test_a_published_models_file_that_is_not_the_pinned_one_is_refused_by_name(tmp_path, published_mirror):
+    model = fetch.PUBLISHED_MODELS["mlperf_tiny_resnet8"]
+    fake = tmp_path / "mirror" / model.mirror_folder
+    fake.mkdir(parents=True)
+    for source in model.files:
+        (fake / source.name).symlink_to(published_mirror / model.mirror_folder / source.name)
+    # Another int8 file of the same size: MLPerf's own fp32 file truncated.
+    (fake / model.int8_file).unlink()
+    (fake / model.int8_file).write_bytes(
+        (published_mirror / model.mirror_folder / model.fp32_file).read_bytes()[:98496]
+    )
+    with pytest.raises(
+        DatasetError, match=rf"{model.int8_file}: checksum mismatch for the file: sha256 [0-9a-f]{{64}}, "
+    ):
+        fetch.fetch_published_model("mlperf_tiny_resnet8", tmp_path / "m.json", mirror=str(tmp_path / "mirror"))
+    assert not (tmp_path / "m.json").exists()
+    # A file changed after the fetch is refused where it is read.
+    manifest = fetch.fetch_published_model("mlperf_tiny_resnet8", tmp_path / "n.json", mirror=str(published_mirror))
+    manifest["files"][model.keras_file]["path"] = str(fake / model.int8_file)
+    with pytest.raises(DatasetError, match=rf"{model.int8_file}: checksum mismatch: .* \(changed since fetch\)"):
+        fetch.published_path(manifest, model.keras_file)
+
+
+def test_the_model_mirror_is_the_variable_then_the_setting_then_the_folder_beside_the_workflow(tmp_path):
+    workflow = tmp_path / "checkout"
+    workflow.mkdir()
+    assert fetch.model_mirror("", workflow, {}) == ""  # nothing anywhere: download from the pinned commits
+    (tmp_path / "shared" / "models").mkdir(parents=True)
+    assert fetch.model_mirror("", workflow, {}) == ""  # a folder without any published model's files
+    (tmp_path / "shared" / "models" / fetch.PUBLISHED_MODELS["mlperf_tiny_resnet8"].mirror_folder).mkdir()
+    assert fetch.model_mirror("", workflow, {}) == str(tmp_path / "shared" / "models")
+    assert fetch.model_mirror("/configured", workflow, {}) == "/configured"
+    assert fetch.model_mirror("/configured", workflow, {"TINYML_MODEL_MIRROR": "/variable"}) == "/variable"
+    assert fetch.model_mirror("/configured", workflow, {"TINYML_MODEL_MIRROR": " "}) == "/configured"
+    # The dataset mirror's variable is not the model mirror's.
+    assert fetch.model_mirror("", workflow, {"TINYML_DATASET_MIRROR": "/d"}) == str(tmp_path / "shared" / "models")

@@ -38,6 +38,7 @@ def study_records(
     paths.update(datasets=[folder / "toy.npz"], predictions=[], layer_errors=[], recoveries=[], calibrations=[])
     paths["qat_records"] = []
     paths["calibration_predictions"] = []
+    paths["published_int8"] = []
     paths["npu_estimates"] = []
     for model, trained in models.items():
         base = {"dataset": dataset, "dataset_name": "toy (test)", "model": model, "seed": 1}
@@ -285,20 +286,39 @@ def cells(line):
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def test_the_reference_row_holds_the_published_accuracy_beside_the_studys(tmp_path):
+def test_the_mlperf_table_holds_the_published_figures_mlperfs_model_measured_here_and_the_studys(tmp_path):
+    """Through ``run_gather``: MLPerf's own int8 file's record joins the table by its key."""
+    from tinyml_quant.mlperf import HEADING
+    from tinyml_quant.statistics import wilson_interval
+
     config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())["mlperf_reference"]
-    paths = study_records(tmp_path, {config["model"]: TRAINED}, dataset=config["dataset"])
+    pretrained = {**IMPORTED, "source": "imported: MLPerf Tiny's pretrained ResNet-8", "warning": None}
+    models = {config["model"]: {**TRAINED, "settings": {"epochs": 30}}, config["pretrained_model"]: pretrained}
+    paths = study_records(tmp_path, models, dataset=config["dataset"])
+    low, high = wilson_interval(150, 200)
+    own = {"dataset": config["dataset"], "model": config["pretrained_model"], "seed": 1, "scheme": "int8"}
+    own |= {"accuracy": 0.75, "accuracy_ci_low": low, "accuracy_ci_high": high, "file": "own_int8.tflite"}
+    paths["published_int8"] = [write(tmp_path / "published" / "int8.json", own)]
     _, markdown = gathered(tmp_path, paths)
-    section = markdown[markdown.index(f"## MLPerf Tiny's reference row: `{config['model']}`") :].split("\n## ")[0]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if "|" in line]
-    published = config["published_accuracy"]
-    assert [
-        "MLPerf Tiny (published)",
-        f"{100 * published['fp32']:.2f}",
-        f"{100 * published['int8']:.2f}",
-        "yes",
-    ] in rows
-    assert ["this study", "100.00", "99.00", "yes"] in rows  # int8 here: 2 of 200 images wrong
+    section = markdown[markdown.index(HEADING) :].split("\n## ")[0]
+    rows = [cells(line) for line in section.splitlines() if line.startswith("| ")][1:]
+    study_fp32, study_int8 = wilson_interval(200, 200), wilson_interval(198, 200)  # int8: 2 of 200 images wrong
+
+    def shown(accuracy, interval):
+        return f"{100 * accuracy:.2f} [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
+
+    assert [row[0] for row in rows] == [
+        "published by MLPerf Tiny",
+        f"`{config['pretrained_model']}`: MLPerf's pretrained model, its own int8 file (own_int8.tflite)",
+        f"`{config['pretrained_model']}`: MLPerf's pretrained model, this study's int8 of its weights",
+        f"`{config['model']}` trained here",
+    ]
+    assert rows[1][3:] == [shown(1.0, study_fp32), shown(0.75, (low, high)), "no"]
+    assert rows[2][3:] == rows[3][3:] == [shown(1.0, study_fp32), shown(0.99, study_int8), "yes"]
+    assert rows[3][2] == "30 (this study's recipe)" and rows[1][1] == "toy (test), 200"
+    assert rows[0][3] == shown(config["published_accuracy"]["fp32"], wilson_interval(8720, 10_000))
+    # The Cortex-M range's check follows, as its own section.
+    assert markdown.index(HEADING) < markdown.index("## How far to trust the Cortex-M range")
 
 
 def test_a_mixed_variant_that_could_not_be_made_shows_why(tmp_path):

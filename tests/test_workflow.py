@@ -24,8 +24,11 @@ from tools.workflow import Workflow
 
 from conftest import REPOSITORY, SMOKE, SMOKE_STUDY
 
-MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet8", "resnet_v1", "resnet_v2"]
-INSTANCES = 2 * len(MODELS)  # the smoke preset's datasets x models, one seed
+MODELS = ["custom", "mobilenet_v1", "mobilenet_v2", "resnet8", "resnet_v1", "resnet_v2"]  # the built-in ones
+# MLPerf Tiny's pretrained ResNet-8, imported from the model mirror: on CIFAR-10 only.
+MLPERF_MODEL = "mlperf_resnet8"
+TRAINED_INSTANCES = 2 * len(MODELS)  # the smoke preset's datasets x built-in models, one seed
+INSTANCES = TRAINED_INSTANCES + 1  # and MLPerf's model
 # The study's schemes: config.yaml's, which the smoke preset keeps (int8_qat is on request only).
 SCHEMES = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["schemes"]
 VARIANTS = INSTANCES * len(SCHEMES)
@@ -101,7 +104,10 @@ def test_dry_run_plans_the_whole_grid(tmp_path):
     assert rules == {
         "fetch_dataset": 2,
         "prepare_dataset": 2,
-        "train_model": INSTANCES,
+        "fetch_published_model": 1,
+        "train_model": TRAINED_INSTANCES,
+        "import_model": 1,
+        "evaluate_published_int8": 1,
         **{rule: jobs * INSTANCES for rule, jobs in CONVERTER_RULE_JOBS.items()},
         **dict.fromkeys(VARIANT_RULES, VARIANTS),
         "layer_error": INSTANCES * VELA_SCHEMES,
@@ -251,13 +257,16 @@ def test_smoke_run_reports_every_variant(smoke_run):
     # A variant a tool refuses is a row with the tool's reason, not a hole in the table.
     refused = results[results.status != "converted"]
     left_out = results.reason.fillna("").str.startswith("no QAT variant: qat.models [")
-    assert set(results[left_out].model) == set(MODELS) - set(QAT_MODELS)
+    assert set(results[left_out].model) == {*MODELS, MLPERF_MODEL} - set(QAT_MODELS)
     assert (refused.status == "not converted").all()
     assert refused[~left_out].reason.str.startswith("TFLite Micro compression").all()
     # Every variant evaluated saw the whole test sample; one never made has neither images nor accuracy.
     assert (results[results.accuracy.notna()].test_images == 300).all()
     assert results[left_out][["test_images", "accuracy"]].isna().all().all()
-    assert (results.model_source == "trained here").all()
+    trained = results.model != MLPERF_MODEL
+    assert (results[trained].model_source == "trained here").all()
+    assert results[~trained].model_source.str.startswith("imported: MLPerf Tiny's pretrained ResNet-8").all()
+    assert set(results[~trained].dataset) == {"cifar10"}
     figures = smoke_run.study(SMOKE_STUDY) / "reports" / "figures"
     for name in (*FIGURES, "tradeoff_mnist", "tradeoff_cifar10"):
         assert (figures / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
@@ -269,7 +278,7 @@ def test_smoke_run_reports_every_variant(smoke_run):
         "## What to choose",
         "## Calibration size",
         "## On an Ethos-U NPU",
-        "## MLPerf Tiny's reference row: `resnet8`",
+        "## MLPerf Tiny's reference model: published, measured here, and trained here",
         "## Training: the last epoch",
         "## Where the quantization error is",
         "## What buys the accuracy back",
@@ -286,6 +295,22 @@ def test_the_smoke_models_learn(smoke_run):
     fp32 = smoke_results(smoke_run).query("scheme == 'fp32'").set_index(["dataset", "model"])
     # Ten classes: chance is 10 %; three short epochs on 720 images reach well above it.
     assert (fp32.accuracy.loc["mnist"] > 0.2).sum() >= 4, fp32.accuracy
+
+
+@pytest.mark.e2e
+def test_mlperfs_pretrained_model_and_its_own_int8_file_score_as_on_the_jpeg_copy(smoke_run):
+    """Raw pixels in, as MLPerf trained it: about 79 % of the JPEG copy's test images (a wrong scale: chance)."""
+    study = smoke_run.study(SMOKE_STUDY)
+    results = smoke_results(smoke_run).set_index(["dataset", "model", "scheme"])
+    assert results.loc[("cifar10", MLPERF_MODEL, "fp32"), "accuracy"] > 0.6
+    own = yaml.safe_load(
+        (study / "evaluate_published" / "cifar10" / MLPERF_MODEL / f"seed{SEED}" / "int8.json").read_text()
+    )
+    assert own["test_images"] == 300 and own["accuracy"] > 0.6 and own["input_type"] == "int8"
+    assert own["accuracy_ci_low"] < own["accuracy"] < own["accuracy_ci_high"] and own["agreement_with_fp32"] > 0.8
+    markdown = (study / "reports" / "results.md").read_text()
+    section = markdown.split("## MLPerf Tiny's reference model")[1].split("\n## ")[0]
+    assert "its own int8 file (pretrainedResnet_quant.tflite)" in section and "on shifted data" in section
 
 
 @pytest.mark.e2e
@@ -649,9 +674,13 @@ def test_one_datasets_training_change_reruns_only_its_chain(smoke_run):
     change = smoke_run.write_config("dataset", {"training": {"per_dataset": {"cifar10": {"learning_rate": 0.02}}}})
     jobs = smoke_run.planned(*SMOKE, change)
     assert all("dataset=cifar10" in wildcards for _, wildcards in jobs if "dataset=" in wildcards)
-    assert _per_model(jobs)["train_model"] == len(MODELS) and _per_model(jobs)["evaluate_model"] == len(SCHEMES) * len(
-        MODELS
+    # The pretrained model's QAT variants too: its fine-tuning takes CIFAR-10's recipe.
+    qat = CONVERTER_RULE_JOBS["convert_qat"]
+    assert (
+        _per_model(jobs)["train_model"] == len(MODELS)
+        and _per_model(jobs)["evaluate_model"] == len(SCHEMES) * len(MODELS) + qat
     )
+    assert _per_model(jobs)["finetune_qat"] == qat * (len(MODELS) + 1)
 
 
 @pytest.mark.e2e

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from tinyml_quant.fetch import MIRROR_VARIABLE
+from tinyml_quant.fetch import MIRROR_VARIABLE, MODEL_MIRROR_VARIABLE, model_mirror
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "report", "profiles")
@@ -75,13 +75,21 @@ def read_job_log(path):
 
 
 class Workflow:
-    """A folder holding the workflow, where Snakemake runs with a given dataset mirror."""
+    """A folder holding the workflow, where Snakemake runs with a given dataset mirror.
 
-    def __init__(self, folder, mirror=None):
+    A copy lies elsewhere than the checkout, so it finds the published models' mirror through
+    ``TINYML_MODEL_MIRROR``: the one this checkout finds (``fetch.model_mirror``), unless
+    ``model_mirror_folder`` names another.
+    """
+
+    def __init__(self, folder, mirror=None, model_mirror_folder=None):
         self.folder = Path(folder)
         self.environment = dict(os.environ)
         if mirror is not None:
             self.environment[MIRROR_VARIABLE] = str(mirror)
+        models = model_mirror_folder or model_mirror("", REPOSITORY, self.environment)
+        if models:
+            self.environment[MODEL_MIRROR_VARIABLE] = str(models)
         # The joblist plugin is found by its module name on the path.
         self.environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOOLS), os.environ.get("PYTHONPATH")]))
 

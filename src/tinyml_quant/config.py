@@ -16,7 +16,7 @@ import yaml
 from .architectures import ARCHITECTURES, check_knobs
 from .backends import BACKENDS, INSTALL, backend_installed
 from .devices import boards_from_config
-from .fetch import BUILTIN_DATASETS, dataset_mirror, is_url
+from .fetch import BUILTIN_DATASETS, PUBLISHED_MODELS, dataset_mirror, is_url, model_mirror
 from .npu import check_configuration
 from .readers import DEFAULT_TEST_FRACTION, carved_test_size, image_counts
 from .schemes import (
@@ -148,10 +148,13 @@ def resolve(config, base_folder, workflow_folder, environ=None):
 
     mirror = dataset_mirror(config["data"]["mirror"], workflow_folder, environ)
     resolved["data"]["mirror"] = absolute(mirror) if mirror else ""
+    models = model_mirror(config["data"]["model_mirror"], workflow_folder, environ)
+    resolved["data"]["model_mirror"] = absolute(models) if models else ""
     for entry in resolved["image_folders"].values():
         entry["source"] = absolute(entry["source"])
     for entry in resolved["trained_models"].values():
-        entry["file"] = absolute(entry["file"])
+        if "file" in entry:
+            entry["file"] = absolute(entry["file"])
     return resolved
 
 
@@ -219,10 +222,44 @@ def _check_names(config, problems):
                     f"{'image_folders' if key == 'datasets' else 'trained_models'} ({sorted(own)})"
                 )
     for name, entry in config["trained_models"].items():
-        if name in config["models"] and entry["dataset"] not in config["datasets"]:
+        # A published model comes with the default grid: a study without its dataset leaves it out. Your own
+        # model is named for a dataset you meant to study.
+        if name in config["models"] and entry["dataset"] not in config["datasets"] and "published" not in entry:
             problems.append(
-                f"trained_models.{name}.dataset: {entry['dataset']!r} is not in datasets {config['datasets']}"
+                f"trained_models.{name}.dataset: {entry['dataset']!r} is not in datasets {config['datasets']}; "
+                f"the model runs on that dataset only: list it in datasets or take {name!r} out of models"
             )
+        if ("file" in entry) == ("published" in entry):
+            problems.append(
+                f"trained_models.{name}: give either file (your model) or published (one of {sorted(PUBLISHED_MODELS)})"
+            )
+        elif "published" in entry and entry["published"] not in PUBLISHED_MODELS:
+            close = difflib.get_close_matches(entry["published"], PUBLISHED_MODELS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"trained_models.{name}.published: {entry['published']!r} is not a published model; {hint}"
+                f"known: {sorted(PUBLISHED_MODELS)}"
+            )
+    _check_mlperf_reference(config, problems)
+
+
+def _check_mlperf_reference(config, problems):
+    """MLPerf Tiny's pretrained model, where named, must be a published model of trained_models on its dataset."""
+    reference = config["mlperf_reference"]
+    name = reference["pretrained_model"]
+    if name is None:
+        return
+    entry = config["trained_models"].get(name, {})
+    if "published" not in entry:
+        published = sorted(model for model, each in config["trained_models"].items() if "published" in each)
+        problems.append(
+            f"mlperf_reference.pretrained_model: {name!r} is not a published model of trained_models ({published})"
+        )
+    elif entry["dataset"] != reference["dataset"]:
+        problems.append(
+            f"mlperf_reference.pretrained_model: {name!r} runs on {entry['dataset']!r} "
+            f"(trained_models.{name}.dataset), not on the benchmark's dataset {reference['dataset']!r}"
+        )
 
 
 def _check_sources(config, problems):
@@ -237,6 +274,8 @@ def _check_sources(config, problems):
         elif not is_folder and not str(source).lower().endswith((".tar.gz", ".tgz", ".zip")):
             problems.append(f"image_folders.{name}.source: {source} is not a .tar.gz, .tgz or .zip archive or a folder")
     for name, entry in config["trained_models"].items():
+        if "file" not in entry:
+            continue  # a published model: fetched, and its checksums verified, by its own job
         path = Path(entry["file"])
         if not path.exists():
             problems.append(f"trained_models.{name}.file: {path} does not exist")
@@ -354,7 +393,8 @@ def conversion_settings(config, scheme):
 
 
 def study_pairs(config):
-    """Every ``(dataset, model)`` of the study: each built-in model on each dataset, each trained model on its own."""
+    """Every ``(dataset, model)`` of the study: each built-in model on each dataset, each trained model on its own
+    (none where the study lacks it)."""
     pairs = []
     for dataset in config["datasets"]:
         for model in config["models"]:
@@ -376,6 +416,20 @@ def study_instances(config):
         (dataset, model, seed)
         for dataset, model in study_pairs(config)
         for seed in (seeds[:1] if model in config["trained_models"] else seeds)
+    ]
+
+
+def published_model(config, model):
+    """The published model (a name of ``fetch.PUBLISHED_MODELS``) ``model`` is imported from; None for any other."""
+    return config["trained_models"].get(model, {}).get("published")
+
+
+def published_int8_instances(config):
+    """Every ``(dataset, model, seed)`` of the study imported from a published model that has its own int8 file."""
+    return [
+        instance
+        for instance in study_instances(config)
+        if published_model(config, instance[1]) and PUBLISHED_MODELS[published_model(config, instance[1])].int8_file
     ]
 
 

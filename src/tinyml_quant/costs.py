@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 # The workflow's stages in the order they run; other rules follow, sorted.
 STAGE_ORDER = (
-    *("fetch_dataset", "prepare_dataset", "train_model", "import_model", "convert_model", "quantize_model"),
-    *("bin_weights", "compress_model", "calibrate_int8", "evaluate_model", "evaluate_calibration"),
+    *("fetch_dataset", "prepare_dataset", "fetch_published_model", "train_model", "import_model", "convert_model"),
+    *("quantize_model", "bin_weights", "compress_model", "calibrate_int8", "evaluate_model", "evaluate_calibration"),
+    "evaluate_published_int8",
     *("analyze_graph", "measure_micro", "measure_latency", "estimate_npu", "layer_error", "recover_quantized"),
     "firmware_bundle",
 )

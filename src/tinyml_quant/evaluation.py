@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_prepared
-from .files import atomic_path, write_json
+from .fetch import published_path
+from .files import atomic_path, read_json, write_json
 from .runtime import dequantize_output, image_shape, input_converter, load_interpreter
 from .schemes import INTEGER_16X8
+from .statistics import wilson_interval
 from .variants import CONVERTED, NotConverted, not_converted_fields, read_variant
 
 logger = logging.getLogger(__name__)
@@ -127,32 +129,14 @@ def load_reference_predictions(path, count):
     return reference
 
 
-def run_evaluation(
-    tflite_path, dataset_path, variant, threads, batch_size, metrics_path, predictions_path, reference_predictions_path
-):
-    """Snakemake entry point: evaluate one variant on the whole (prepared) test set.
+def _evaluated(tflite_path, dataset, scheme, threads, batch_size, reference_predictions_path):
+    """``(metrics, predictions)`` of the ``.tflite`` file at ``tflite_path`` on the whole test set of ``dataset``.
 
-    ``variant`` names it (``dataset``, ``model``, ``scheme``); ``reference_predictions_path``
-    holds the fp32 variant's predictions (None for the fp32 variant itself).
+    ``reference_predictions_path`` holds the fp32 variant's predictions, which the agreement is
+    computed with (None: the file is the reference itself).
     """
     from ai_edge_litert import __version__ as litert_version
 
-    dataset = load_prepared(dataset_path)
-    scheme = variant["scheme"]
-    try:
-        read_variant(tflite_path)
-    except NotConverted as error:
-        metrics = {
-            **variant,
-            **not_converted_fields(error),
-            "accuracy": None,
-            "dataset_name": dataset.name,
-            "predictions_file": Path(predictions_path).name,
-        }
-        with atomic_path(predictions_path) as temporary:
-            np.save(temporary, np.zeros(0, np.int16))
-        write_json(metrics_path, metrics)
-        return metrics
     # Checked before the test set runs: a bad reference would otherwise cost a whole evaluation.
     if reference_predictions_path is not None:
         reference = load_reference_predictions(reference_predictions_path, len(dataset.y_test))
@@ -170,7 +154,6 @@ def run_evaluation(
     )
     metrics.update(
         {
-            **variant,
             "status": CONVERTED,
             "dataset_name": dataset.name,
             "file_bytes": Path(tflite_path).stat().st_size,
@@ -180,12 +163,77 @@ def run_evaluation(
             "timing": f"LiteRT on the host CPU, {layout}, batches of {fixed_batch_size(interpreters[0]) or batch_size}",
             "threads": threads,
             "litert_version": litert_version,
-            # The record names its per-image predictions (beside it), so a report joins them through it.
-            "predictions_file": Path(predictions_path).name,
         }
     )
+    return metrics, predictions
+
+
+def _write_evaluation(metrics, predictions, metrics_path, predictions_path):
+    """The record, naming its per-image predictions (beside it) so that a report joins them through it."""
+    metrics["predictions_file"] = Path(predictions_path).name
     with atomic_path(predictions_path) as temporary:
         np.save(temporary, predictions.astype(np.int16))
     write_json(metrics_path, metrics)
-    logger.info("%s %s: accuracy %.4f", dataset.name, scheme, metrics["accuracy"])
+
+
+def run_evaluation(
+    tflite_path, dataset_path, variant, threads, batch_size, metrics_path, predictions_path, reference_predictions_path
+):
+    """Snakemake entry point: evaluate one variant on the whole (prepared) test set.
+
+    ``variant`` names it (``dataset``, ``model``, ``scheme``); ``reference_predictions_path``
+    holds the fp32 variant's predictions (None for the fp32 variant itself).
+    """
+    dataset = load_prepared(dataset_path)
+    try:
+        read_variant(tflite_path)
+    except NotConverted as error:
+        metrics = {**variant, **not_converted_fields(error), "accuracy": None, "dataset_name": dataset.name}
+        _write_evaluation(metrics, np.zeros(0, np.int16), metrics_path, predictions_path)
+        return metrics
+    metrics, predictions = _evaluated(
+        tflite_path, dataset, variant["scheme"], threads, batch_size, reference_predictions_path
+    )
+    metrics.update(variant)
+    _write_evaluation(metrics, predictions, metrics_path, predictions_path)
+    logger.info("%s %s: accuracy %.4f", dataset.name, variant["scheme"], metrics["accuracy"])
+    return metrics
+
+
+def run_published_evaluation(
+    manifest_path,
+    dataset_path,
+    variant,
+    threads,
+    batch_size,
+    metrics_path,
+    predictions_path,
+    reference_predictions_path,
+):
+    """Snakemake entry point: a published model's own int8 file, as it is, on the whole (prepared) test set.
+
+    ``manifest_path`` is the published model's fetch manifest; ``variant`` names the imported model
+    it is compared with (``dataset``, ``model``, ``seed``, ``scheme``), and
+    ``reference_predictions_path`` holds that model's fp32 predictions. The record adds the
+    accuracy's 95 % Wilson interval and which file this is.
+    """
+    manifest = read_json(manifest_path)
+    path = published_path(manifest, manifest["int8_file"])
+    dataset = load_prepared(dataset_path)
+    metrics, predictions = _evaluated(path, dataset, variant["scheme"], threads, batch_size, reference_predictions_path)
+    correct = int(np.sum(predictions == dataset.y_test))
+    low, high = wilson_interval(correct, len(predictions))
+    metrics.update(
+        {
+            **variant,
+            "source": f"{manifest['int8_file']} as published ({manifest['description']}, {manifest['origin']})",
+            "published_model": manifest["published_model"],
+            "file": manifest["int8_file"],
+            "sha256": manifest["files"][manifest["int8_file"]]["sha256"],
+            "accuracy_ci_low": low,
+            "accuracy_ci_high": high,
+        }
+    )
+    _write_evaluation(metrics, predictions, metrics_path, predictions_path)
+    logger.info("%s %s: accuracy %.4f", dataset.name, metrics["source"], metrics["accuracy"])
     return metrics

@@ -1,4 +1,5 @@
-"""Fetch a dataset's files and verify them: download (official files), an offline mirror, or your own files.
+"""Fetch a dataset's files and verify them: download (official files), an offline mirror, or your own files;
+and the published trained models the study imports, likewise.
 
 Built-in datasets have two sources each:
 
@@ -16,6 +17,12 @@ folder, laid out ``train/<class>/<image>`` and, optionally, ``test/...``.
 manifest naming where every file is and its checksum; downloads go to a cache
 folder shared by studies, local files are read where they are. Parsing them is
 ``datasets.prepare``'s job.
+
+A published model (``PUBLISHED_MODELS``, config ``trained_models.<name>.published``)
+is a set of files pinned to one commit of its publisher's repository, each
+checked by SHA-256: downloaded from that commit, or read where they are in an
+offline model mirror laid out like ``../shared/models``
+(``fetch_published_model``).
 """
 
 import gzip
@@ -71,6 +78,7 @@ class BuiltinDataset:
     online: Source
     mirror: Source
     train_images: int  # in the training split of either source, so settings can be checked before any job
+    test_images: int  # in the test split of either source (the official test set's size)
 
 
 _MNIST_FILES = (
@@ -95,6 +103,7 @@ BUILTIN_DATASETS = {
         ),
         mirror=Source(variant="official", format="idx", files=_MNIST_FILES, mirror_folder="mnist"),
         train_images=60_000,
+        test_images=10_000,
     ),
     "cifar10": BuiltinDataset(
         class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
@@ -118,6 +127,7 @@ BUILTIN_DATASETS = {
             description="the JPEG quality-75 copy of CIFAR-10",
         ),
         train_images=50_000,
+        test_images=10_000,
     ),
 }
 
@@ -151,12 +161,18 @@ def dataset_mirror(configured, workflow_folder, environ=None):
     (``data.mirror``) when not empty; ``../shared/datasets`` beside
     ``workflow_folder`` when it holds MNIST's folder.
     """
+    beside = Path(workflow_folder) / MIRROR_BESIDE_WORKFLOW
+    return _chosen_mirror(MIRROR_VARIABLE, configured, beside, ("mnist",), environ)
+
+
+def _chosen_mirror(variable, configured, beside, folders, environ=None):
+    """``variable`` when set and not empty, else ``configured`` when not empty, else ``beside`` when it holds one
+    of ``folders``, else ""."""
     environ = os.environ if environ is None else environ
-    chosen = environ.get(MIRROR_VARIABLE, "").strip() or configured
+    chosen = environ.get(variable, "").strip() or configured
     if chosen:
         return chosen
-    beside = Path(workflow_folder) / MIRROR_BESIDE_WORKFLOW
-    return str(beside.resolve()) if (beside / "mnist").is_dir() else ""
+    return str(beside.resolve()) if any((beside / folder).is_dir() for folder in folders) else ""
 
 
 def sha256_of(path, content=False):
@@ -198,8 +214,11 @@ def is_url(source):
 DOWNLOAD_TIMEOUT_S = 60
 
 
-def download(urls, destination):
-    """Download the first of ``urls`` that answers to ``destination`` (atomically); return that URL."""
+def download(urls, destination, offline_hint=f"set data.mirror or {MIRROR_VARIABLE} to a local mirror"):
+    """Download the first of ``urls`` that answers to ``destination`` (atomically); return that URL.
+
+    ``offline_hint`` says, in the error when none answers, which mirror setting would do without.
+    """
     errors = []
     for url in urls:
         try:
@@ -214,9 +233,7 @@ def download(urls, destination):
         except OSError as error:
             errors.append(f"{url}: {error}")
     raise DatasetError(
-        f"could not download {Path(destination).name}: "
-        + "; ".join(errors)
-        + f" (offline? set data.mirror or {MIRROR_VARIABLE} to a local mirror)"
+        f"could not download {Path(destination).name}: " + "; ".join(errors) + f" (offline? {offline_hint})"
     )
 
 
@@ -231,6 +248,32 @@ def _file_record(path, sha256, checksum_of, verified, origin):
     }
 
 
+def _fetched(expected, mirror_folder, download_folder, urls, what, offline_hint=None):
+    """The manifest record of one verified file: read in ``mirror_folder`` (when not None), or downloaded
+    from the first of ``urls`` that answers into ``download_folder`` (a cached download of the right checksum
+    is kept). A file that does not match raises DatasetError naming it, and a bad download is deleted.
+    """
+    if mirror_folder is not None:
+        path = Path(mirror_folder) / expected.name
+        if not path.is_file():
+            raise DatasetError(f"{path}: not found in the {what} mirror {Path(mirror_folder).parent}")
+        origin = str(path.resolve())
+    else:
+        path = Path(download_folder) / expected.name
+        if not (path.is_file() and sha256_of(path, expected.checksum_of_content) == expected.sha256):
+            hint = {} if offline_hint is None else {"offline_hint": offline_hint}
+            origin = download([base + expected.name for base in urls], path, **hint)
+        else:
+            origin = f"cached download {path}"
+    try:
+        verify(path, expected)
+    except DatasetError:
+        if mirror_folder is None:
+            path.unlink()  # the download that does not match
+        raise
+    return _file_record(path, expected.sha256, expected.checksum_of, verified=True, origin=origin)
+
+
 def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downloads"):
     """Fetch and verify a built-in dataset's files; write and return its manifest.
 
@@ -242,26 +285,16 @@ def fetch_builtin(dataset, manifest_path, mirror="", download_folder="data/downl
     if dataset not in BUILTIN_DATASETS:
         raise DatasetError(f"unknown built-in dataset {dataset!r}; built-in: {sorted(BUILTIN_DATASETS)}")
     source = BUILTIN_DATASETS[dataset].mirror if mirror else BUILTIN_DATASETS[dataset].online
-    files = {}
-    for expected in source.files:
-        if mirror:
-            path = Path(mirror) / source.mirror_folder / expected.name
-            if not path.is_file():
-                raise DatasetError(f"{path}: not found in the dataset mirror {mirror}")
-            origin = str(path.resolve())
-        else:
-            path = Path(download_folder) / dataset / expected.name
-            if not (path.is_file() and sha256_of(path, expected.checksum_of_content) == expected.sha256):
-                origin = download([base + expected.name for base in source.urls], path)
-            else:
-                origin = f"cached download {path}"
-        try:
-            verify(path, expected)
-        except DatasetError:
-            if not mirror:
-                path.unlink()  # the download that does not match
-            raise
-        files[expected.name] = _file_record(path, expected.sha256, expected.checksum_of, verified=True, origin=origin)
+    files = {
+        expected.name: _fetched(
+            expected,
+            Path(mirror, source.mirror_folder) if mirror else None,
+            Path(download_folder) / dataset,
+            source.urls,
+            what="dataset",
+        )
+        for expected in source.files
+    }
     manifest = {
         "dataset": dataset,
         "source": f"mirror {Path(mirror).resolve()}" if mirror else "official download",
@@ -328,3 +361,110 @@ def verified_path(record):
             f"{path}: checksum mismatch: sha256 {actual}, expected {record['sha256']} (changed since fetch)"
         )
     return path
+
+
+# --------------------------------------------------------------------------- published models
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A trained model published with its files at one commit of its publisher's repository.
+
+    ``keras_file`` is what the study imports (``trained_models.<name>.published``); ``int8_file``, where
+    the publisher has one, its own int8 ``.tflite``, which the study evaluates as it is; ``fp32_file`` its
+    own float32 ``.tflite`` (the independent truth the import is tested against). ``files`` pins every
+    one of them by SHA-256.
+    """
+
+    description: str  # what tables call it
+    origin: str  # the repository, commit and folder, as records and tables say it
+    files: tuple
+    urls: tuple  # base URLs at the pinned commit, tried in order
+    mirror_folder: str  # the files' folder in the model mirror
+    keras_file: str
+    int8_file: str = ""
+    fp32_file: str = ""
+
+
+# MLPerf Tiny's image-classification reference model (Apache License 2.0): the ResNet-8 its train.py
+# trained on the official CIFAR-10, with its float32 and int8 .tflite files (their last change: commit 1bbcf37).
+_MLPERF_TINY_COMMIT = "1afd2c9820f795965a6134facd0b4dfae41ef23f"
+_MLPERF_TINY_FOLDER = "benchmark/training/image_classification/trained_models"
+PUBLISHED_MODELS = {
+    "mlperf_tiny_resnet8": PublishedModel(
+        description="MLPerf Tiny's pretrained ResNet-8",
+        origin=f"mlcommons/tiny commit {_MLPERF_TINY_COMMIT[:7]}, {_MLPERF_TINY_FOLDER}",
+        files=(
+            SourceFile("pretrainedResnet.h5", "5f938a8eea605438cc7360aa13c987bc6d7bd0c8d931b2917361ae7ae4eeda2f"),
+            SourceFile("pretrainedResnet.tflite", "b5c0046d6e0328b4956afd6baa29555a29b1f1c65bdd45aaed75b7cd484d9f79"),
+            SourceFile(
+                "pretrainedResnet_quant.tflite", "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415"
+            ),
+        ),
+        urls=(f"https://raw.githubusercontent.com/mlcommons/tiny/{_MLPERF_TINY_COMMIT}/{_MLPERF_TINY_FOLDER}/",),
+        mirror_folder="mlperf-tiny-resnet8",
+        keras_file="pretrainedResnet.h5",
+        int8_file="pretrainedResnet_quant.tflite",
+        fp32_file="pretrainedResnet.tflite",
+    ),
+}
+
+MODEL_MIRROR_VARIABLE = "TINYML_MODEL_MIRROR"
+# The offline model mirror's place beside a checkout of the workflow, as on the machines this project is built on.
+MODEL_MIRROR_BESIDE_WORKFLOW = Path("..", "shared", "models")
+MODEL_DOWNLOADS = "models"  # the published models' sub-folder of the download cache
+
+
+def model_mirror(configured, workflow_folder, environ=None):
+    """The offline mirror to read the published models from, or "" to download them from their pinned commits.
+
+    In order, as ``dataset_mirror``: ``TINYML_MODEL_MIRROR`` when set and not
+    empty; ``configured`` (``data.model_mirror``) when not empty;
+    ``../shared/models`` beside ``workflow_folder`` when it holds a published
+    model's folder.
+    """
+    folders = [model.mirror_folder for model in PUBLISHED_MODELS.values()]
+    beside = Path(workflow_folder) / MODEL_MIRROR_BESIDE_WORKFLOW
+    return _chosen_mirror(MODEL_MIRROR_VARIABLE, configured, beside, folders, environ)
+
+
+def fetch_published_model(name, manifest_path, mirror="", download_folder="data/downloads"):
+    """Fetch and verify a published model's files; write and return its manifest.
+
+    As ``fetch_builtin``: from a mirror, files are verified where they are;
+    online, they are downloaded from the pinned commit into
+    ``download_folder/models/<name>/`` and verified. A file whose checksum
+    differs is refused, named, before any manifest is written.
+    """
+    if name not in PUBLISHED_MODELS:
+        raise DatasetError(f"unknown published model {name!r}; published: {sorted(PUBLISHED_MODELS)}")
+    model = PUBLISHED_MODELS[name]
+    files = {
+        expected.name: _fetched(
+            expected,
+            Path(mirror, model.mirror_folder) if mirror else None,
+            Path(download_folder) / MODEL_DOWNLOADS / name,
+            model.urls,
+            what="model",
+            offline_hint=f"set data.model_mirror or {MODEL_MIRROR_VARIABLE} to a local mirror",
+        )
+        for expected in model.files
+    }
+    manifest = {
+        "published_model": name,
+        "description": model.description,
+        "origin": model.origin,
+        "source": f"mirror {Path(mirror).resolve()}" if mirror else "download from the pinned commit",
+        "keras_file": model.keras_file,
+        "int8_file": model.int8_file,
+        "files": files,
+    }
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def published_path(manifest, name):
+    """The path of the file ``name`` of a published model's manifest, its checksum checked again."""
+    if name not in manifest["files"]:
+        raise DatasetError(f"{manifest['published_model']}: no file {name!r} (files: {sorted(manifest['files'])})")
+    return verified_path(manifest["files"][name])

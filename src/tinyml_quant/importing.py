@@ -7,7 +7,8 @@ imported model is ``Rescaling(scale, offset)`` then the user's model, so every
 variant applies the same normalization inside the model, and the record says
 which. A ``.keras`` file, or a Keras 2 HDF5 file (``.h5``: MLPerf Tiny's
 models), is loaded as it is by ``keras.models.load_model``; a TensorFlow SavedModel folder
-through ``keras.layers.TFSMLayer`` (its ``serving_default`` signature).
+through ``keras.layers.TFSMLayer`` (its ``serving_default`` signature). A published model
+(``trained_models.<name>.published``) is imported from the Keras file its fetch verified.
 """
 
 import logging
@@ -19,7 +20,8 @@ import tensorflow as tf
 
 from . import __version__
 from .datasets import load_prepared, seeded_subset
-from .files import atomic_path, write_json
+from .fetch import published_path
+from .files import atomic_path, read_json, write_json
 from .runtime import configure_tensorflow
 
 logger = logging.getLogger(__name__)
@@ -142,8 +144,11 @@ def preprocessing_warning(model, dataset, key, input_scale, input_offset, batch_
     )
 
 
-def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset=0.0, batch_size=250):
-    """``(model to convert, test metrics)`` for a user's trained model on its (prepared) dataset."""
+def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset=0.0, batch_size=250, source=None):
+    """``(model to convert, test metrics)`` for a user's trained model on its (prepared) dataset.
+
+    ``source``: where the record says the model came from (``imported from <model_path>`` when None).
+    """
     model = load_user_model(model_path, key)
     check_fits(model, dataset, key)
     warning = preprocessing_warning(model, dataset, key, input_scale, input_offset, batch_size)
@@ -154,7 +159,7 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
         "dataset": dataset.provenance["dataset"],
         "dataset_name": dataset.name,
         "model": key.split(".")[-1],
-        "source": f"imported from {model_path}",
+        "source": source or f"imported from {model_path}",
         "parameters": int(model.count_params()),
         "test_images": int(len(dataset.y_test)),
         "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test, batch_size),
@@ -165,15 +170,39 @@ def import_trained_model(model_path, dataset, key, input_scale=1.0, input_offset
     return model, metrics
 
 
+def trained_source(trained_path, published=None):
+    """``(Keras file, where it came from)``: ``trained_path`` itself, or, for a ``published`` model, the
+    Keras file its manifest (``trained_path``) names, its checksum checked again."""
+    if not published:
+        return trained_path, f"imported from {trained_path}"
+    manifest = read_json(trained_path)
+    path = published_path(manifest, manifest["keras_file"])
+    return path, f"imported: {manifest['description']}, {manifest['keras_file']} ({manifest['origin']})"
+
+
 def run_import(
-    trained_path, dataset_path, model_name, input_scale, input_offset, threads, model_path, metrics_path, seed=None
+    trained_path,
+    dataset_path,
+    model_name,
+    input_scale,
+    input_offset,
+    threads,
+    model_path,
+    metrics_path,
+    seed=None,
+    published=None,
 ):
-    """Snakemake entry point: check, wrap and save a user's trained model with its test metrics."""
+    """Snakemake entry point: check, wrap and save a trained model with its test metrics.
+
+    ``trained_path`` is the model's file, or for a ``published`` model (its name) its fetch manifest.
+    """
     configure_tensorflow(threads)
     dataset = load_prepared(dataset_path)
+    keras_file, source = trained_source(trained_path, published)
     model, metrics = import_trained_model(
-        trained_path, dataset, f"trained_models.{model_name}", input_scale, input_offset
+        keras_file, dataset, f"trained_models.{model_name}", input_scale, input_offset, source=source
     )
+    metrics["published"] = published
     # The seed of the study the model appears under (it is not trained here).
     metrics["seed"] = seed
     metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "workflow": __version__}

@@ -578,42 +578,8 @@ def npu_markdown(npu, table):
     )
 
 
-def mlperf_markdown(table, cortex_reference, mlperf):
-    """MLPerf Tiny's reference model against its published accuracies, and the Cortex-M range's leave-one-out check.
-
-    ``mlperf``: the config's ``mlperf_reference`` (model, dataset, published accuracies, quality target).
-    """
-    ours = table[(table.model == mlperf["model"]) & (table.dataset == mlperf["dataset"])]
-    published, target = mlperf["published_accuracy"], mlperf["quality_target"]
-    sections = []
-    if not ours.empty:
-        mean = ours.groupby("scheme", observed=True).accuracy.mean()
-        seeds = ours.seed.nunique()
-        sections.append(
-            f"## MLPerf Tiny's reference row: `{mlperf['model']}`\n\n"
-            f"MLPerf Tiny publishes its reference model's accuracy (`mlperf_reference`) and a quality target of "
-            f"{100 * target:g} %. This study trains the same architecture with its own recipe (`training`, "
-            f"docs/training.md) on {ours.dataset_name.iloc[0]}"
-            + (f", mean over {seeds} seeds" if seeds > 1 else "")
-            + ".\n\n"
-            + pd.DataFrame(
-                [
-                    {
-                        "": "MLPerf Tiny (published)",
-                        "fp32 (%)": _percent(published[REFERENCE_SCHEME]),
-                        "int8 (%)": _percent(published[FULL_INTEGER]),
-                        f"int8 meets {100 * target:g} %": "yes" if published[FULL_INTEGER] >= target else "no",
-                    },
-                    {
-                        "": "this study",
-                        "fp32 (%)": _percent(mean.get(REFERENCE_SCHEME)),
-                        "int8 (%)": _percent(mean.get(FULL_INTEGER)),
-                        f"int8 meets {100 * target:g} %": "yes" if mean.get(FULL_INTEGER, 0) >= target else "no",
-                    },
-                ]
-            ).to_markdown(index=False, disable_numparse=True)
-            + "\n"
-        )
+def cortex_m_check_markdown(cortex_reference):
+    """The Cortex-M range's leave-one-out check over MLPerf Tiny's published measurements (``cortex_m_latency``)."""
     check = cortex_m.leave_one_out(cortex_reference)
     count = len(cortex_reference["measurements"])
     calibrated = cortex_m.calibrated_range(cortex_reference["measurements"], cortex_reference["clock_mhz"])
@@ -633,7 +599,7 @@ def mlperf_markdown(table, cortex_reference, mlperf):
             ],
         }
     )
-    sections.append(
+    return (
         "## How far to trust the Cortex-M range: each published model left out in turn\n\n"
         f"The range is {calibrated['fastest']:.2f} (fastest stack) to {calibrated['reference']:.2f} (TFLite Micro "
         f"with CMSIS-NN) cycles per MAC, the mean over the {count} published models of `cortex_m_latency` on the "
@@ -641,7 +607,6 @@ def mlperf_markdown(table, cortex_reference, mlperf):
         "it estimates each model's published latency with these errors (an estimate, labelled so in every table)."
         "\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n"
     )
-    return "\n".join(sections)
 
 
 def training_markdown(training_metric_paths):
@@ -850,8 +815,10 @@ def load_labels(dataset_paths):
 def run_gather(inputs, parameters, outputs):
     """Snakemake entry point: the results, calibration and NPU CSVs and the Markdown of them all.
 
+    MLPerf Tiny's reference table is ``mlperf``'s, which builds on this module (so it is imported here).
+
     ``inputs`` holds the record paths of every stage (``evaluations``, with
-    their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``graphs``,
+    their ``predictions`` beside them, ``datasets``, ``training_metrics``, ``published_int8``, ``graphs``,
     ``micro_measurements``, ``latencies``, ``layer_errors``, ``recoveries``, ``qat_records``,
     ``calibrations``, ``npu_estimates``; each evaluation record names its predictions file); ``parameters``
     ``board_labels`` ({name: label}),
@@ -859,6 +826,8 @@ def run_gather(inputs, parameters, outputs):
     ``calibration_images`` and ``int4_weight_algorithm``; ``outputs``
     ``csv``, ``markdown``, ``calibration_csv``, ``npu_csv``, ``int4_ranges_csv``, ``ladder_csv`` (``ladder``).
     """
+    from . import mlperf
+
     table = gather(
         inputs["evaluations"],
         inputs["training_metrics"],
@@ -908,7 +877,13 @@ def run_gather(inputs, parameters, outputs):
         run_ranges(table, predictions, labels, parameters["int4_weight_algorithm"], outputs["int4_ranges_csv"]),
         calibration_markdown(calibration, table),
         npu_markdown(npu, table),
-        mlperf_markdown(table, parameters["cortex_m_latency"], parameters["mlperf_reference"]),
+        mlperf.reference_markdown(
+            table,
+            keyed(inputs["training_metrics"], INSTANCE),
+            keyed(inputs["published_int8"], INSTANCE),
+            parameters["mlperf_reference"],
+        ),
+        cortex_m_check_markdown(parameters["cortex_m_latency"]),
         recovery_markdown(inputs["recoveries"], parameters["recovery_threshold_points"]),
         ladder_section,
         training_markdown(inputs["training_metrics"]),

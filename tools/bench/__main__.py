@@ -287,7 +287,8 @@ def bench_paths(args, report_, config, data_path, scratch, threads):
     from tinyml_quant.backends import backend_installed
 
     today = paths.path_of(config["training"])
-    models = args.path_models or list(config["models"])
+    # The built-in models, which are trained here (an imported model is not).
+    models = args.path_models or [model for model in config["models"] if not study.is_trained_model(config, model)]
     seed = config["seeds"][0]
     results, weights = {}, {}
     for model_name in models:

@@ -74,7 +74,7 @@ def run(config_files, dataset_name, mirror, output_dir, epochs, models, deadline
     select_backend("jax", accelerator, os.cpu_count())
     import keras
 
-    from tinyml_quant.config import training_settings
+    from tinyml_quant.config import is_trained_model, training_settings
     from tinyml_quant.training import train
 
     started = time.perf_counter()
@@ -84,7 +84,8 @@ def run(config_files, dataset_name, mirror, output_dir, epochs, models, deadline
     with tempfile.TemporaryDirectory() as folder:
         dataset = prepared_dataset(dataset_name, mirror, folder)
     summary, history = [], []
-    for model_name in models or config["models"]:
+    # The built-in models, which are trained here (an imported model is not).
+    for model_name in models or [model for model in config["models"] if not is_trained_model(config, model)]:
         settings = {
             **training_settings(config["training"], dataset_name, model_name),
             "seed": config["seeds"][0],
