@@ -132,7 +132,7 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
             {"schemes": ["fp32", "int4_qat"]},
             "schemes: 'int4_qat' is fine-tuned only where 'int4' loses accuracy; list 'int4' too",
         ),
-        ({"qat": {"models": ["custom", "resnet"]}}, "qat.models: 'resnet' is not a model of this study"),
+        ({"qat": {"models": ["custom", "resnet"]}}, "qat.models: 'resnet' is not a built-in or declared model"),
         (
             {"conversion": {"int4": {"calibration_images": 60_001, "calibration_seed": 0}}},
             "conversion.int4.calibration_images: 60001 is more than the 50000 training images of cifar10",

@@ -103,3 +103,14 @@ def test_jobs_past_their_rules_resources_are_named_and_the_rest_pass(grid, tmp_p
     assert over_budget(jobs_table(grid), roomy).empty  # at the limit is within it
     run_stage_costs(grid, reports / "costs.csv", reports / "costs.md", figures, 50, roomy)
     assert "Every job stayed within its rule's resources." in (reports / "costs.md").read_text()
+
+
+def test_the_figure_draws_more_stages_than_its_palette_has_colours(tmp_path):
+    """A grid of 25 stages (tab20 has 20 colours): every stage gets a bar."""
+    from tinyml_quant.costs import model_summary
+    from tinyml_quant.figures import stage_costs
+
+    paths = [write_benchmark(tmp_path, f"stage{n}/mnist/custom/seed42.tsv", 1.0 + n, 100.0, 1.0) for n in range(25)]
+    jobs = jobs_table(paths)
+    figure = stage_costs(stage_summary(jobs), model_summary(jobs))
+    assert len(figure.axes[0].patches) == 25

@@ -183,9 +183,11 @@ def check(config):
         for pair in config["diagnostics"]["always_recover"]:
             if tuple(pair.split("/")) not in pairs:
                 problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
+        # Any model the study could hold, so a config that narrows models keeps its preset's qat.models.
+        known = sorted({*ARCHITECTURES, *config["trained_models"]})
         for model in config["qat"]["models"] or []:
-            if model not in config["models"]:
-                problems.append(f"qat.models: {model!r} is not a model of this study ({config['models']})")
+            if model not in known:
+                problems.append(f"qat.models: {model!r} is not a built-in or declared model ({known})")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config

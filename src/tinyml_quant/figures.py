@@ -945,7 +945,8 @@ def stage_costs(stages, models):
     """Two panels: job seconds per stage, and per model stacked by stage (from ``costs``' two summaries)."""
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]}, layout="constrained")
-    colours = dict(zip(stages.stage, plt.get_cmap("tab20").colors))
+    palette = plt.get_cmap("tab20").colors  # more stages than colours: they repeat, the bars are labelled
+    colours = {stage: palette[index % len(palette)] for index, stage in enumerate(stages.stage)}
     axes[0].barh(stages.stage[::-1], stages.wall_s[::-1], color=[colours[s] for s in stages.stage[::-1]])
     for y, (value, share) in enumerate(zip(stages.wall_s[::-1], stages.share_pct[::-1])):
         axes[0].annotate(f" {value:.0f} s ({share:.0f}%)", (value, y), va="center", fontsize="small")
