@@ -30,9 +30,10 @@ system-packages:
 
 # Every tier: fast, end to end (smoke study, your-own-data study, caching, faults) and SLURM, on two
 # pytest workers: the smoke study's modules on one (tests/conftest.py keeps them together and first), the
-# rest on the other; modules are handed out in that order, not largest first.
+# rest on the other; modules are handed out in that order, not largest first. The 30 slowest tests are
+# listed at the end: where CI time goes.
 test: $(VENV)/.installed system-packages
-	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 # What to run while working: no Snakemake run of the grid, no real training (under 3 minutes).
 test-fast: $(VENV)/.installed

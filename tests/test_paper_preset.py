@@ -16,8 +16,12 @@ PAPER = yaml.safe_load((REPOSITORY / "config" / "paper.yaml").read_text())
 DEFAULTS = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
 
 
+# A published model (trained_models.<name>.published) is imported, not trained: the preset cannot change it.
+TRAINED_HERE = [name for name in DEFAULTS["models"] if name not in DEFAULTS.get("trained_models", {})]
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("model_name", DEFAULTS["models"])
+@pytest.mark.parametrize("model_name", TRAINED_HERE)
 def test_every_paper_architecture_trains_a_step_and_converts_with_every_scheme(model_name):
     from tinyml_quant.datasets import PreparedDataset
     from tinyml_quant.training import train
