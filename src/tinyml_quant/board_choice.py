@@ -38,8 +38,8 @@ from .devices import (
 from .files import write_csv, write_text
 from .ladder import mixed_variants, read_recoveries, with_mixed
 from .micro import RUNS
-from .reporting import VARIANT, load_labels, load_predictions
-from .statistics import ALPHA, discordant_counts, holm, is_at_chance, mcnemar_exact
+from .results_table import VARIANT, load_labels, load_predictions
+from .statistics import discordant_counts, holm_columns, is_at_chance, mcnemar_exact
 from .variants import CONVERTED
 
 # The smaller variant may lose at most this many points of accuracy against the most accurate one.
@@ -178,11 +178,10 @@ def _holm_over_pairs(table):
     if tested.empty:
         return
     pair_columns = ["dataset", "model", "seed", "scheme", "smaller_model", "smaller_seed", "smaller_scheme"]
-    distinct = tested.drop_duplicates(pair_columns)
-    adjusted, rejected = holm(distinct.mcnemar_p.astype(float).to_numpy(), ALPHA)
+    distinct = holm_columns(tested.drop_duplicates(pair_columns).assign(holm_p=np.nan, significant=False))
     by_pair = {
         tuple(row): (p, bool(flag))
-        for row, p, flag in zip(distinct[pair_columns].itertuples(index=False), adjusted, rejected)
+        for row, p, flag in zip(distinct[pair_columns].itertuples(index=False), distinct.holm_p, distinct.significant)
     }
     table["holm_p"] = table["holm_p"].astype(object)
     table["significant"] = table["significant"].astype(object)

@@ -34,6 +34,8 @@ import pandas as pd
 from .devices import KB, milliseconds_text
 from .files import read_json, write_csv
 from .micro import RUNS, UNSUPPORTED, WRONG_OUTPUT
+from .report_markdown import marked_models
+from .results_table import INSTANCE, VARIANT, add_intervals, add_paired_tests
 from .schemes import (
     INT4,
     INT4_ALGORITHM_SCHEMES,
@@ -44,6 +46,7 @@ from .schemes import (
     REFERENCE_SCHEME,
     VARIANT_SCHEMES,
 )
+from .statistics import ALPHA
 from .variants import CONVERTED, NOT_CONVERTED
 
 POST_TRAINING, BETTER_RANGES, MIXED_PRECISION, QAT = "post-training", "better ranges", "mixed precision", "QAT"
@@ -143,8 +146,6 @@ def mixed_variants(results, records, predictions=None, labels=None):
     ``labels`` (by dataset), each mixed variant made is tested against its fp32
     with the exact McNemar test, Holm-corrected over the mixed variants tested.
     """
-    from .reporting import INSTANCE, VARIANT, add_intervals, add_paired_tests
-
     grid = results.assign(scheme=results.scheme.astype(str)).set_index(VARIANT)
     rows = []
     for key, record in sorted(records.items()):
@@ -342,8 +343,6 @@ def _accuracy_text(row):
 
 def ladder_markdown(ladder, results):
     """The "Recovery ladder" section of results.md: per dataset, a row per model, lossy scheme and rung."""
-    from .reporting import marked_models
-
     if ladder.empty:
         return ""
     several_seeds = ladder.seed.nunique() > 1
@@ -357,7 +356,7 @@ def ladder_markdown(ladder, results):
         "(fine-tuned on the scheme's grid, then made by its tool). Accuracy on the whole test set with its 95 % "
         "Wilson interval; each change against fp32 with the exact McNemar test (fp32 only / variant only right); "
         "the grid's variants' p as in the tables above (Holm over the study), the mixed variants' `(m)` "
-        f"Holm-corrected over the {mixed_tested} mixed variants tested here; `*` significant at 0.05 after it. "
+        f"Holm-corrected over the {mixed_tested} mixed variants tested here; `*` significant at {ALPHA:g} after it. "
         "TFLite Micro: `passes the gate` (runs with LiteRT's outputs), `wrong output` (runs, fails the "
         "correctness gate), `does not run`, `not measured` (not made). Cost: the fine-tuning's seconds for QAT, "
         "none for the post-training rungs; a rung not made says why. Every rung's variant, the mixed ones "

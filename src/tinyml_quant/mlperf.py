@@ -22,7 +22,7 @@ on.
 import pandas as pd
 
 from .fetch import BUILTIN_DATASETS, source_description
-from .reporting import _percent
+from .report_markdown import percent
 from .schemes import FULL_INTEGER, REFERENCE_SCHEME
 from .statistics import wilson_interval
 
@@ -33,7 +33,7 @@ def accuracy_cell(accuracy, low, high):
     """``"87.20 [86.53, 87.84]"``, or ``-`` where there is no accuracy."""
     if accuracy is None or pd.isna(accuracy):
         return "-"
-    return f"{_percent(accuracy)} [{_percent(low)}, {_percent(high)}]"
+    return f"{percent(accuracy)} [{percent(low)}, {percent(high)}]"
 
 
 def verdict(low, high, target):
@@ -53,7 +53,7 @@ def _published_row(mlperf):
     def cell(scheme):
         accuracy = mlperf["published_accuracy"][scheme]
         if images is None:
-            return f"{_percent(accuracy)}", None, None
+            return f"{percent(accuracy)}", None, None
         low, high = wilson_interval(round(accuracy * images), images)
         return accuracy_cell(accuracy, low, high), low, high
 

@@ -86,3 +86,16 @@ def holm(p_values, alpha=ALPHA):
         running = max(running, (count - rank) * p_values[index])
         adjusted[index] = min(1.0, running)
     return adjusted, adjusted <= alpha
+
+
+def holm_columns(frame, p_column="mcnemar_p"):
+    """``frame`` given ``holm_p`` and ``significant``: Holm's correction over its rows with a ``p_column``, one family.
+
+    Every table's family goes through here, so that each is corrected at the one ``ALPHA``.
+    """
+    tested = frame[p_column].notna().to_numpy()
+    if tested.any():
+        adjusted, rejected = holm(frame.loc[tested, p_column].astype(float).to_numpy())
+        frame.loc[tested, "holm_p"] = adjusted
+        frame.loc[tested, "significant"] = rejected
+    return frame

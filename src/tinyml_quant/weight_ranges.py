@@ -31,7 +31,7 @@ import pandas as pd
 
 from .files import write_csv
 from .schemes import INT4, INT4_ALGORITHM_SCHEMES, MIN_MAX, MSE, OCTAV, WEIGHT_ALGORITHMS
-from .statistics import ALPHA, AT_CHANCE, discordant_counts, holm, is_at_chance, mcnemar_exact
+from .statistics import AT_CHANCE, discordant_counts, holm_columns, is_at_chance, mcnemar_exact
 from .variants import CONVERTED
 
 LABELS = {MIN_MAX: "min/max", OCTAV: "OCTAV", MSE: "MSE"}
@@ -55,10 +55,10 @@ def _why_not(scheme, row, prediction):
     return None
 
 
-def comparisons(table, predictions, labels, baseline_algorithm=MIN_MAX, alpha=ALPHA):
+def comparisons(table, predictions, labels, baseline_algorithm=MIN_MAX):
     """One row per ``(dataset, model, seed)`` and twin of another algorithm than int4's: accuracies and the test.
 
-    ``table``: the results table (``reporting.gather``); ``predictions``: every
+    ``table``: the results table (``results_table.gather``); ``predictions``: every
     variant's per-image predictions by ``(dataset, model, seed, scheme)``;
     ``labels``: each dataset's test labels. Rows are joined by that key only.
     """
@@ -99,11 +99,7 @@ def comparisons(table, predictions, labels, baseline_algorithm=MIN_MAX, alpha=AL
     frame["mcnemar_p"] = frame.mcnemar_p.astype(float)
     frame["holm_p"] = np.nan
     frame["significant"] = pd.array([pd.NA] * len(frame), dtype="boolean")
-    tested = frame.mcnemar_p.notna().to_numpy()
-    if tested.any():
-        adjusted, rejected = holm(frame.mcnemar_p[tested].to_numpy(), alpha)
-        frame.loc[tested, "holm_p"] = adjusted
-        frame.loc[tested, "significant"] = rejected
+    holm_columns(frame)
     frame["outcome"] = [
         _outcome(row.significant, row.baseline_only_right, row.algorithm_only_right) for row in frame.itertuples()
     ]
