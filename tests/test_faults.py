@@ -31,9 +31,10 @@ from conftest import SMOKE, SMOKE_STUDY, SMOKE_SUBSET
 from synthetic import write_variant
 
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
+SCHEMES = load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"]
 # The smoke study's variants: its 2 datasets x 6 built-in models and MLPerf Tiny's pretrained model on
 # CIFAR-10, one seed, every scheme.
-SMOKE_VARIANTS = (2 * 6 + 1) * len(load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"])
+SMOKE_VARIANTS = (2 * 6 + 1) * len(SCHEMES)
 
 # --------------------------------------------------------------------------- downloads
 
@@ -468,20 +469,23 @@ def test_killed_run_resumes_with_rerun_incomplete(tmp_path, mirror, smoke_run):
 def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smoke_copy, tmp_path):
     workflow = smoke_copy
     study = workflow.study(SMOKE_STUDY)
+    instance = study / "evaluate" / "mnist" / "custom" / "seed42"
     broken = study / "convert" / "mnist" / "custom" / "seed42" / "int8.tflite"
     broken.write_bytes(broken.read_bytes()[:300])
-    # A new evaluation batch size makes every evaluation run again, beside the broken one.
-    arguments = (*SMOKE, workflow.write_config("batch", {"evaluation": {"batch_size": 64}}))
+    # Every evaluation of the broken variant's model runs again beside it (forced by file): jobs that
+    # must complete although one fails, and a run long enough to meet the second one at its lock.
+    evaluations = sorted(instance.glob("*.json"))
+    forced = ("--forcerun", *(path.relative_to(workflow.folder).as_posix() for path in evaluations))
     report_time = (study / "reports" / "results.csv").stat().st_mtime_ns
     started = time.time_ns()
 
-    run = workflow.start("--cores", "2", "--keep-going", *arguments, job_log=tmp_path / "jobs.jsonl")
+    run = workflow.start("--cores", "2", "--keep-going", *SMOKE, *forced, job_log=tmp_path / "jobs.jsonl")
     wait_for(lambda: any((workflow.folder / ".snakemake" / "locks").glob("*")) or run.poll() is not None, "the lock")
     # Snakemake reads the study's files while building its DAG, before it checks the lock: under load the
     # running study can rewrite one of them under it, a refusal for another reason. Tried again then.
     refusals = []
     while run.poll() is None and len(refusals) < 5:
-        second = workflow.run("--cores", "1", *arguments, check=False)
+        second = workflow.run("--cores", "1", *SMOKE, *forced, check=False)
         assert second.returncode != 0
         refusals.append(second.stdout + second.stderr)
         if "Directory cannot be locked" in refusals[-1]:
@@ -491,26 +495,26 @@ def test_one_broken_variant_spares_the_others_and_a_second_run_is_locked_out(smo
 
     failed_log = (study / "logs" / "evaluate_model" / "mnist" / "custom" / "seed42" / "int8.log").read_text()
     assert "int8.tflite: not a loadable TFLite model" in failed_log
-    evaluations = list((study / "evaluate").rglob("*.json"))
-    rewritten = {path for path in evaluations if path.stat().st_mtime_ns >= started}
+    after = set(instance.glob("*.json"))
+    rewritten = {path for path in after if path.stat().st_mtime_ns >= started}
     # All but the broken int8 variant, the LUT variant binned from it and the LUT QAT variant, whose
     # fine-tuning waits for the LUT variant's evaluation; their earlier evaluations are kept, not
     # deleted (only the failed jobs' own outputs are).
-    assert len(rewritten) == SMOKE_VARIANTS - 3
-    assert sorted(path.relative_to(study).as_posix() for path in set(evaluations) - rewritten) == [
+    assert len(evaluations) == len(SCHEMES) and len(rewritten) == len(evaluations) - 3
+    assert sorted(path.relative_to(study).as_posix() for path in after - rewritten) == [
         "evaluate/mnist/custom/seed42/int8_lut.json",
         "evaluate/mnist/custom/seed42/int8_lut_qat.json",
     ]
     assert (study / "reports" / "results.csv").stat().st_mtime_ns == report_time
 
     broken.unlink()  # the fault removed: the variant converts again
-    jobs = workflow.planned(*arguments)
+    jobs = workflow.planned(*SMOKE)
     variant = "dataset=mnist, model=custom, scheme=int8, seed=42"  # a job key: wildcards by name
     expected_rules = {"convert_model", *VARIANT_RULES, "layer_error"}
     assert {rule for rule, wildcards in jobs if wildcards == variant} == expected_rules
-    instance = {"dataset=mnist", "model=custom", "seed=42"}
-    assert all(instance <= set(wildcards.split(", ")) for _, wildcards in jobs if "model=" in wildcards)
-    workflow.run("--cores", "2", *arguments)
+    instance_key = {"dataset=mnist", "model=custom", "seed=42"}
+    assert all(instance_key <= set(wildcards.split(", ")) for _, wildcards in jobs if "model=" in wildcards)
+    workflow.run("--cores", "2", *SMOKE)
     assert len(pd.read_csv(study / "reports" / "results.csv")) == SMOKE_VARIANTS
 
 
