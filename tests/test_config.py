@@ -196,6 +196,13 @@ def test_schema_refuses_bad_values_naming_the_key_in_one_line(change, problem):
         ),
         ({"boards": [DEFAULTS["boards"][0], DEFAULTS["boards"][0]]}, "boards[1].name: 'arduino_nano_33_ble_sense'"),
         ({"diagnostics": {"always_recover": ["mnist/vgg"]}}, "diagnostics.always_recover: 'mnist/vgg' is not"),
+        ({"dataset_models": {"svhn": ["custom"]}}, "dataset_models.svhn: not a built-in or declared dataset"),
+        ({"dataset_models": {"mnist": ["vgg"]}}, "dataset_models.mnist: 'vgg' is not a built-in or declared model"),
+        (
+            {"dataset_models": {"mnist": ["mlperf_resnet8"]}},
+            "dataset_models.mnist: names none of models ['resnet_v1', 'resnet_v2', 'resnet8', 'mobilenet_v1', "
+            "'mobilenet_v2', 'custom', 'mlperf_resnet8'] that can run on mnist",
+        ),
         ({"image_folders": {"mnist": {"source": "x.zip"}}}, "image_folders.mnist: the name is a built-in one"),
         ({"trained_models": {"custom": {"file": "m.keras", "dataset": "mnist"}}}, "trained_models.custom: the name"),
         ({"image_folders": {"parts": {"source": "missing.tar.gz"}}}, "image_folders.parts.source:"),
@@ -271,6 +278,19 @@ def test_sources_the_checks_accept(tmp_path):
     for refused in ("folder_without_model", "resnet.onnx"):
         with pytest.raises(study.ConfigError, match=f"{refused} is neither a .keras or Keras 2 .h5 file nor a Saved"):
             checked({"models": ["mine"], "trained_models": {"mine": {"file": refused, "dataset": "mnist"}}}, tmp_path)
+
+
+def test_dataset_models_narrow_one_datasets_models_and_leave_the_others_whole():
+    config = checked({"dataset_models": {"mnist": ["custom", "resnet_v1"]}})
+    pairs = study.study_pairs(config)
+    # Of models, only those listed, in the order of models.
+    assert [model for dataset, model in pairs if dataset == "mnist"] == ["resnet_v1", "custom"]
+    assert [model for dataset, model in pairs if dataset == "cifar10"] == DEFAULTS["models"]
+    assert len(study.study_instances(config)) == 2 + len(DEFAULTS["models"])
+    # A config that narrows models keeps the preset's list, as for qat.models: a listed model the study
+    # does not hold is no pair.
+    narrowed = checked({"dataset_models": {"mnist": ["custom", "resnet_v1"]}, "models": ["custom", "resnet8"]})
+    assert study.study_pairs(narrowed) == [("mnist", "custom"), ("cifar10", "custom"), ("cifar10", "resnet8")]
 
 
 def test_no_mirror_stays_no_mirror(tmp_path):

@@ -32,9 +32,10 @@ from synthetic import write_variant
 
 VARIANT_RULES = ("evaluate_model", "analyze_graph", "measure_micro", "measure_latency")
 SCHEMES = load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["schemes"]
-# The smoke study's variants: its 2 datasets x 6 built-in models and MLPerf Tiny's pretrained model on
-# CIFAR-10, one seed, every scheme.
-SMOKE_VARIANTS = (2 * 6 + 1) * len(SCHEMES)
+# The smoke study's variants: its 6 built-in models and MLPerf Tiny's pretrained model on CIFAR-10, the
+# built-in models its dataset_models names on MNIST, one seed, every scheme.
+SMOKE_MNIST_MODELS = load_yaml(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")["dataset_models"]["mnist"]
+SMOKE_VARIANTS = (6 + 1 + len(SMOKE_MNIST_MODELS)) * len(SCHEMES)
 
 # --------------------------------------------------------------------------- downloads
 

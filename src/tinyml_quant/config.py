@@ -180,6 +180,11 @@ def check(config):
             problems += check_configuration(board["npu"], f"boards[{position}] ({board['name']})")
     if not problems:  # the study's pairs are only known once its names are
         pairs = set(study_pairs(config))
+        for dataset in config["datasets"]:
+            if dataset in config["dataset_models"] and not any(pair[0] == dataset for pair in pairs):
+                problems.append(
+                    f"dataset_models.{dataset}: names none of models {config['models']} that can run on {dataset}"
+                )
         for pair in config["diagnostics"]["always_recover"]:
             if tuple(pair.split("/")) not in pairs:
                 problems.append(f"diagnostics.always_recover: {pair!r} is not a <dataset>/<model> pair of this study")
@@ -223,6 +228,16 @@ def _check_names(config, problems):
                     f"{key}: {name!r} is neither built-in ({sorted(builtin)}) nor declared in "
                     f"{'image_folders' if key == 'datasets' else 'trained_models'} ({sorted(own)})"
                 )
+    # Any dataset or model the study could hold, as for qat.models: a config that narrows datasets or models
+    # keeps its preset's dataset_models.
+    datasets = sorted({*BUILTIN_DATASETS, *config["image_folders"]})
+    models = sorted({*ARCHITECTURES, *config["trained_models"]})
+    for dataset, listed in config["dataset_models"].items():
+        if dataset not in datasets:
+            problems.append(f"dataset_models.{dataset}: not a built-in or declared dataset ({datasets})")
+        for model in listed:
+            if model not in models:
+                problems.append(f"dataset_models.{dataset}: {model!r} is not a built-in or declared model ({models})")
     for name, entry in config["trained_models"].items():
         # A published model comes with the default grid: a study without its dataset leaves it out. Your own
         # model is named for a dataset you meant to study.
@@ -395,14 +410,15 @@ def conversion_settings(config, scheme):
 
 
 def study_pairs(config):
-    """Every ``(dataset, model)`` of the study: each built-in model on each dataset, each trained model on its own
-    (none where the study lacks it)."""
+    """Every ``(dataset, model)`` of the study: each built-in model on each dataset (those ``dataset_models`` lists
+    where it names the dataset), each trained model on its own (none where the study lacks it)."""
     pairs = []
     for dataset in config["datasets"]:
+        listed = config["dataset_models"].get(dataset)
         for model in config["models"]:
             trained = config["trained_models"].get(model)
             # check() has refused names that are neither built-in nor trained models.
-            if trained is None or trained["dataset"] == dataset:
+            if (trained is None or trained["dataset"] == dataset) and (listed is None or model in listed):
                 pairs.append((dataset, model))
     return pairs
 
