@@ -352,6 +352,8 @@ def npu_table(npu_paths, board_labels):
         )
     table = pd.DataFrame(rows)
     if not table.empty:
+        # Counts stay integers where a variant Vela could not compile has none (pandas would make them floats).
+        table = table.astype({"cycles": "Int64", "cpu_operators": "Int64"})
         table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
         table = table.sort_values([*VARIANT, "board"]).reset_index(drop=True)
     return table
