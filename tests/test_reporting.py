@@ -9,6 +9,7 @@ import yaml
 
 from tinyml_quant.devices import run_fit_table
 from tinyml_quant.reporting import run_gather
+from tinyml_quant.results_table import npu_table
 
 from conftest import REPOSITORY
 from synthetic import save_as_prepared
@@ -458,7 +459,7 @@ def test_the_npu_table_shows_velas_time_memory_cpu_operators_and_reason_with_eac
     assert shown == [
         ["int8", he[0], he[1]["accelerator"], "99.00", "1.250", "96.0 / 310.3", "1 (SOFTMAX)"],
         ["int8", hp[0], hp[1]["accelerator"], "99.00", "0.500", "96.0 / 310.3", "1 (SOFTMAX)"],
-        ["int16x8", he[0], he[1]["accelerator"], "98.00", f"unsupported ({CRASH})", "-", "-"],
+        ["int16x8", he[0], he[1]["accelerator"], "98.00", f"unsupported by Vela ({CRASH})", "-", "-"],
         ["int16x8", hp[0], hp[1]["accelerator"], "98.00", "1.200", "150.0 / 600.0", "0 (none)"],
     ]
     # npu.csv keeps the record's figures by board name, Vela's own time beside the board's; counts as integers.
@@ -486,3 +487,14 @@ def test_the_npu_table_has_a_seed_column_only_with_several_seeds(tmp_path):
 def test_no_npu_section_without_an_npu_estimate(tmp_path):
     _, markdown = gathered(tmp_path, study_records(tmp_path, {"custom": TRAINED}))
     assert NPU_HEADING not in markdown
+
+
+def test_a_second_npu_record_of_a_variant_and_board_is_refused_naming_its_file(tmp_path):
+    boards = npu_boards()
+    int8 = {"dataset": "toy", "model": "custom", "seed": 1, "scheme": "int8"}
+    first = npu_estimate(tmp_path, int8, HP, boards[HP][1], 200_000)
+    again = write(tmp_path / "elsewhere" / "again.json", json.loads(first.read_text()))
+    labels = {HP: boards[HP][0]}
+    assert len(npu_table([first], labels)) == 1
+    with pytest.raises(ValueError, match="again.json: a second record"):
+        npu_table([first, again], labels)

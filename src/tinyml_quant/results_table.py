@@ -327,8 +327,8 @@ def npu_table(npu_paths, board_labels):
     ``board_labels``: ``{board name: label}``.
     """
     rows = []
-    for path in npu_paths:
-        record = _normalized(read_json(path))
+    # By variant and board: a second record of one is an error, not a second row.
+    for _, record in keyed_with_paths(npu_paths, [*VARIANT, "board"]).values():
         rows.append(
             {
                 **{name: record[name] for name in VARIANT},
