@@ -9,6 +9,7 @@ import yaml
 
 from tinyml_quant.devices import run_fit_table
 from tinyml_quant.reporting import run_gather
+from tinyml_quant.results_table import npu_table
 
 from conftest import REPOSITORY
 from synthetic import save_as_prepared
@@ -374,3 +375,126 @@ def test_each_calibration_size_is_tested_against_fp32_on_the_same_images(tmp_pat
     assert tested.mcnemar_p.tolist() == pytest.approx(raw)
     assert tested.holm_p.tolist() == pytest.approx(list(holm(raw)[0]))
     assert sweep[sweep.study_variant].mcnemar_p.isna().all()  # the study's int8 is tested in its own table
+
+
+NPU_HEADING = "## On an Ethos-U NPU: Arm Vela's estimates"
+
+
+def npu_boards():
+    """``{board name: (label, npu)}`` of the config's boards with an NPU, as ``estimate_npu`` gets them."""
+    config = yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
+    return {board["name"]: (board["label"], board["npu"]) for board in config["boards"] if board.get("npu")}
+
+
+def npu_estimate(folder, variant, board, npu, cycles=None, reason=None, sram_kb=0.0, flash_kb=0.0, on_cpu=()):
+    """The record ``npu.run_npu_estimate`` writes: the variant and board, then ``compile_for_npu``'s fields.
+
+    Compiled when ``cycles`` is given (the time is Vela's cycles at the board's NPU clock, its own time at
+    its system configuration's 500 MHz beside it), else unsupported by Vela with ``reason``.
+    """
+    record = {**variant, "board": board, "npu": dict(npu), "vela_version": "v", "estimate": "Arm Vela's own estimate"}
+    if cycles is None:
+        record |= {"status": "unsupported by Vela", "reason": reason}
+    else:
+        record |= {
+            "status": "compiled",
+            "reason": None,
+            "cycles": cycles,
+            "vela_clock_hz": 500e6,
+            "vela_inference_ms": 1000.0 * cycles / 500e6,
+            "clock_hz": npu["clock_mhz"] * 1e6,
+            "inference_ms": 1000.0 * cycles / (npu["clock_mhz"] * 1e6),
+            "sram_kb": sram_kb,
+            "flash_kb": flash_kb,
+            "npu_macs": 1000,
+            "cpu_operators": len(on_cpu),
+            "cpu_operator_names": sorted(set(on_cpu)),
+            "operators": 3,
+        }
+    name = f"{variant['model']}_seed{variant['seed']}_{variant['scheme']}_{board}.json"
+    return write(folder / "npu" / name, record)
+
+
+def npu_rows(markdown):
+    """The NPU section's table, one ``{column: cell}`` per row."""
+    section = markdown[markdown.index(NPU_HEADING) :].split("\n## ")[0]
+    header, *rows = [cells(line) for line in section.splitlines() if line.startswith("| ")]
+    return section, [dict(zip(header, row)) for row in rows]
+
+
+HP, HE = "alif_e7_high_performance", "alif_e7_high_efficiency"
+CRASH = "Vela ended with signal 11: Segmentation fault"
+
+
+def test_the_npu_table_shows_velas_time_memory_cpu_operators_and_reason_with_each_variants_accuracy(tmp_path):
+    boards = npu_boards()
+    # The accuracy by key: fp32 100 %, int8 99 %, int16x8 98 % (2 and 4 of 200 images wrong), and the
+    # results table's rows (fp32 first) are not in the NPU table's order.
+    paths = study_records(tmp_path, {"custom": TRAINED}, ("fp32", "int8", "int16x8"))
+    base = {"dataset": "toy", "model": "custom", "seed": 1}
+    int8, int16 = {**base, "scheme": "int8"}, {**base, "scheme": "int16x8"}
+    # Written in another order than the table's (variant, then board).
+    paths["npu_estimates"] = [
+        npu_estimate(tmp_path, int16, HE, boards[HE][1], reason=CRASH),
+        npu_estimate(tmp_path, int8, HE, boards[HE][1], 200_000, sram_kb=96.04, flash_kb=310.26, on_cpu=["SOFTMAX"]),
+        npu_estimate(tmp_path, int16, HP, boards[HP][1], 480_000, sram_kb=150.0, flash_kb=600.0),
+        npu_estimate(tmp_path, int8, HP, boards[HP][1], 200_000, sram_kb=96.04, flash_kb=310.26, on_cpu=["SOFTMAX"]),
+    ]
+    _, markdown = gathered(tmp_path, paths)
+    section, rows = npu_rows(markdown)
+    assert "**Every figure is Vela's own estimate**" in section
+    # One seed: no seed column.
+    assert list(rows[0]) == [
+        *("dataset", "model", "scheme", "board", "accelerator", "accuracy (%)"),
+        *("inference (ms, Vela estimate)", "SRAM / flash (KB, Vela)", "operators on the CPU"),
+    ]
+    shown = [
+        [row[name] for name in ("scheme", "board", "accelerator", "accuracy (%)")]
+        + [row[name] for name in ("inference (ms, Vela estimate)", "SRAM / flash (KB, Vela)", "operators on the CPU")]
+        for row in rows
+    ]
+    hp, he = boards[HP], boards[HE]
+    # The time is the cycles at the board's NPU clock (400 and 160 MHz), not Vela's at its 500 MHz.
+    assert (hp[1]["clock_mhz"], he[1]["clock_mhz"]) == (400, 160)
+    assert shown == [
+        ["int8", he[0], he[1]["accelerator"], "99.00", "1.250", "96.0 / 310.3", "1 (SOFTMAX)"],
+        ["int8", hp[0], hp[1]["accelerator"], "99.00", "0.500", "96.0 / 310.3", "1 (SOFTMAX)"],
+        ["int16x8", he[0], he[1]["accelerator"], "98.00", f"unsupported by Vela ({CRASH})", "-", "-"],
+        ["int16x8", hp[0], hp[1]["accelerator"], "98.00", "1.200", "150.0 / 600.0", "0 (none)"],
+    ]
+    # npu.csv keeps the record's figures by board name, Vela's own time beside the board's; counts as integers.
+    assert ",200000," in (tmp_path / "npu_csv.out").read_text()
+    written = pd.read_csv(tmp_path / "npu_csv.out").set_index(["scheme", "board_name"])
+    assert written.loc[("int8", HE), "cycles"] == 200_000
+    assert written.loc[("int8", HE), "npu_clock_mhz"] == 160
+    assert written.loc[("int8", HE), "vela_inference_ms"] == pytest.approx(0.4)
+    assert written.loc[("int16x8", HE), "vela_reason"] == CRASH
+
+
+def test_the_npu_table_has_a_seed_column_only_with_several_seeds(tmp_path):
+    boards = npu_boards()
+    paths = study_records(tmp_path, {"custom": TRAINED})
+    variant = {"dataset": "toy", "model": "custom", "seed": 1, "scheme": "int8"}
+    paths["npu_estimates"] = [npu_estimate(tmp_path, variant, HP, boards[HP][1], 200_000, 1.0, 2.0)]
+    _, rows = npu_rows(gathered(tmp_path, paths)[1])
+    assert "seed" not in rows[0]
+    paths["npu_estimates"].append(npu_estimate(tmp_path, {**variant, "seed": 2}, HP, boards[HP][1], 200_000, 1.0, 2.0))
+    _, rows = npu_rows(gathered(tmp_path, paths)[1])
+    # Seed 2 has no evaluation here: no accuracy rather than another seed's.
+    assert [(row["seed"], row["accuracy (%)"]) for row in rows] == [("1", "99.00"), ("2", "-")]
+
+
+def test_no_npu_section_without_an_npu_estimate(tmp_path):
+    _, markdown = gathered(tmp_path, study_records(tmp_path, {"custom": TRAINED}))
+    assert NPU_HEADING not in markdown
+
+
+def test_a_second_npu_record_of_a_variant_and_board_is_refused_naming_its_file(tmp_path):
+    boards = npu_boards()
+    int8 = {"dataset": "toy", "model": "custom", "seed": 1, "scheme": "int8"}
+    first = npu_estimate(tmp_path, int8, HP, boards[HP][1], 200_000)
+    again = write(tmp_path / "elsewhere" / "again.json", json.loads(first.read_text()))
+    labels = {HP: boards[HP][0]}
+    assert len(npu_table([first], labels)) == 1
+    with pytest.raises(ValueError, match="again.json: a second record"):
+        npu_table([first, again], labels)

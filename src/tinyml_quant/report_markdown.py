@@ -272,7 +272,9 @@ def npu_markdown(npu, table):
     shown = npu.assign(
         accuracy=[percent(accuracy.get(tuple(row[name] for name in VARIANT))) for _, row in npu.iterrows()],
         time=[
-            f"{row.inference_ms_estimate:.3f}" if row.vela_status == COMPILED else f"unsupported ({row.vela_reason})"
+            f"{row.inference_ms_estimate:.3f}"
+            if row.vela_status == COMPILED
+            else f"{row.vela_status} ({row.vela_reason})"
             for row in npu.itertuples()
         ],
         memory=[

@@ -327,8 +327,8 @@ def npu_table(npu_paths, board_labels):
     ``board_labels``: ``{board name: label}``.
     """
     rows = []
-    for path in npu_paths:
-        record = _normalized(read_json(path))
+    # By variant and board: a second record of one is an error, not a second row.
+    for _, record in keyed_with_paths(npu_paths, [*VARIANT, "board"]).values():
         rows.append(
             {
                 **{name: record[name] for name in VARIANT},
@@ -352,6 +352,8 @@ def npu_table(npu_paths, board_labels):
         )
     table = pd.DataFrame(rows)
     if not table.empty:
+        # Counts stay integers where a variant Vela could not compile has none (pandas would make them floats).
+        table = table.astype({"cycles": "Int64", "cpu_operators": "Int64"})
         table["scheme"] = pd.Categorical(table.scheme, categories=SCHEMES, ordered=True)
         table = table.sort_values([*VARIANT, "board"]).reset_index(drop=True)
     return table
