@@ -459,16 +459,18 @@ def test_the_calibration_sweep_makes_an_int8_variant_per_size(smoke_run):
 @pytest.mark.e2e
 def test_layer_errors_cover_every_quantized_layer(smoke_run):
     study = smoke_run.study(SMOKE_STUDY)
-    for model in MODELS:
+    pairs = [("cifar10", model) for model in MODELS] + [("mnist", model) for model in MNIST_MODELS]
+    for dataset, model in pairs:
         for scheme in ("int8", "int16x8", "int4"):
-            layers = pd.read_csv(study / "layer_error" / "cifar10" / model / f"seed{SEED}" / f"{scheme}.csv")
+            layers = pd.read_csv(study / "layer_error" / dataset / model / f"seed{SEED}" / f"{scheme}.csv")
             assert len(layers) >= 3 and (layers.images == 8).all()
             assert (layers.rmse >= 0).all() and layers.cosine_similarity.between(-1, 1.000001).all()
             assert np.allclose(layers.rmse_in_steps, layers.rmse / layers.scale, rtol=1e-4)
             assert layers.depth.iloc[0] == 0 and layers.depth.iloc[-1] == 1
-            # 16-bit activations have 256 times finer steps: their output matches fp32 closer.
-            if scheme == "int16x8":
-                int8 = pd.read_csv(study / "layer_error" / "cifar10" / model / f"seed{SEED}" / "int8.csv")
+            # 16-bit activations have 256 times finer steps: their output matches fp32 closer. On MNIST,
+            # where three epochs train: a CIFAR-10 smoke model near chance has outputs too flat for it.
+            if scheme == "int16x8" and dataset == "mnist":
+                int8 = pd.read_csv(study / "layer_error" / dataset / model / f"seed{SEED}" / "int8.csv")
                 assert layers.snr_db.iloc[-1] > int8.snr_db.iloc[-1] - 3
 
 
